@@ -1,0 +1,1 @@
+"""ChannelShift domain: channels, goals, campaigns, incentives and their persistence."""

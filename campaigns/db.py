@@ -1,0 +1,125 @@
+"""Engine, sessions and schema-revision checks.
+
+One engine per process and URL. Services never commit: a unit of work is
+opened with :func:`session_scope` (or the web layer's session dependency),
+which commits when the block succeeds and rolls back when it raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+from campaigns.errors import SchemaOutOfDate
+from campaigns.settings import Settings, get_settings
+
+_engines: dict[tuple[str, str | None], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (see
+    # _sqlite_begin); the module's own implicit BEGIN breaks SAVEPOINTs.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # Foreign keys are off by default in SQLite; WAL lets readers work while one writer writes;
+    # busy_timeout makes concurrent writers wait for the lock instead of failing at once.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
+    """Create an engine for ``url`` with the settings each backend needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if schema:
+        connect_args["options"] = f"-c search_path={schema}"
+    return create_engine(
+        url,
+        connect_args=connect_args,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the configured database."""
+    settings = settings or get_settings()
+    key = (settings.resolved_database_url, settings.database_schema)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = build_engine(
+                key[0], schema=key[1], pool_size=settings.database_pool_size
+            )
+            _engines[key] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception."""
+    with Session(engine or get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_schema_current(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDate` unless the database is at the code's head revision."""
+    from campaigns.migrate import head_revision
+
+    head = head_revision()
+    current = current_revision(engine)
+    if current != head:
+        state = "empty (no schema)" if current is None else f"at revision {current}"
+        raise SchemaOutOfDate(
+            f"the database is {state} but this version of ChannelShift needs revision {head}; "
+            "run `channelshift db upgrade` first"
+        )

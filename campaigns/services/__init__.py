@@ -1,0 +1,1 @@
+"""Domain services. They flush but never commit: the caller owns the transaction."""

@@ -1,0 +1,51 @@
+"""Runtime configuration from ``CHANNELSHIFT_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHANNELSHIFT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Folder for the embedded SQLite database and other local files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL. Unset: a SQLite file in data_dir. Production: "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        ),
+    )
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema to use (search_path); unset means the server default.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    currency: str = Field(default="EUR", min_length=3, max_length=3)
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("database_schema must contain only letters, digits and underscores")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'channelshift.sqlite3').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,75 @@
+"""Small typed builders for test data; every argument has a sensible default."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from campaigns.models import Campaign, Channel, Customer, MigrationGoal
+from campaigns.services.campaigns import create_campaign
+from campaigns.services.channels import create_channel, ensure_default_stages
+from campaigns.services.goals import create_goal
+from campaigns.types import utcnow
+
+ACTOR = "test"
+
+
+def make_channel(session: Session, *, key: str = "web", kind: str | None = None,
+                 name: str | None = None) -> Channel:
+    existing = session.exec(select(Channel).where(Channel.key == key)).first()
+    if existing:
+        return existing
+    kind = kind or {"web": "web", "app": "app", "call_centre": "call_centre", "ivr": "ivr",
+                    "store": "store"}.get(key, "partner")
+    return create_channel(session, actor=ACTOR,
+                          channel_create={"key": key, "name": name or key.title(), "kind": kind})
+
+
+def make_goal(session: Session, *, name: str = "Self-service after sale",
+              stage: str = "after_sale", sources: tuple[str, ...] = ("call_centre",),
+              target: str = "web", rule: str | None = None, **overrides: Any) -> MigrationGoal:
+    ensure_default_stages(session)
+    for key in (*sources, target):
+        make_channel(session, key=key)
+    data = {"name": name, "stage": stage, "source_channels": list(sources),
+            "target_channel": target, "target_uplift": "0.05", "eligibility_rule": rule}
+    data.update(overrides)
+    return create_goal(session, actor=ACTOR, goal_create=data)
+
+
+def percent_arm(name: str = "ten percent", *, weight: int = 50, percent_bp: int = 1000
+                ) -> dict[str, Any]:
+    return {"name": name, "weight": weight,
+            "incentive": {"name": f"{name} off", "type": "percent_discount",
+                          "config": {"percent_bp": percent_bp}}}
+
+
+def control_arm(*, weight: int = 50) -> dict[str, Any]:
+    return {"name": "control", "weight": weight, "is_control": True}
+
+
+def make_campaign(
+    session: Session, *, name: str = "Spring push", goal: MigrationGoal | None = None,
+    arms: list[dict[str, Any]] | None = None, starts_at: datetime | None = None,
+    ends_at: datetime | None = None, budget_minor: int | None = 100_000, **overrides: Any,
+) -> Campaign:
+    goal = goal or make_goal(session)
+    now = utcnow()
+    data: dict[str, Any] = {
+        "name": name, "goal_id": goal.id,
+        "starts_at": starts_at or now + timedelta(hours=1),
+        "ends_at": ends_at or now + timedelta(days=30),
+        "budget_minor": budget_minor,
+        "arms": arms if arms is not None else [control_arm(), percent_arm()],
+    }
+    data.update(overrides)
+    return create_campaign(session, actor=ACTOR, campaign_create=data)
+
+
+def make_customer(session: Session, *, external_id: str = "C1", **attributes: Any) -> Customer:
+    customer = Customer(external_id=external_id, **attributes)
+    session.add(customer)
+    session.flush()
+    return customer

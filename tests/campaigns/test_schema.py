@@ -1,0 +1,172 @@
+"""The schema itself: migrations, money types, and the invariants the database enforces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Float, Numeric, inspect, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlmodel import Session
+
+from campaigns import migrate
+from campaigns.db import build_engine, check_schema_current, current_revision
+from campaigns.errors import SchemaOutOfDate
+from campaigns.models import (
+    Arm,
+    Campaign,
+    ChannelEvent,
+    CouponCode,
+    Incentive,
+    PointsLedger,
+    metadata,
+)
+from tests.builders import make_campaign, make_channel, make_customer, make_goal
+
+MONEY_SUFFIXES = ("_minor",)
+
+
+class TestMoneyColumns:
+    def test_no_float_anywhere(self) -> None:
+        floats = [f"{table.name}.{column.name}" for table in metadata.tables.values()
+                  for column in table.columns if isinstance(column.type, Float)]
+        assert floats == []
+
+    def test_money_columns_are_integers(self) -> None:
+        money = [(table.name, column) for table in metadata.tables.values()
+                 for column in table.columns if column.name.endswith(MONEY_SUFFIXES)]
+        assert len(money) >= 10
+        for table, column in money:
+            assert column.type.python_type is int, f"{table}.{column.name} is {column.type}"
+            assert not isinstance(column.type, Numeric | Float)
+
+
+class TestMigrations:
+    def test_chain_is_linear_with_one_head(self) -> None:
+        script = ScriptDirectory.from_config(migrate.alembic_config())
+        assert len(script.get_heads()) == 1
+        revisions = list(script.walk_revisions())
+        assert len(revisions) >= 1
+        for revision in revisions:
+            assert isinstance(revision.down_revision, str | None), "merge revisions not allowed"
+
+    def test_schema_matches_models(self, engine) -> None:
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert diff == []
+
+    def test_upgrade_twice_is_a_no_op(self, engine) -> None:
+        before = current_revision(engine)
+        tables_before = set(inspect(engine).get_table_names())
+        migrate.upgrade(engine)
+        assert current_revision(engine) == before == migrate.head_revision()
+        assert set(inspect(engine).get_table_names()) == tables_before
+
+    def test_empty_database_is_refused(self, tmp_path) -> None:
+        empty = build_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+        with pytest.raises(SchemaOutOfDate, match="channelshift db upgrade"):
+            check_schema_current(empty)
+        migrate.upgrade(empty)
+        check_schema_current(empty)
+        migrate.downgrade(empty, "base")
+        assert current_revision(empty) is None
+        assert "campaign" not in inspect(empty).get_table_names()
+
+
+class TestTimes:
+    def test_naive_datetime_is_refused(self, session: Session) -> None:
+        customer = make_customer(session)
+        channel = make_channel(session, key="web")
+        goal = make_goal(session)
+        session.add(ChannelEvent(client_event_id="e1", customer_id=customer.id,
+                                 channel_id=channel.id, stage_id=goal.stage_id,
+                                 occurred_at=datetime(2026, 1, 1)))
+        with pytest.raises(StatementError, match="naive datetime"):
+            session.flush()
+
+    def test_times_come_back_aware_utc(self, session: Session) -> None:
+        customer = make_customer(session)
+        channel = make_channel(session, key="web")
+        goal = make_goal(session)
+        paris = timezone(timedelta(hours=2))
+        event = ChannelEvent(client_event_id="e2", customer_id=customer.id, channel_id=channel.id,
+                             stage_id=goal.stage_id,
+                             occurred_at=datetime(2026, 6, 1, 12, 0, tzinfo=paris))
+        session.add(event)
+        session.flush()
+        session.expire_all()
+        loaded = session.get(ChannelEvent, event.id)
+        assert loaded.occurred_at == datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+        assert loaded.occurred_at.utcoffset() == timedelta(0)
+
+
+class TestDatabaseInvariants:
+    """Each invariant holds even for a writer that bypasses the services."""
+
+    def test_budget_cannot_be_overspent(self, session: Session) -> None:
+        campaign = make_campaign(session, budget_minor=1_000)
+        with pytest.raises(IntegrityError), session.begin_nested():
+            session.execute(update(Campaign).where(Campaign.id == campaign.id)
+                            .values(spent_minor=1_001))
+        session.execute(update(Campaign).where(Campaign.id == campaign.id)
+                        .values(spent_minor=1_000))
+
+    def test_single_use_code_cannot_be_used_twice(self, session: Session) -> None:
+        incentive = Incentive(name="c", type="coupon", config={})
+        session.add(incentive)
+        session.flush()
+        code = CouponCode(code="ABCD2345EF", incentive_id=incentive.id, max_uses=1, uses=1)
+        session.add(code)
+        session.flush()
+        with pytest.raises(IntegrityError), session.begin_nested():
+            session.execute(update(CouponCode).where(CouponCode.id == code.id)
+                            .values(uses=CouponCode.uses + 1))
+
+    def test_code_is_unique(self, session: Session) -> None:
+        incentive = Incentive(name="c", type="coupon", config={})
+        session.add(incentive)
+        session.flush()
+        session.add(CouponCode(code="SAME", incentive_id=incentive.id))
+        session.flush()
+        session.add(CouponCode(code="SAME", incentive_id=incentive.id))
+        with pytest.raises(IntegrityError):
+            session.flush()
+
+    def test_one_control_arm_per_campaign(self, session: Session) -> None:
+        campaign = make_campaign(session)
+        session.add(Arm(campaign_id=campaign.id, name="second control", weight=1,
+                        is_control=True))
+        with pytest.raises(IntegrityError):
+            session.flush()
+
+    def test_control_arm_has_no_incentive(self, session: Session) -> None:
+        campaign = make_campaign(session)
+        incentive = Incentive(name="x", type="percent_discount", config={"percent_bp": 100})
+        session.add(incentive)
+        session.flush()
+        session.add(Arm(campaign_id=campaign.id, name="odd", weight=1, is_control=True,
+                        incentive_id=incentive.id))
+        with pytest.raises(IntegrityError):
+            session.flush()
+
+    def test_points_ledger_is_append_only(self, session: Session) -> None:
+        customer = make_customer(session)
+        entry = PointsLedger(customer_id=customer.id, delta=100, reason="welcome",
+                             source_ref="welcome:C1")
+        session.add(entry)
+        session.flush()
+        with pytest.raises(DBAPIError, match="append-only"), session.begin_nested():
+            session.execute(text("UPDATE points_ledger SET delta = 5"))
+        with pytest.raises(DBAPIError, match="append-only"), session.begin_nested():
+            session.execute(text("DELETE FROM points_ledger"))
+        session.add(PointsLedger(customer_id=customer.id, delta=-40, reason="correction",
+                                 source_ref="fix:1"))
+        session.flush()
+
+    def test_foreign_keys_are_enforced(self, session: Session) -> None:
+        session.add(Arm(campaign_id=999_999, name="orphan", weight=1, is_control=True))
+        with pytest.raises(IntegrityError):
+            session.flush()

@@ -1,0 +1,1 @@
+"""ChannelShift HTTP layer: JSON API, marketer UI and their wiring."""
