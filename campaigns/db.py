@@ -8,7 +8,7 @@ which commits when the block succeeds and rolls back when it raises.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then
+    # writes fails with "database is locked" when another writer got in between (the
+    # busy timeout cannot help there); waiting for the lock at BEGIN always works.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
@@ -96,6 +99,30 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_ignore(
+    session: Session, model: type[Any], rows: Sequence[Mapping[str, Any]], *,
+    conflict_columns: Sequence[str],
+) -> int:
+    """INSERT rows, silently skipping those that hit the unique key ``conflict_columns``.
+
+    This is how "record once" is done without check-then-insert races: the database's
+    unique constraint decides, on SQLite and PostgreSQL alike. Returns rows inserted.
+    """
+    if not rows:
+        return 0
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = model.__table__
+    statement: Any
+    if session.get_bind().dialect.name == "postgresql":
+        statement = postgresql.insert(table)
+    else:
+        statement = sqlite.insert(table)
+    statement = statement.on_conflict_do_nothing(index_elements=list(conflict_columns))
+    result = session.execute(statement, list(rows))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def ping(engine: Engine) -> None:

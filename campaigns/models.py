@@ -609,3 +609,33 @@ class AuditLog(SQLModel, table=True):
     entity_type: str = Field(sa_column=Column(String(60), nullable=False))
     entity_id: int | None = Field(default=None, sa_type=BigId)
     details: dict[str, Any] = json_field()
+
+
+# ---------------------------------------------------------------------------
+# Coordination between worker processes
+# ---------------------------------------------------------------------------
+
+
+class ConfigEpoch(SQLModel, table=True):
+    """A counter bumped by every configuration change (it rides along with the audit log).
+
+    Worker processes cache campaign configuration and API keys in memory and poll this
+    one row (at most once a second) to know when to reload: no configuration query on
+    the hot path, and a change made through any worker reaches all of them.
+    """
+
+    __tablename__ = "config_epoch"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: int = Field(default=1, primary_key=True)
+    value: int = Field(default=0, sa_type=BigId)
+
+
+class RateLimitBucket(SQLModel, table=True):
+    """Failures counted per (subject, window), shared by all workers through the database."""
+
+    __tablename__ = "rate_limit_bucket"
+
+    subject: str = Field(sa_column=Column(String(200), primary_key=True))
+    window_start: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
+    count: int = Field(default=0)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
     currency: str = Field(default="EUR", min_length=3, max_length=3)
+    config_refresh_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How often each worker checks whether campaign configuration changed.",
+    )
 
     @field_validator("database_schema")
     @classmethod

@@ -10,13 +10,19 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from campaigns.db import check_schema_current, get_engine
+from campaigns.services.catalog import Catalog
+from campaigns.settings import Settings, get_settings
 from web.api import health
+from web.deps import ApiKeyCache
+from web.errors import install_error_handlers
 
 logger = logging.getLogger("channelshift")
 
 
-def create_app(*, engine: Engine | None = None, check_schema: bool = True) -> FastAPI:
+def create_app(*, engine: Engine | None = None, settings: Settings | None = None,
+               check_schema: bool = True) -> FastAPI:
     """Build the app. It refuses to start when the database schema is not current."""
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +38,11 @@ def create_app(*, engine: Engine | None = None, check_schema: bool = True) -> Fa
         "with randomized proof of what they moved.",
         lifespan=lifespan,
     )
-    app.state.engine = engine or get_engine()
+    app.state.engine = engine or get_engine(settings)
+    app.state.settings = settings
+    app.state.catalog = Catalog(refresh_interval=settings.config_refresh_seconds)
+    app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
+                                          else 0.0)
+    install_error_handlers(app)
     app.include_router(health.router)
     return app

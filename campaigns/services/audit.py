@@ -7,6 +7,7 @@ from typing import Any
 from sqlmodel import Session
 
 from campaigns.models import AuditLog
+from campaigns.services.epoch import bump_config_epoch
 
 
 def record_audit(
@@ -17,7 +18,9 @@ def record_audit(
     entity_type: str,
     entity_id: int | None,
     details: dict[str, Any] | None = None,
+    config_change: bool = True,
 ) -> AuditLog:
+    """Record a change; configuration changes also bump the epoch so caches reload."""
     entry = AuditLog(
         actor=actor,
         action=action,
@@ -26,4 +29,6 @@ def record_audit(
         details=details or {},
     )
     session.add(entry)
+    if config_change:
+        bump_config_epoch(session)
     return entry

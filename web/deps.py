@@ -1,0 +1,126 @@
+"""Request dependencies: one transaction per request, API-key authentication by scope."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from campaigns.models import ApiKey, ApiScope
+from campaigns.services.apikeys import find_api_key
+from web.errors import ApiError
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work: committed when the route returns, rolled back if it raises.
+
+    Declared with ``scope="function"`` below so the commit happens *before* the response
+    is sent: a client that was told "redeemed" can rely on the redemption being durable.
+    """
+    session = Session(request.app.state.engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the API key's id, name and scope (never its secret)."""
+
+    api_key_id: int
+    name: str
+    scope: ApiScope
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.api_key_id}:{self.name}"
+
+
+class ApiKeyCache:
+    """Recently seen keys, so the hot path does not look up the key on every request.
+
+    Entries live a few seconds and are dropped whenever the configuration epoch moves
+    (revoking a key bumps it), so a revoked key stops working across all workers quickly.
+    """
+
+    def __init__(self, ttl_seconds: float = 10.0) -> None:
+        self.ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, Caller | None]] = {}
+        self._epoch: int | None = None
+        self._lock = threading.Lock()
+
+    def get(self, secret: str, *, epoch: int) -> tuple[bool, Caller | None]:
+        with self._lock:
+            if epoch != self._epoch:
+                self._entries.clear()
+                self._epoch = epoch
+            entry = self._entries.get(secret)
+            if entry and entry[0] > time.monotonic():
+                return True, entry[1]
+            return False, None
+
+    def put(self, secret: str, caller: Caller | None) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[secret] = (time.monotonic() + self.ttl, caller)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated",
+                       "send an API key as 'Authorization: Bearer <key>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def _lookup(request: Request, session: Session, secret: str) -> Caller | None:
+    cache: ApiKeyCache = request.app.state.api_key_cache
+    epoch = request.app.state.catalog.epoch(session)
+    hit, caller = cache.get(secret, epoch=epoch)
+    if hit:
+        return caller
+    api_key: ApiKey | None = find_api_key(session, secret)
+    caller = None if api_key is None or api_key.id is None else Caller(
+        api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
+    cache.put(secret, caller)
+    return caller
+
+
+def require_scope(*scopes: ApiScope) -> Callable[[Request], Caller]:
+    """A dependency that admits only API keys of the given scopes (401 / 403 otherwise)."""
+    allowed = frozenset(scopes)
+
+    def dependency(request: Request, session: SessionDep) -> Caller:
+        caller = _lookup(request, session, _bearer(request))
+        if caller is None:
+            raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if caller.scope not in allowed:
+            raise ApiError(403, "wrong_scope",
+                           f"this route needs a {' or '.join(sorted(allowed))} key; "
+                           f"this key has scope {caller.scope.value}")
+        request.state.caller = caller
+        return caller
+
+    return dependency
+
+
+StorefrontCaller = Annotated[Caller, Depends(require_scope(ApiScope.STOREFRONT))]
+ManagementCaller = Annotated[Caller, Depends(require_scope(ApiScope.MANAGEMENT))]
+AnalyticsCaller = Annotated[Caller, Depends(require_scope(ApiScope.ANALYTICS))]
