@@ -380,6 +380,10 @@ class CouponCode(SQLModel, table=True):
         # A single-use code (max_uses = 1) can never be used twice, whatever the caller does.
         CheckConstraint("max_uses IS NULL OR uses <= max_uses", name="uses_within_max"),
         Index("ix_coupon_code_unissued", "incentive_id", "customer_id"),
+        # One issued code per customer per campaign, even when two first exposures race.
+        Index("uq_coupon_code_issued", "campaign_id", "customer_id", unique=True,
+              sqlite_where=text("customer_id IS NOT NULL"),
+              postgresql_where=text("customer_id IS NOT NULL")),
     )
 
     id: int | None = pk()

@@ -73,3 +73,47 @@ def make_customer(session: Session, *, external_id: str = "C1", **attributes: An
     session.add(customer)
     session.flush()
     return customer
+
+
+def coupon_arm(name: str = "web coupon", *, weight: int = 50, percent_bp: int = 1000,
+               expires_days: int | None = None, min_order_minor: int | None = None
+               ) -> dict[str, Any]:
+    benefit: dict[str, Any] = {"kind": "percent", "percent_bp": percent_bp}
+    if min_order_minor is not None:
+        benefit["min_order_minor"] = min_order_minor
+    config: dict[str, Any] = {"mode": "batch", "prefix": "WEB", "length": 10,
+                              "benefit": benefit}
+    if expires_days:
+        config["expires_days"] = expires_days
+    return {"name": name, "weight": weight,
+            "incentive": {"name": name, "type": "coupon", "config": config}}
+
+
+def incentive_arm(name: str, type_: str, config: dict[str, Any], *, weight: int = 50
+                  ) -> dict[str, Any]:
+    return {"name": name, "weight": weight,
+            "incentive": {"name": name, "type": type_, "config": config}}
+
+
+def make_running_campaign(session: Session, **kwargs: Any) -> Campaign:
+    from campaigns.services.campaigns import transition
+
+    campaign = make_campaign(session, **kwargs)
+    transition(session, campaign=campaign, target="scheduled", actor=ACTOR)
+    transition(session, campaign=campaign, target="running", actor=ACTOR)
+    return campaign
+
+
+def customer_id_in_arm(session: Session, campaign: Campaign, arm_name: str, *,
+                       prefix: str = "C", start: int = 0) -> str:
+    """An external id that the campaign's assignment function puts in ``arm_name``."""
+    from campaigns.assignment import choose_arm
+    from campaigns.services.campaigns import campaign_arms
+
+    arms = [(arm.name, arm.weight) for arm in campaign_arms(session, campaign)]
+    for i in range(start, start + 10_000):
+        external_id = f"{prefix}{i}"
+        if choose_arm(salt=campaign.salt, customer_id=external_id, arms=arms,
+                      period=campaign.allocation_period) == arm_name:
+            return external_id
+    raise AssertionError(f"no customer lands in {arm_name}")

@@ -12,9 +12,10 @@ from sqlalchemy import Engine
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
-from web.api import health
+from web.api import health, lotteries, storefront
 from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
+from web.observability import install_observability
 
 logger = logging.getLogger("channelshift")
 
@@ -44,5 +45,8 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
                                           else 0.0)
     install_error_handlers(app)
+    install_observability(app)
     app.include_router(health.router)
+    app.include_router(storefront.router)
+    app.include_router(lotteries.router)
     return app

@@ -136,10 +136,10 @@ def load_snapshot(session: Session, *, epoch: int) -> Snapshot:
         select(Incentive).where(col(Incentive.id).in_(incentive_ids))).all()}
     weights: dict[tuple[int, int], int] = {}
     periods = {c.id: c.allocation_period for c in running}
-    for allocation in session.exec(select(ArmAllocation).where(
+    for row in session.exec(select(ArmAllocation).where(
             col(ArmAllocation.campaign_id).in_(ids))).all():
-        if periods.get(allocation.campaign_id) == allocation.period:
-            weights[(allocation.campaign_id, allocation.arm_id)] = allocation.weight
+        if periods.get(row.campaign_id) == row.period:
+            weights[(row.campaign_id, row.arm_id)] = row.weight
     configs = []
     for campaign in running:
         assert campaign.id is not None

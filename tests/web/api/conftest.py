@@ -26,6 +26,7 @@ def app(engine, session: Session) -> FastAPI:
                      settings=Settings(config_refresh_seconds=0))
 
     def test_session() -> Iterator[Session]:
+        session.commit()  # what the test set up is "committed" before the request starts
         try:
             yield session
             session.commit()

@@ -1,0 +1,189 @@
+"""Prize draws that anyone can re-run and verify.
+
+Algorithm ``weighted-mt19937-v1``: the tickets are the lottery's entries in id order, each
+weighted by its number of entries and aggregated per customer. With
+``random.Random(int(seed, 16))`` (Mersenne Twister, identical in every CPython), each prize
+in configuration order is awarded ``remaining inventory`` times; each award picks a
+customer with probability proportional to their entries among those who have not won in
+this draw (without replacement). The seed and a SHA-256 digest of the ticket list are
+recorded, so re-running the algorithm on the same entries gives the same winners.
+
+Prize stock is charged with ``UPDATE ... SET used = used + k WHERE used + k <= total``:
+two concurrent draws can never award more prizes than the inventory holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from campaigns.errors import Conflict, FieldError, NotFound, ValidationFailed
+from campaigns.models import (
+    Arm,
+    Campaign,
+    Customer,
+    Incentive,
+    IncentiveStock,
+    LotteryDraw,
+    LotteryEntry,
+    LotteryWinner,
+)
+from campaigns.services.audit import record_audit
+
+ALGORITHM = "weighted-mt19937-v1"
+
+
+@dataclass(frozen=True)
+class Award:
+    customer_id: int
+    prize_key: str
+    value_minor: int
+
+
+def _lottery_incentive(session: Session, campaign: Campaign) -> Incentive:
+    incentive = session.exec(
+        select(Incentive).join(Arm, col(Arm.incentive_id) == Incentive.id)
+        .where(Arm.campaign_id == campaign.id, Incentive.type == "lottery")).first()
+    if incentive is None:
+        raise Conflict(f"campaign {campaign.id} has no prize-draw arm", code="not_a_lottery")
+    return incentive
+
+
+def tickets(session: Session, *, campaign_id: int, incentive_id: int,
+            up_to: datetime | None = None) -> list[tuple[int, int]]:
+    """(customer id, entries) per customer, in order of first entry."""
+    query = select(LotteryEntry.customer_id, LotteryEntry.entries).where(
+        LotteryEntry.campaign_id == campaign_id, LotteryEntry.incentive_id == incentive_id)
+    if up_to is not None:
+        query = query.where(col(LotteryEntry.created_at) <= up_to)
+    totals: dict[int, int] = {}
+    for customer_id, entries in session.exec(query.order_by(col(LotteryEntry.id))).all():
+        totals[customer_id] = totals.get(customer_id, 0) + entries
+    return list(totals.items())
+
+
+def digest(ticket_list: list[tuple[int, int]]) -> str:
+    text = ";".join(f"{customer}:{entries}" for customer, entries in ticket_list)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def draw_winners(ticket_list: list[tuple[int, int]], prizes: list[tuple[str, int, int]],
+                 seed: str) -> list[Award]:
+    """The pure algorithm: ``prizes`` are (key, value_minor, count) in configuration order."""
+    rng = random.Random(int(seed, 16))  # noqa: S311 - reproducibility is the point here
+    pool = list(ticket_list)
+    awards: list[Award] = []
+    for key, value_minor, count in prizes:
+        for _ in range(count):
+            if not pool:
+                return awards
+            total = sum(entries for _, entries in pool)
+            point = rng.randrange(total)
+            for index, (customer, entries) in enumerate(pool):
+                if point < entries:
+                    awards.append(Award(customer_id=customer, prize_key=key,
+                                        value_minor=value_minor))
+                    del pool[index]
+                    break
+                point -= entries
+    return awards
+
+
+def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None = None,
+             now: datetime) -> LotteryDraw:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"campaign {campaign_id} does not exist", code="campaign_not_found")
+    if seed is not None and (not 8 <= len(seed) <= 128
+                             or any(ch not in "0123456789abcdef" for ch in seed.lower())):
+        raise ValidationFailed("the seed is not valid", [FieldError(
+            ("seed",), "give 8-128 hexadecimal characters, or leave it out")])
+    seed = (seed or secrets.token_hex(16)).lower()
+    incentive = _lottery_incentive(session, campaign)
+    assert incentive.id is not None
+    stock = {row.item_key: row for row in session.exec(select(IncentiveStock).where(
+        IncentiveStock.incentive_id == incentive.id))}
+    prizes = [(p["key"], int(p["value_minor"]),
+               stock[p["key"]].total - stock[p["key"]].used if p["key"] in stock else 0)
+              for p in incentive.config["prizes"]]
+    if sum(count for _, _, count in prizes) == 0:
+        raise Conflict("every prize has already been awarded", code="prizes_exhausted")
+    ticket_list = tickets(session, campaign_id=campaign_id, incentive_id=incentive.id,
+                          up_to=now)
+    awards = draw_winners(ticket_list, prizes, seed)
+    draw = LotteryDraw(campaign_id=campaign_id, incentive_id=incentive.id, seed=seed,
+                       algorithm=ALGORITHM, entries_digest=digest(ticket_list), drawn_by=actor,
+                       drawn_at=now)
+    session.add(draw)
+    session.flush()
+    assert draw.id is not None
+    for key in {a.prize_key for a in awards}:
+        count = sum(1 for a in awards if a.prize_key == key)
+        charged = session.execute(
+            update(IncentiveStock).where(col(IncentiveStock.incentive_id) == incentive.id,
+                                         col(IncentiveStock.item_key) == key,
+                                         col(IncentiveStock.used) + count
+                                         <= col(IncentiveStock.total))
+            .values(used=IncentiveStock.used + count))
+        if charged.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("another draw awarded these prizes at the same time; draw again",
+                           code="prizes_exhausted")
+    for award in awards:
+        session.add(LotteryWinner(draw_id=draw.id, customer_id=award.customer_id,
+                                  prize_key=award.prize_key, value_minor=award.value_minor))
+    session.flush()
+    record_audit(session, actor=actor, action="lottery.draw", entity_type="campaign",
+                 entity_id=campaign_id, details={"draw_id": draw.id, "seed": seed,
+                                                 "winners": len(awards),
+                                                 "tickets": len(ticket_list)},
+                 config_change=False)
+    return draw
+
+
+def draw_result(session: Session, *, campaign_id: int, draw_id: int) -> dict[str, object]:
+    draw = session.get(LotteryDraw, draw_id)
+    if draw is None or draw.campaign_id != campaign_id:
+        raise NotFound(f"draw {draw_id} of campaign {campaign_id} does not exist",
+                       code="draw_not_found")
+    winners = session.exec(
+        select(Customer.external_id, LotteryWinner.prize_key, LotteryWinner.value_minor)
+        .join(Customer, col(Customer.id) == LotteryWinner.customer_id)
+        .where(LotteryWinner.draw_id == draw_id).order_by(col(LotteryWinner.id))).all()
+    return {
+        "draw_id": draw.id, "campaign_id": campaign_id, "seed": draw.seed,
+        "algorithm": draw.algorithm, "entries_digest": draw.entries_digest,
+        "drawn_at": draw.drawn_at.isoformat(), "drawn_by": draw.drawn_by,
+        "winners": [{"customer_id": c, "prize": p, "value_minor": v} for c, p, v in winners],
+    }
+
+
+def verify_draw(session: Session, *, campaign_id: int, draw_id: int) -> dict[str, object]:
+    """Re-run the recorded draw from its seed and compare with the stored winners."""
+    draw = session.get(LotteryDraw, draw_id)
+    if draw is None or draw.campaign_id != campaign_id:
+        raise NotFound(f"draw {draw_id} of campaign {campaign_id} does not exist",
+                       code="draw_not_found")
+    assert draw.id is not None
+    incentive = session.get(Incentive, draw.incentive_id)
+    assert incentive is not None
+    stored = [(w.customer_id, w.prize_key) for w in session.exec(
+        select(LotteryWinner).where(LotteryWinner.draw_id == draw.id)
+        .order_by(col(LotteryWinner.id)))]
+    earlier = session.exec(select(LotteryWinner.prize_key).join(
+        LotteryDraw, col(LotteryDraw.id) == LotteryWinner.draw_id).where(
+        LotteryDraw.campaign_id == campaign_id, col(LotteryDraw.id) < draw.id)).all()
+    ticket_list = tickets(session, campaign_id=campaign_id, incentive_id=incentive.id or 0,
+                          up_to=draw.drawn_at)
+    prizes = [(p["key"], int(p["value_minor"]),
+               int(p["inventory"]) - sum(1 for k in earlier if k == p["key"]))
+              for p in incentive.config["prizes"]]
+    rerun = [(a.customer_id, a.prize_key) for a in draw_winners(ticket_list, prizes, draw.seed)]
+    return {"draw_id": draw.id, "verified": rerun == stored and digest(ticket_list)
+            == draw.entries_digest, "entries_digest": digest(ticket_list),
+            "winners": len(stored)}

@@ -1,0 +1,217 @@
+"""What may a storefront offer this customer, here, now?
+
+For one customer the running campaigns (from the cached :class:`Snapshot`) are filtered
+by stage, schedule and eligibility rules, ordered by priority and resolved by stacking
+policy: the first exclusive campaign claims the customer alone (its control arm included,
+so the holdout really sees nothing), stackable campaigns above it combine. The customer is
+assigned (deterministically) and exposed once per campaign; the control arm is exposed
+but gets no offer. Treatment arms whose per-customer limit is used up, or whose campaign
+budget cannot pay one more benefit, are left out. Coupon arms issue one code per customer
+on first exposure, from the pre-generated batch when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from campaigns.assignment import choose_arm
+from campaigns.db import insert_ignore
+from campaigns.incentives.codes import generate_code
+from campaigns.models import Assignment, Campaign, CouponCode, Customer
+from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
+from campaigns.services.customers import customer_attributes
+
+
+@dataclass(frozen=True)
+class OfferView:
+    campaign_id: int
+    campaign_name: str
+    arm: str
+    incentive_type: str
+    title: str
+    description: str
+    terms: str
+    benefit: dict[str, Any]
+    code: str | None
+    expires_at: datetime | None
+    redemptions_left: int | None
+
+
+def _candidates(snapshot: Snapshot, *, customer: Customer, stage_key: str | None,
+                now: datetime) -> list[CampaignConfig]:
+    attributes = customer_attributes(customer)
+    return [
+        campaign for campaign in snapshot.campaigns
+        if (stage_key is None or campaign.stage_key == stage_key)
+        and (campaign.ends_at is None or campaign.ends_at > now)
+        and campaign.eligible(attributes)
+    ]
+
+
+def resolve_stacking(candidates: list[CampaignConfig]) -> list[CampaignConfig]:
+    """Campaigns (highest priority first) the customer takes part in for this request."""
+    chosen: list[CampaignConfig] = []
+    for campaign in candidates:
+        if campaign.stacking == "exclusive":
+            if not chosen:
+                chosen.append(campaign)
+                break
+            continue  # a higher-priority stackable offer is already shown
+        chosen.append(campaign)
+    return chosen
+
+
+def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Customer,
+           channel_id: int | None, now: datetime) -> dict[int, Assignment]:
+    """Assign and record first exposure once; returns the customer's assignments.
+
+    The unique (campaign, customer) key makes the first exposure win: a concurrent request
+    for the same customer waits for it and keeps its arm and time.
+    """
+    assert customer.id is not None
+    ids = [campaign.id for campaign in campaigns]
+    assignments = {a.campaign_id: a for a in session.exec(select(Assignment).where(
+        Assignment.customer_id == customer.id, col(Assignment.campaign_id).in_(ids)))}
+    for campaign in campaigns:
+        if campaign.id in assignments or not campaign.allocation:
+            continue
+        arm = choose_arm(salt=campaign.salt, customer_id=customer.external_id,
+                         arms=list(campaign.allocation), period=campaign.period)
+        insert_ignore(session, Assignment, [{
+            "campaign_id": campaign.id, "customer_id": customer.id, "arm_id": arm.id,
+            "allocation_period": campaign.period, "first_exposed_at": now,
+            "exposure_channel_id": channel_id, "redemption_count": 0,
+        }], conflict_columns=["campaign_id", "customer_id"])
+    missing = [cid for cid in ids if cid not in assignments]
+    if missing:
+        for assignment in session.exec(select(Assignment).where(
+                Assignment.customer_id == customer.id,
+                col(Assignment.campaign_id).in_(missing))):
+            assignments[assignment.campaign_id] = assignment
+    return assignments
+
+
+def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
+    days = getattr(arm.config, "expires_days", None)
+    if days:
+        expiry = now + timedelta(days=days)
+        return min(expiry, campaign.ends_at) if campaign.ends_at else expiry
+    return campaign.ends_at
+
+
+def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
+               customer: Customer, now: datetime) -> CouponCode:
+    """Give the customer one unique code: the next unissued one of the batch, or a new one.
+
+    Claiming is one conditional UPDATE (``SKIP LOCKED`` on PostgreSQL, so concurrent
+    claims take different codes); the unique (campaign, customer) index on issued codes
+    settles a race between two first exposures of the same customer.
+    """
+    assert customer.id is not None and arm.incentive_id is not None
+    expires_at = _code_expiry(arm, campaign, now)
+    unissued = (select(CouponCode.id)
+                .where(CouponCode.campaign_id == campaign.id,
+                       CouponCode.incentive_id == arm.incentive_id,
+                       col(CouponCode.customer_id).is_(None))
+                .order_by(col(CouponCode.id)).limit(1).with_for_update(skip_locked=True))
+    claim = (update(CouponCode)
+             .where(col(CouponCode.id) == unissued.scalar_subquery())
+             .values(customer_id=customer.id, issued_at=now, expires_at=expires_at)
+             .returning(col(CouponCode.id)))
+    try:
+        with session.begin_nested():
+            claimed = session.execute(claim).scalar_one_or_none()
+            if claimed is None:
+                session.add(CouponCode(
+                    code=_fresh_code(session, arm), incentive_id=arm.incentive_id,
+                    campaign_id=campaign.id, customer_id=customer.id, max_uses=1,
+                    issued_at=now, expires_at=expires_at))
+                session.flush()
+    except IntegrityError:
+        pass  # another request issued this customer's code first; it is read below
+    return session.exec(select(CouponCode).where(
+        CouponCode.campaign_id == campaign.id, CouponCode.customer_id == customer.id)
+        .execution_options(populate_existing=True)).one()
+
+
+def _fresh_code(session: Session, arm: ArmConfig) -> str:
+    config = arm.config
+    while True:
+        candidate = generate_code(prefix=config.prefix or "", length=config.length,
+                                  charset=config.charset)
+        if session.exec(select(CouponCode.id).where(CouponCode.code == candidate)).first() \
+                is None:
+            return candidate
+
+
+def _shared_code(arm: ArmConfig) -> str | None:
+    return getattr(arm.config, "code", None) if getattr(arm.config, "mode", None) == "shared" \
+        else None
+
+
+def customer_offers(
+    session: Session, *, snapshot: Snapshot, customer: Customer, channel_key: str | None,
+    stage_key: str | None, now: datetime,
+) -> list[OfferView]:
+    """Resolve, expose and describe the customer's offers (see the module docstring)."""
+    chosen = resolve_stacking(_candidates(snapshot, customer=customer, stage_key=stage_key,
+                                          now=now))
+    if not chosen:
+        return []
+    channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
+    assignments = expose(session, campaigns=chosen, customer=customer,
+                                channel_id=channel_id, now=now)
+    treated: list[tuple[CampaignConfig, ArmConfig]] = []
+    for campaign in chosen:
+        arm = campaign.arm(assignments[campaign.id].arm_id) if campaign.id in assignments \
+            else None
+        if arm is not None and not arm.is_control:
+            treated.append((campaign, arm))
+    if not treated:
+        return []
+    spent = dict(session.exec(select(Campaign.id, Campaign.spent_minor).where(
+        col(Campaign.id).in_([c.id for c, _ in treated]))).all())
+    codes = {row.campaign_id: row for row in session.exec(select(CouponCode).where(
+        CouponCode.customer_id == customer.id,
+        col(CouponCode.campaign_id).in_([c.id for c, a in treated if a.needs_code])))}
+    offers = []
+    for campaign, arm in treated:
+        assignment = assignments[campaign.id]
+        left = None
+        if campaign.per_customer_limit is not None:
+            left = campaign.per_customer_limit - assignment.redemption_count
+            if left <= 0:
+                continue
+        if campaign.budget_minor is not None:
+            remaining = campaign.budget_minor - spent.get(campaign.id, 0)
+            if remaining <= 0 or remaining < arm.unit_cost_minor:
+                continue
+        assert arm.offer is not None and arm.incentive_type is not None
+        code_value: str | None = None
+        expires_at = campaign.ends_at
+        if arm.needs_code:
+            code_value = _shared_code(arm)
+            if code_value is None:
+                code = codes.get(campaign.id)
+                if code is None:
+                    code = issue_code(session, campaign=campaign, arm=arm, customer=customer,
+                                      now=now)
+                code_value, expires_at = code.code, code.expires_at or campaign.ends_at
+                if code.expires_at is not None and code.expires_at <= now:
+                    continue
+                if code.max_uses is not None and code.uses >= code.max_uses:
+                    continue
+        offers.append(OfferView(
+            campaign_id=campaign.id, campaign_name=campaign.name, arm=arm.name,
+            incentive_type=arm.incentive_type, title=arm.offer.title,
+            description=arm.offer.description, terms=arm.offer.terms,
+            benefit=dict(arm.offer.benefit_summary), code=code_value, expires_at=expires_at,
+            redemptions_left=left,
+        ))
+    return offers

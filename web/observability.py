@@ -1,0 +1,124 @@
+"""Structured JSON logs with request ids, and Prometheus metrics.
+
+Logs name the route template (``/api/v1/customers/{customer_id}/offers``), never the raw
+path or body, so no API key, password or coupon code can end up in them. With several
+worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``channelshift serve`` does) and
+``/metrics`` aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+SAFE_EXTRA = ("request_id", "method", "route", "status", "duration_ms", "caller", "path",
+              "campaign_id")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in SAFE_EXTRA:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("channelshift")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class Metrics:
+    """The application's Prometheus metrics, on a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "channelshift_http_request_duration_seconds", "HTTP request latency",
+            ["method", "route", "status"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.redemptions = Counter(
+            "channelshift_redemptions_total", "Redemptions applied",
+            ["campaign_id", "incentive_type"], registry=self.registry)
+        self.budget_spent = Counter(
+            "channelshift_budget_spent_minor_total", "Budget spent by redemptions (minor units)",
+            ["campaign_id", "currency"], registry=self.registry)
+
+    def redemption(self, body: dict[str, Any]) -> None:
+        campaign = str(body.get("campaign_id"))
+        self.redemptions.labels(campaign, str(body.get("incentive_type"))).inc()
+        self.budget_spent.labels(campaign, str(body.get("currency"))).inc(
+            int(body.get("cost_minor", 0)))
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template (set in the scope by the router), never the raw path."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
+
+
+def install_observability(app: FastAPI) -> None:
+    app.state.metrics = Metrics()
+    access = logging.getLogger("channelshift.access")
+
+    @app.middleware("http")
+    async def request_context(request: Request,
+                              call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() \
+            and incoming.replace("-", "").isalnum() else secrets.token_hex(8)
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = _route_template(request)
+        response.headers["X-Request-ID"] = request_id
+        if route != "/metrics":
+            app.state.metrics.latency.labels(request.method, route,
+                                             str(response.status_code)).observe(elapsed)
+        caller = getattr(request.state, "caller", None)
+        access.info("request", extra={
+            "request_id": request_id, "method": request.method, "route": route,
+            "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+            "caller": caller.actor if caller else None})
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
