@@ -25,7 +25,7 @@ lint: install
 
 test-sqlite: install
 	@echo "== tests on SQLite"
-	CHANNELSHIFT_TEST_DATABASE_URL=sqlite $(BIN)/pytest
+	CHANNELSHIFT_TEST_DATABASE_URL=sqlite $(BIN)/pytest -m "not postgres_only"
 
 test-postgresql: install
 	@echo "== tests on PostgreSQL ($(PG_URL), fresh schema per run)"

@@ -30,6 +30,9 @@ def make_channel(session: Session, *, key: str = "web", kind: str | None = None,
 def make_goal(session: Session, *, name: str = "Self-service after sale",
               stage: str = "after_sale", sources: tuple[str, ...] = ("call_centre",),
               target: str = "web", rule: str | None = None, **overrides: Any) -> MigrationGoal:
+    existing = session.exec(select(MigrationGoal).where(MigrationGoal.name == name)).first()
+    if existing:
+        return existing
     ensure_default_stages(session)
     for key in (*sources, target):
         make_channel(session, key=key)

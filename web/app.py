@@ -7,17 +7,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
-from web.api import health, lotteries, storefront
+from web.api import docs, health, lotteries, storefront
 from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
-from web.observability import install_observability
+from web.observability import install_concurrency_limit, install_observability
 
 logger = logging.getLogger("channelshift")
+
+#: Larger request bodies are refused with 413 before they are read into memory.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _pool_capacity(engine: Engine) -> int:
+    pool = engine.pool
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", 0)
+    if callable(size):
+        return max(1, int(size()) + max(0, int(overflow)))
+    return 10
 
 
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None,
@@ -38,6 +51,9 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         summary="Incentive campaigns that move customers to the right channel, "
         "with randomized proof of what they moved.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.engine = engine or get_engine(settings)
     app.state.settings = settings
@@ -45,7 +61,10 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
                                           else 0.0)
     install_error_handlers(app)
+    install_concurrency_limit(app, limit=_pool_capacity(app.state.engine))
     install_observability(app)
+    app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(storefront.router)
     app.include_router(lotteries.router)

@@ -8,6 +8,7 @@ worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``channelshift serve`` does)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -122,3 +123,22 @@ def install_observability(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_concurrency_limit(app: FastAPI, *, limit: int) -> None:
+    """Let at most ``limit`` requests use the database at once in this worker process.
+
+    Sync routes and their session dependency run on a thread pool larger than the
+    connection pool. Without this gate, threads waiting for a connection can fill the
+    thread pool while the requests that hold connections wait for a thread to commit:
+    a deadlock that ends in pool timeouts. Waiting here costs no thread.
+    """
+    gate = asyncio.Semaphore(limit)
+
+    @app.middleware("http")
+    async def database_gate(request: Request,
+                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        async with gate:
+            return await call_next(request)

@@ -278,8 +278,8 @@ def redeem(
             session.flush()
     except IntegrityError:
         # A concurrent request with the same key got there first and has committed by now
-        # (the unique index made this insert wait for it): answer with its result.
-        session.expunge(redemption)
+        # (the unique index made this insert wait for it): answer with its result. The
+        # savepoint rollback already removed our pending row from the session.
         stored = _stored(session, idempotency_key)
         if stored is None:
             raise
@@ -299,7 +299,10 @@ def redeem(
     redemption.response = body
     session.add(redemption)
     session.flush()
-    return RedemptionOutcome(body=body, replayed=False)
+    # Answer with the stored form, so the first response and every replay are byte-identical
+    # (PostgreSQL's JSONB orders keys its own way).
+    session.refresh(redemption, ["response"])
+    return RedemptionOutcome(body=redemption.response, replayed=False)
 
 
 def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
