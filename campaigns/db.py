@@ -121,7 +121,11 @@ def insert_ignore(
     else:
         statement = sqlite.insert(table)
     statement = statement.on_conflict_do_nothing(index_elements=list(conflict_columns))
-    result = session.execute(statement, list(rows))
+    if len(rows) <= 100:
+        # One multi-row VALUES statement: one round trip (executemany would make one each).
+        result = session.execute(statement.values(list(rows)))
+    else:
+        result = session.execute(statement, list(rows))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

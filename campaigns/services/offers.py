@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import and_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -67,34 +67,47 @@ def resolve_stacking(candidates: list[CampaignConfig]) -> list[CampaignConfig]:
     return chosen
 
 
-def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Customer,
-           channel_id: int | None, now: datetime) -> dict[int, Assignment]:
-    """Assign and record first exposure once; returns the customer's assignments.
+@dataclass(frozen=True)
+class Exposure:
+    """A customer's standing in one campaign, read in the same query as the exposure."""
 
-    The unique (campaign, customer) key makes the first exposure win: a concurrent request
-    for the same customer waits for it and keeps its arm and time.
+    assignment: Assignment
+    spent_minor: int
+    code: CouponCode | None
+
+
+def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Customer,
+           channel_id: int | None, now: datetime) -> dict[int, Exposure]:
+    """Assign and record first exposure once; returns the customer's standing per campaign.
+
+    Two round trips whatever the number of campaigns: one INSERT ... ON CONFLICT DO NOTHING
+    of every assignment (the unique (campaign, customer) key makes the first exposure win;
+    a concurrent request for the same customer waits for it and keeps its arm and time),
+    then one SELECT of the assignments with the campaigns' spend and any issued code.
     """
     assert customer.id is not None
-    ids = [campaign.id for campaign in campaigns]
-    assignments = {a.campaign_id: a for a in session.exec(select(Assignment).where(
-        Assignment.customer_id == customer.id, col(Assignment.campaign_id).in_(ids)))}
+    rows = []
     for campaign in campaigns:
-        if campaign.id in assignments or not campaign.allocation:
+        if not campaign.allocation:
             continue
         arm = choose_arm(salt=campaign.salt, customer_id=customer.external_id,
                          arms=list(campaign.allocation), period=campaign.period)
-        insert_ignore(session, Assignment, [{
+        rows.append({
             "campaign_id": campaign.id, "customer_id": customer.id, "arm_id": arm.id,
             "allocation_period": campaign.period, "first_exposed_at": now,
             "exposure_channel_id": channel_id, "redemption_count": 0,
-        }], conflict_columns=["campaign_id", "customer_id"])
-    missing = [cid for cid in ids if cid not in assignments]
-    if missing:
-        for assignment in session.exec(select(Assignment).where(
-                Assignment.customer_id == customer.id,
-                col(Assignment.campaign_id).in_(missing))):
-            assignments[assignment.campaign_id] = assignment
-    return assignments
+        })
+    insert_ignore(session, Assignment, rows, conflict_columns=["campaign_id", "customer_id"])
+    standing = session.exec(
+        select(Assignment, Campaign.spent_minor, CouponCode)
+        .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
+        .outerjoin(CouponCode, and_(col(CouponCode.campaign_id) == Assignment.campaign_id,
+                                    col(CouponCode.customer_id) == Assignment.customer_id))
+        .where(Assignment.customer_id == customer.id,
+               col(Assignment.campaign_id).in_([campaign.id for campaign in campaigns]))
+    ).all()
+    return {assignment.campaign_id: Exposure(assignment, spent, code)
+            for assignment, spent, code in standing}
 
 
 def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
@@ -124,30 +137,35 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
              .where(col(CouponCode.id) == unissued.scalar_subquery())
              .values(customer_id=customer.id, issued_at=now, expires_at=expires_at)
              .returning(col(CouponCode.id)))
-    try:
-        with session.begin_nested():
-            claimed = session.execute(claim).scalar_one_or_none()
-            if claimed is None:
-                session.add(CouponCode(
-                    code=_fresh_code(session, arm), incentive_id=arm.incentive_id,
-                    campaign_id=campaign.id, customer_id=customer.id, max_uses=1,
-                    issued_at=now, expires_at=expires_at))
-                session.flush()
-    except IntegrityError:
-        pass  # another request issued this customer's code first; it is read below
-    return session.exec(select(CouponCode).where(
-        CouponCode.campaign_id == campaign.id, CouponCode.customer_id == customer.id)
-        .execution_options(populate_existing=True)).one()
+    issued = (select(CouponCode).where(CouponCode.campaign_id == campaign.id,
+                                       CouponCode.customer_id == customer.id)
+              .execution_options(populate_existing=True))
+    for _attempt in range(5):
+        try:
+            with session.begin_nested():
+                if session.execute(claim).scalar_one_or_none() is None:
+                    session.add(CouponCode(
+                        code=_fresh_code(arm), incentive_id=arm.incentive_id,
+                        campaign_id=campaign.id, customer_id=customer.id, max_uses=1,
+                        issued_at=now, expires_at=expires_at))
+                    session.flush()
+        except IntegrityError:
+            # Either a concurrent request issued this customer's code first (read it), or
+            # the random code collided with an existing one (try another).
+            existing = session.exec(issued).first()
+            if existing is not None:
+                return existing
+            continue
+        return session.exec(issued).one()
+    raise RuntimeError("could not issue a unique coupon code in 5 attempts")
 
 
-def _fresh_code(session: Session, arm: ArmConfig) -> str:
+def _fresh_code(arm: ArmConfig) -> str:
+    # At least 40 random bits: a collision with an existing code is vanishingly rare, and the
+    # unique index would refuse it (the caller's savepoint then retries).
     config = arm.config
-    while True:
-        candidate = generate_code(prefix=config.prefix or "", length=config.length,
-                                  charset=config.charset)
-        if session.exec(select(CouponCode.id).where(CouponCode.code == candidate)).first() \
-                is None:
-            return candidate
+    return generate_code(prefix=config.prefix or "", length=config.length,
+                         charset=config.charset)
 
 
 def _shared_code(arm: ArmConfig) -> str | None:
@@ -165,31 +183,21 @@ def customer_offers(
     if not chosen:
         return []
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
-    assignments = expose(session, campaigns=chosen, customer=customer,
-                                channel_id=channel_id, now=now)
-    treated: list[tuple[CampaignConfig, ArmConfig]] = []
-    for campaign in chosen:
-        arm = campaign.arm(assignments[campaign.id].arm_id) if campaign.id in assignments \
-            else None
-        if arm is not None and not arm.is_control:
-            treated.append((campaign, arm))
-    if not treated:
-        return []
-    spent = dict(session.exec(select(Campaign.id, Campaign.spent_minor).where(
-        col(Campaign.id).in_([c.id for c, _ in treated]))).all())
-    codes = {row.campaign_id: row for row in session.exec(select(CouponCode).where(
-        CouponCode.customer_id == customer.id,
-        col(CouponCode.campaign_id).in_([c.id for c, a in treated if a.needs_code])))}
+    exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
+                       now=now)
     offers = []
-    for campaign, arm in treated:
-        assignment = assignments[campaign.id]
+    for campaign in chosen:
+        exposure = exposures.get(campaign.id)
+        arm = campaign.arm(exposure.assignment.arm_id) if exposure else None
+        if exposure is None or arm is None or arm.is_control:
+            continue
         left = None
         if campaign.per_customer_limit is not None:
-            left = campaign.per_customer_limit - assignment.redemption_count
+            left = campaign.per_customer_limit - exposure.assignment.redemption_count
             if left <= 0:
                 continue
         if campaign.budget_minor is not None:
-            remaining = campaign.budget_minor - spent.get(campaign.id, 0)
+            remaining = campaign.budget_minor - exposure.spent_minor
             if remaining <= 0 or remaining < arm.unit_cost_minor:
                 continue
         assert arm.offer is not None and arm.incentive_type is not None
@@ -198,7 +206,7 @@ def customer_offers(
         if arm.needs_code:
             code_value = _shared_code(arm)
             if code_value is None:
-                code = codes.get(campaign.id)
+                code = exposure.code
                 if code is None:
                     code = issue_code(session, campaign=campaign, arm=arm, customer=customer,
                                       now=now)

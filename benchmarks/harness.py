@@ -1,0 +1,185 @@
+"""Shared pieces of the benchmarks: a fresh PostgreSQL schema, a uvicorn server, load.
+
+Throughput is measured with wrk (Debian package ``wrk``, installed on first use) from a
+separate process; latency at a fixed request rate with an open-loop asyncio client in a
+separate process, so a slow server cannot slow down the arrivals it is measured against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from campaigns import migrate  # noqa: E402
+from campaigns.db import build_engine  # noqa: E402
+
+DATABASE_URL = os.environ.get("CHANNELSHIFT_BENCH_DATABASE_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def fresh_schema(prefix: str) -> Iterator[tuple[Engine, str]]:
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    admin = build_engine(DATABASE_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = build_engine(DATABASE_URL, schema=schema, pool_size=5)
+    try:
+        migrate.upgrade(engine)
+        yield engine, schema
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | None = None
+           ) -> Iterator[str]:
+    """Run ``uvicorn <app> --factory`` and yield its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
+    data_dir = tempfile.mkdtemp(prefix="cs-bench-")
+    env |= {"CHANNELSHIFT_DATABASE_URL": DATABASE_URL, "CHANNELSHIFT_DATABASE_SCHEMA": schema,
+            "CHANNELSHIFT_DATA_DIR": data_dir, "PYTHONPATH": str(ROOT),
+            "CHANNELSHIFT_DATABASE_POOL_SIZE": "10", **(extra_env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+        env=env, cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{app} did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or "wrk"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, *, lua: str, seconds: int = 15, connections: int = 64,
+        threads: int = 2) -> LoadResult:
+    """Closed-loop maximum throughput with wrk running the given Lua request script."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    output = subprocess.run(
+        [ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+         "--latency", "-s", script.name, url], capture_output=True, text=True, check=True
+    ).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = int(bad.group(1)) if bad else 0
+    return LoadResult(rps, p50, p99, total, errors)
+
+
+PACED_CLIENT = r'''
+import asyncio, json, random, sys, time
+import httpx
+
+async def main(url_template, headers, rate, seconds, id_range):
+    latencies, errors = [], 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
+        async def one():
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                response = await client.get(url_template.format(random.randint(*id_range)))
+                if response.status_code >= 400:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+        tasks, start = [], time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    print(json.dumps({"latencies": latencies, "errors": errors,
+                      "seconds": time.perf_counter() - start}))
+
+args = json.loads(sys.argv[1])
+asyncio.run(main(**args))
+'''
+
+
+def paced(url_template: str, *, headers: dict[str, str], rate: float, seconds: int,
+          id_range: tuple[int, int]) -> LoadResult:
+    """Open-loop load at ``rate`` requests per second from a second process."""
+    args = json.dumps({"url_template": url_template, "headers": headers, "rate": rate,
+                       "seconds": seconds, "id_range": list(id_range)})
+    output = subprocess.run([sys.executable, "-c", PACED_CLIENT, args], capture_output=True,
+                            text=True, check=True).stdout
+    result = json.loads(output)
+    latencies = sorted(result["latencies"])
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return LoadResult(len(latencies) / result["seconds"], statistics.median(latencies), p99,
+                      len(latencies), result["errors"])
