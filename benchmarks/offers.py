@@ -13,9 +13,8 @@ import random
 import sys
 from datetime import timedelta
 
-from sqlmodel import Session
-
 from harness import fresh_schema, paced, server, wrk
+from sqlmodel import Session
 
 from campaigns.services.apikeys import create_api_key
 from campaigns.services.campaigns import create_campaign, transition
