@@ -264,6 +264,7 @@ def remove_arm(session: Session, *, campaign: Campaign, arm: Arm, actor: str) ->
                        code="campaign_not_draft")
     for allocation in session.exec(select(ArmAllocation).where(ArmAllocation.arm_id == arm.id)):
         session.delete(allocation)
+    session.flush()  # allocations first, so the arm's cascade finds nothing left to delete
     session.delete(arm)
     session.flush()
     _replace_allocation(session, campaign)
@@ -454,3 +455,24 @@ def advance_schedules(session: Session, *, now: datetime | None = None,
         changed.append(transition(session, campaign=campaign, target=S.ENDED, actor=actor,
                                   reason="end time reached", now=now))
     return changed
+
+
+def delete_campaign(session: Session, *, campaign: Campaign, actor: str) -> None:
+    """Delete a draft campaign with its arms, allocations and generated coupon codes.
+
+    Only drafts: a campaign that ran has assignments and redemptions that the analysis
+    needs, so it is ended, never deleted. The schema cascades the delete to the rows that
+    belong to the campaign; the incentives stay (other campaigns may use them).
+    """
+    if campaign.status != S.DRAFT.value:
+        raise Conflict(f"only draft campaigns can be deleted; this one is {campaign.status} "
+                       "(end it instead)", code="campaign_not_draft")
+    if exposure_count(session, campaign):
+        raise Conflict("this campaign has exposed customers and cannot be deleted",
+                       code="campaign_has_exposures")
+    details = {"name": campaign.name, "goal_id": campaign.goal_id}
+    campaign_id = campaign.id
+    session.delete(campaign)
+    session.flush()
+    record_audit(session, actor=actor, action="campaign.delete", entity_type="campaign",
+                 entity_id=campaign_id, details=details)

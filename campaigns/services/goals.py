@@ -80,3 +80,19 @@ def create_goal(
     record_audit(session, actor=actor, action="goal.create", entity_type="migration_goal",
                  entity_id=goal.id, details=data.model_dump(mode="json"))
     return goal
+
+
+def source_channel_keys(session: Session, goal_ids: list[int]) -> dict[int, list[str]]:
+    """Source channel keys of several goals in one query, keyed by goal id."""
+    keys: dict[int, list[str]] = {goal_id: [] for goal_id in goal_ids}
+    if not goal_ids:
+        return keys
+    rows = session.exec(
+        select(GoalSourceChannel.goal_id, Channel.key)
+        .join(Channel, col(Channel.id) == GoalSourceChannel.channel_id)
+        .where(col(GoalSourceChannel.goal_id).in_(goal_ids))
+        .order_by(col(Channel.key))
+    ).all()
+    for goal_id, key in rows:
+        keys[goal_id].append(key)
+    return keys

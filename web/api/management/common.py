@@ -1,0 +1,148 @@
+"""What every management route shares: paging, the current campaign, documented errors, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from campaigns.models import Campaign
+from campaigns.services.campaigns import get_campaign
+from web.api.schemas import ErrorPublic
+from web.deps import ManagementCaller, SessionDep, get_session
+
+#: Largest page a list endpoint returns.
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+#: A session that stays open until a streamed response has been sent (the request's own
+#: session is committed and closed when the route returns, before the body streams).
+StreamSessionDep = Annotated[Session, Depends(get_session, scope="request")]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT,
+                                description=f"Rows per page, at most {MAX_LIMIT}.")]
+    = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def paginate(session: Session, statement: Any, page: PageParams) -> tuple[list[Any], int]:
+    """One page of the select ``statement``'s rows (it must be ordered) and their total."""
+    total = session.exec(
+        select(func.count()).select_from(statement.order_by(None).subquery())
+    ).one()
+    rows = session.exec(statement.limit(page.limit).offset(page.offset)).all()
+    return list(rows), int(total)
+
+
+def current_campaign(
+    campaign_id: Annotated[int, Path(ge=1, description="The campaign's id.")],
+    session: SessionDep, caller: ManagementCaller,
+) -> Campaign:
+    """The campaign named in the path (404 if there is none), for a management caller only.
+
+    Depending on the caller first means an unauthenticated request learns nothing about
+    which campaigns exist.
+    """
+    return get_campaign(session, campaign_id)
+
+
+CurrentCampaign = Annotated[Campaign, Depends(current_campaign)]
+
+
+# --- documented errors ------------------------------------------------------------------
+
+_ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any]]] = {
+    401: ("No API key, or an unknown or revoked one", {
+        "code": "unauthenticated", "message": "send an API key as 'Authorization: Bearer <key>'",
+        "errors": []}),
+    403: ("An API key of another scope (management routes need a management key)", {
+        "code": "wrong_scope", "message": "this route needs a management key; this key has "
+        "scope storefront", "errors": []}),
+    404: ("The id or key in the path does not exist", {
+        "code": "campaign_not_found", "message": "campaign 42 does not exist", "errors": []}),
+    409: ("Valid, but the current state does not allow it (duplicate, wrong status)", {
+        "code": "invalid_transition",
+        "message": "the campaign cannot become scheduled: set a budget above zero",
+        "errors": [{"loc": ["budget_minor"], "msg": "set a budget above zero",
+                    "type": "missing"}]}),
+    422: ("Invalid input; `errors` names each bad field by its `loc`", {
+        "code": "validation_failed", "message": "invalid request: body.count",
+        "errors": [{"loc": ["body", "count"],
+                    "msg": "Input should be less than or equal to 1000000",
+                    "type": "less_than_equal"}]}),
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` with examples: auth errors, 422 and the given statuses.
+
+    Every management route takes a parameter or a body, so every one can answer 422; it is
+    documented with the body the API really sends instead of FastAPI's default shape.
+    """
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({401, 403, 422, *statuses}):
+        description, example = _ERROR_EXAMPLES[status]
+        documented[status] = {"model": ErrorPublic, "description": description,
+                              "content": {"application/json": {"example": example}}}
+    return documented
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def csv_value(value: object) -> object:
+    """Datetimes as ISO 8601 UTC with ``Z``, None as an empty cell, the rest as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]], *,
+              rows_per_chunk: int = 1_000) -> Iterator[str]:
+    """CSV text in chunks of ``rows_per_chunk`` rows: memory stays flat however many rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    pending = 0
+    for row in rows:
+        writer.writerow([csv_value(value) for value in row])
+        pending += 1
+        if pending >= rows_per_chunk:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate(0)
+            pending = 0
+    yield buffer.getvalue()
+
+
+def csv_response(header: Sequence[str], rows: Iterable[Sequence[object]], *,
+                 filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        csv_lines(header, rows), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                 "Cache-Control": "no-store"})
