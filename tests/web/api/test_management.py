@@ -1094,3 +1094,13 @@ class TestExportsOnTheAppsOwnSessions:
             audience = api.csv_rows(f"/campaigns/{campaign['id']}/audience.csv")
         assert len(codes) == len({row["code"] for row in codes}) == 2_345
         assert [(r["external_id"], r["code"]) for r in audience] == [("C1", codes[0]["code"])]
+
+
+class TestCsvFormulaGuard:
+    def test_text_that_looks_like_a_formula_is_quoted(self) -> None:
+        from web.api.management.common import csv_value
+
+        assert csv_value("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+        assert csv_value("@SUM(A1)") == "'@SUM(A1)"
+        assert csv_value("web coupon") == "web coupon"
+        assert csv_value(-5) == -5  # numbers stay numbers

@@ -111,14 +111,23 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # --- CSV ----------------------------------------------------------------------------------
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_value(value: object) -> object:
-    """Datetimes as ISO 8601 UTC with ``Z``, None as an empty cell, the rest as it is."""
+    """Datetimes as ISO 8601 UTC with ``Z``, None as an empty cell, the rest as it is.
+
+    Text that a spreadsheet would run as a formula (a marketer-typed arm name such as
+    ``=HYPERLINK(...)``) is prefixed with a quote so it opens as plain text.
+    """
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
     return value
 
 
