@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
-from web.api import docs, health, lotteries, management, storefront
+from web.api import docs, events, health, lotteries, management, storefront
 from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
 from web.observability import install_concurrency_limit, install_observability
@@ -66,6 +66,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")
     app.include_router(docs.router)
     app.include_router(health.router)
+    app.include_router(events.router)
     app.include_router(storefront.router)
     app.include_router(lotteries.router)
     app.include_router(management.router)

@@ -254,7 +254,6 @@ def import_events(
     """
     from rich.progress import (
         BarColumn,
-        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
@@ -265,7 +264,7 @@ def import_events(
 
     _ensure_schema()
     progress = Progress(TextColumn("{task.description:>10}"), BarColumn(),
-                        TextColumn("{task.percentage:>5.1f}%"), MofNCompleteColumn(),
+                        TextColumn("{task.percentage:>5.1f}%"), TextColumn("{task.fields[rows]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err)
     try:
         with progress:
