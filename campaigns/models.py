@@ -206,7 +206,7 @@ class Customer(SQLModel, table=True):
     region: str | None = Field(default=None, sa_column=Column(String(40)))
     age_band: str | None = Field(default=None, sa_column=Column(String(20)))
     tenure_months: int = Field(default=0)
-    points: int = Field(default=0)
+    points: int = Field(default=0, sa_type=BigId)  # 64-bit on PostgreSQL
     lifetime_value_minor: int = money()
     is_new: bool = Field(default=False)
     attributes: dict[str, Any] = json_field()
@@ -521,7 +521,7 @@ class PointsLedger(SQLModel, table=True):
     customer_id: int = fk("customer.id", ondelete="RESTRICT", index=False)
     campaign_id: int | None = fk("campaign.id", ondelete="SET NULL", nullable=True,
                                  index=False)
-    delta: int
+    delta: int = Field(sa_type=BigId)
     reason: str = Field(sa_column=Column(String(200), nullable=False))
     source_ref: str = Field(sa_column=Column(String(200), nullable=False))
     created_at: datetime = now_field()

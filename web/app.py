@@ -16,7 +16,11 @@ from campaigns.settings import Settings, get_settings
 from web.api import docs, events, health, lotteries, management, storefront
 from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
-from web.observability import install_concurrency_limit, install_observability
+from web.observability import (
+    BodySizeLimit,
+    install_concurrency_limit,
+    install_observability,
+)
 
 logger = logging.getLogger("channelshift")
 
@@ -53,7 +57,6 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.engine = engine or get_engine(settings)
     app.state.settings = settings
@@ -63,6 +66,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     install_error_handlers(app)
     install_concurrency_limit(app, limit=_pool_capacity(app.state.engine))
     install_observability(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")
     app.include_router(docs.router)
     app.include_router(health.router)

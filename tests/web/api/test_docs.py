@@ -46,3 +46,14 @@ class TestDocs:
         response = client.post("/api/v1/coupons/validate", headers=storefront_key,
                                content=b"{" + b" " * (17 * 1024 * 1024) + b"}")
         assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
+
+    def test_streamed_oversized_body_is_refused(self, client, storefront_key) -> None:
+        def chunks():
+            for _ in range(17):
+                yield b" " * (1024 * 1024)
+
+        response = client.post("/api/v1/coupons/validate", headers=storefront_key,
+                               content=chunks())
+        assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
