@@ -507,3 +507,42 @@ class TestObservability:
         assert '"route": "/api/v1/redemptions"' in out
         assert code not in out
         assert storefront_key["Authorization"].split()[1] not in out
+
+
+class TestConfigurationCache:
+    def test_hot_path_reads_no_configuration(self, engine, session, storefront_key,
+                                             coupon_campaign) -> None:
+        """With a warm cache, an offers request touches no configuration table."""
+        from fastapi.testclient import TestClient
+        from sqlalchemy import event
+
+        from campaigns.settings import Settings
+        from web.app import create_app
+        from web.deps import get_session
+
+        app = create_app(engine=engine, check_schema=False,
+                         settings=Settings(config_refresh_seconds=60))
+
+        def test_session():
+            session.commit()
+            yield session
+            session.commit()
+
+        app.dependency_overrides[get_session] = test_session
+        statements: list[str] = []
+
+        def record(conn, cursor, statement, *args) -> None:
+            statements.append(statement.lower())
+
+        with TestClient(app) as client:
+            offers(client, storefront_key, treated(session, coupon_campaign))  # warms up
+            event.listen(engine, "before_cursor_execute", record)
+            try:
+                for i in range(5):
+                    assert offers(client, storefront_key, f"warm-{i}").status_code == 200
+            finally:
+                event.remove(engine, "before_cursor_execute", record)
+        assert statements, "the requests ran no SQL at all?"
+        configuration = ("from arm", "from incentive", "from migration_goal", "from api_key",
+                         "from arm_allocation", "from config_epoch", "from channel ")
+        assert [s for s in statements if any(t in s for t in configuration)] == []
