@@ -2,8 +2,9 @@
 
 A redemption is one transaction:
 
-1. the redemption row is inserted first; its unique idempotency key makes a concurrent
-   retry with the same key wait for this one and then find its stored response;
+1. the redemption row, with its response, is inserted first with
+   ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id``: a concurrent
+   retry with the same key waits for this one and then finds its stored response;
 2. a single-use code is charged with ``UPDATE ... SET uses = uses + 1 WHERE uses < max_uses``;
 3. the customer's limit with ``UPDATE assignment ... WHERE redemption_count < limit``;
 4. gift stock with ``UPDATE ... WHERE used < total``;
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
-from sqlalchemy import case, update
+from sqlalchemy import and_, case, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -101,10 +102,18 @@ def _stored(session: Session, key: str) -> Redemption | None:
                         .execution_options(populate_existing=True)).first()
 
 
+def answer(redemption_id: int, stored: dict[str, Any]) -> dict[str, Any]:
+    """The response body, keys sorted at every level: the first answer and every replay are
+    byte-identical whatever order the database keeps JSON keys in."""
+    body = {**stored, "redemption_id": redemption_id}
+    return json.loads(json.dumps(body, sort_keys=True))
+
+
 def _replay(existing: Redemption, fingerprint: str) -> RedemptionOutcome:
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
-    return RedemptionOutcome(body=existing.response, replayed=True)
+    assert existing.id is not None
+    return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=True)
 
 
 def _not_redeemable(message: str, loc: tuple[str, ...], kind: str) -> Conflict:
@@ -198,14 +207,28 @@ def _charge(session: Session, *, campaign: CampaignConfig, assignment: Assignmen
         raise BudgetExhausted()
 
 
-def _grant(session: Session, *, redemption: Redemption, arm: ArmConfig, customer: Customer,
-           campaign: CampaignConfig, details: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Type-specific effects of a redemption; returns what the response should add."""
-    assert customer.id is not None and arm.incentive_id is not None
+def _extra_response(arm: ArmConfig, details: dict[str, Any], now: datetime
+                    ) -> dict[str, Any]:
+    """What a redemption of this type adds to the response (known before anything is written)."""
     extra: dict[str, Any] = {}
     if arm.incentive_type == "free_trial":
+        extra["trial"] = {"product": arm.config.product, "starts_at": now.isoformat(),
+                          "ends_at": (now + timedelta(days=arm.config.days)).isoformat()}
+    points = int(details.get("points", 0) or 0)
+    if arm.incentive_type == "loyalty" and points:
+        extra["points"] = points
+    if arm.incentive_type == "lottery" and arm.config.entry_rule.event == "redemption":
+        extra["lottery_entries"] = arm.config.entry_rule.entries_per_event
+    return extra
+
+
+def _grant(session: Session, *, redemption_id: int, arm: ArmConfig, customer: Customer,
+           campaign: CampaignConfig, extra: dict[str, Any], now: datetime) -> None:
+    """Type-specific effects of a redemption: trial, points, lottery entries."""
+    assert customer.id is not None and arm.incentive_id is not None
+    if "trial" in extra:
         grant = TrialGrant(customer_id=customer.id, campaign_id=campaign.id,
-                           incentive_id=arm.incentive_id, redemption_id=redemption.id,
+                           incentive_id=arm.incentive_id, redemption_id=redemption_id,
                            product=arm.config.product, starts_at=now,
                            ends_at=now + timedelta(days=arm.config.days))
         try:
@@ -215,24 +238,35 @@ def _grant(session: Session, *, redemption: Redemption, arm: ArmConfig, customer
         except IntegrityError:
             raise _not_redeemable("this customer already had this trial", ("campaign_id",),
                                   "trial_already_granted") from None
-        extra["trial"] = {"product": grant.product, "starts_at": grant.starts_at.isoformat(),
-                          "ends_at": grant.ends_at.isoformat()}
-    points = int(details.get("points", 0) or 0)
-    if arm.incentive_type == "loyalty" and points:
-        session.add(PointsLedger(customer_id=customer.id, campaign_id=campaign.id, delta=points,
-                                 reason="redemption", source_ref=f"redemption:{redemption.id}"))
+    if "points" in extra:
+        session.add(PointsLedger(customer_id=customer.id, campaign_id=campaign.id,
+                                 delta=extra["points"], reason="redemption",
+                                 source_ref=f"redemption:{redemption_id}"))
         session.execute(update(Customer).where(col(Customer.id) == customer.id)
-                        .values(points=Customer.points + points))
-        extra["points"] = points
-    if arm.incentive_type == "lottery" and arm.config.entry_rule.event == "redemption":
-        entries = arm.config.entry_rule.entries_per_event
+                        .values(points=Customer.points + extra["points"]))
+    if "lottery_entries" in extra:
         insert_ignore(session, LotteryEntry, [{
             "campaign_id": campaign.id, "incentive_id": arm.incentive_id,
-            "customer_id": customer.id, "entries": entries,
-            "source_ref": f"redemption:{redemption.id}", "created_at": now}],
+            "customer_id": customer.id, "entries": extra["lottery_entries"],
+            "source_ref": f"redemption:{redemption_id}", "created_at": now}],
             conflict_columns=["campaign_id", "source_ref"])
-        extra["lottery_entries"] = entries
-    return extra
+
+
+def _insert_redemption(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id.
+
+    None means another request with the same key got there first; on PostgreSQL this
+    statement waited for that request's transaction, so its row is now visible.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    table = Redemption.__table__  # type: ignore[attr-defined]
+    statement = (dialect.insert(table).values(**values)
+                 .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                 .returning(table.c.id))
+    inserted = session.execute(statement).scalar_one_or_none()
+    return int(inserted) if inserted is not None else None
 
 
 def redeem(
@@ -246,9 +280,15 @@ def redeem(
         return _replay(existing, fingerprint)
     code = _find_code(session, request)
     campaign = _campaign_for(snapshot, request, code)
-    customer = customer_by_external_id(session, request.customer_id)
-    assignment = session.exec(select(Assignment).where(
-        Assignment.campaign_id == campaign.id, Assignment.customer_id == customer.id)).first()
+    found = session.exec(
+        select(Customer, Assignment)
+        .outerjoin(Assignment, and_(col(Assignment.customer_id) == Customer.id,
+                                    col(Assignment.campaign_id) == campaign.id))
+        .where(Customer.external_id == request.customer_id)).first()
+    if found is None:
+        customer_by_external_id(session, request.customer_id)  # raises the NotFound
+        raise AssertionError("unreachable")
+    customer, assignment = found
     if assignment is None:
         raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
                               "not_offered")
@@ -266,43 +306,32 @@ def redeem(
         order_amount_minor=request.order_amount_minor, channel_key=request.channel,
         target_channel_key=campaign.target_channel_key))
     assert customer.id is not None
-    redemption = Redemption(
-        idempotency_key=idempotency_key, request_hash=fingerprint, campaign_id=campaign.id,
-        arm_id=arm.id, customer_id=customer.id, coupon_code_id=code.id if code else None,
-        channel_id=snapshot.channel_ids[request.channel], order_id=request.order_id,
-        order_amount_minor=request.order_amount_minor, benefit_minor=benefit.benefit_minor,
-        cost_minor=benefit.cost_minor, created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(redemption)
-            session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key got there first and has committed by now
-        # (the unique index made this insert wait for it): answer with its result. The
-        # savepoint rollback already removed our pending row from the session.
-        stored = _stored(session, idempotency_key)
-        if stored is None:
-            raise
-        return _replay(stored, fingerprint)
+    extra = _extra_response(arm, benefit.details, now)
+    stored = {
+        "status": RedemptionStatus.APPLIED.value, "campaign_id": campaign.id, "arm": arm.name,
+        "incentive_type": arm.incentive_type, "customer_id": customer.external_id,
+        "order_id": request.order_id, "benefit_minor": benefit.benefit_minor,
+        "cost_minor": benefit.cost_minor, "currency": campaign.currency,
+        "details": benefit.details, **extra, "created_at": now.isoformat(),
+    }
+    redemption_id = _insert_redemption(session, {
+        "idempotency_key": idempotency_key, "request_hash": fingerprint,
+        "campaign_id": campaign.id, "arm_id": arm.id, "customer_id": customer.id,
+        "coupon_code_id": code.id if code else None,
+        "channel_id": snapshot.channel_ids[request.channel], "order_id": request.order_id,
+        "order_amount_minor": request.order_amount_minor,
+        "benefit_minor": benefit.benefit_minor, "cost_minor": benefit.cost_minor,
+        "status": RedemptionStatus.APPLIED.value, "response": stored, "created_at": now})
+    if redemption_id is None:
+        winner = _stored(session, idempotency_key)
+        if winner is None:
+            raise AssertionError("idempotency key conflict without a stored redemption")
+        return _replay(winner, fingerprint)
     _charge(session, campaign=campaign, assignment=assignment, arm=arm, code=code,
             cost_minor=benefit.cost_minor)
-    extra = _grant(session, redemption=redemption, arm=arm, customer=customer,
-                   campaign=campaign, details=benefit.details, now=now)
-    body = {
-        "redemption_id": redemption.id, "status": RedemptionStatus.APPLIED.value,
-        "campaign_id": campaign.id, "arm": arm.name, "incentive_type": arm.incentive_type,
-        "customer_id": customer.external_id, "order_id": request.order_id,
-        "benefit_minor": benefit.benefit_minor, "cost_minor": benefit.cost_minor,
-        "currency": campaign.currency, "details": benefit.details, **extra,
-        "created_at": now.isoformat(),
-    }
-    redemption.response = body
-    session.add(redemption)
-    session.flush()
-    # Answer with the stored form, so the first response and every replay are byte-identical
-    # (PostgreSQL's JSONB orders keys its own way).
-    session.refresh(redemption, ["response"])
-    return RedemptionOutcome(body=redemption.response, replayed=False)
+    _grant(session, redemption_id=redemption_id, arm=arm, customer=customer,
+           campaign=campaign, extra=extra, now=now)
+    return RedemptionOutcome(body=answer(redemption_id, stored), replayed=False)
 
 
 def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
