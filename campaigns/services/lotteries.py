@@ -107,8 +107,13 @@ def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None
     seed = (seed or secrets.token_hex(16)).lower()
     incentive = _lottery_incentive(session, campaign)
     assert incentive.id is not None
-    stock = {row.item_key: row for row in session.exec(select(IncentiveStock).where(
-        IncentiveStock.incentive_id == incentive.id))}
+    # Lock the prize rows first, always in the same order: concurrent draws of one lottery
+    # then run one after the other (the later one sees what the earlier one awarded)
+    # instead of locking prizes in different orders and deadlocking.
+    stock = {row.item_key: row for row in session.exec(
+        select(IncentiveStock).where(IncentiveStock.incentive_id == incentive.id)
+        .order_by(col(IncentiveStock.item_key)).with_for_update()
+        .execution_options(populate_existing=True))}
     prizes = [(p["key"], int(p["value_minor"]),
                stock[p["key"]].total - stock[p["key"]].used if p["key"] in stock else 0)
               for p in incentive.config["prizes"]]
@@ -123,7 +128,7 @@ def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None
     session.add(draw)
     session.flush()
     assert draw.id is not None
-    for key in {a.prize_key for a in awards}:
+    for key in sorted({a.prize_key for a in awards}):
         count = sum(1 for a in awards if a.prize_key == key)
         charged = session.execute(
             update(IncentiveStock).where(col(IncentiveStock.incentive_id) == incentive.id,

@@ -43,6 +43,7 @@ from campaigns.errors import (
 from campaigns.incentives import OrderContext, get_incentive_type
 from campaigns.incentives.codes import normalize_code
 from campaigns.models import (
+    Arm,
     Assignment,
     Campaign,
     CouponCode,
@@ -359,24 +360,24 @@ def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
 
 
 def _restore(session: Session, *, redemption: Redemption, now: datetime) -> None:
-    session.execute(update(Campaign).where(col(Campaign.id) == redemption.campaign_id)
-                    .values(spent_minor=Campaign.spent_minor - redemption.cost_minor))
+    """Give back what the redemption took, locking rows in the same order as ``_charge``
+    (code, assignment, stock, campaign) so a rollback never deadlocks with a redemption."""
+    if redemption.coupon_code_id is not None:
+        session.execute(update(CouponCode).where(col(CouponCode.id) == redemption.coupon_code_id)
+                        .values(uses=CouponCode.uses - 1))
     session.execute(update(Assignment).where(
         col(Assignment.campaign_id) == redemption.campaign_id,
         col(Assignment.customer_id) == redemption.customer_id)
         .values(redemption_count=Assignment.redemption_count - 1))
-    if redemption.coupon_code_id is not None:
-        session.execute(update(CouponCode).where(col(CouponCode.id) == redemption.coupon_code_id)
-                        .values(uses=CouponCode.uses - 1))
     incentive_type = (redemption.response or {}).get("incentive_type")
     if incentive_type == "gift":
-        from campaigns.models import Arm
-
         arm = session.get(Arm, redemption.arm_id)
         if arm is not None:
             session.execute(update(IncentiveStock).where(
                 col(IncentiveStock.incentive_id) == arm.incentive_id)
                 .values(used=IncentiveStock.used - 1))
+    session.execute(update(Campaign).where(col(Campaign.id) == redemption.campaign_id)
+                    .values(spent_minor=Campaign.spent_minor - redemption.cost_minor))
     points = int((redemption.response or {}).get("points", 0) or 0)
     if points:
         # Take back what is still there; points already spent cannot go below zero.

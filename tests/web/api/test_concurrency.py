@@ -219,3 +219,35 @@ class TestLottery:
                 select(IncentiveStock))}
         assert Counter(winners) == {"tablet": 3, "voucher": 7}
         assert stock == {"tablet": (3, 3), "voucher": (7, 7)}
+
+
+class TestRedeemAndRollBackTogether:
+    def test_no_deadlock_and_books_balance(self, server, keys) -> None:
+        campaign = setup(server, lambda s: make_running_campaign(
+            s, name="mixed", priority=50, per_customer_limit=10,
+            arms=[control_arm(weight=1), percent_arm(weight=99)]))
+        customers = setup(server, lambda s: list(dict.fromkeys(
+            customer_id_in_arm(s, campaign, "ten percent", prefix="M", start=i * 3)
+            for i in range(40))))
+        wait_for_catalog()
+        expose(server, keys, customers)
+
+        def body(customer: str) -> dict[str, Any]:
+            return {"customer_id": customer, "channel": "web", "campaign_id": campaign.id,
+                    "order_amount_minor": 1000}
+
+        first = fire(server, [redemption(keys, body(c)) for c in customers * 2])
+        assert statuses(first) == {201: 2 * len(customers)}
+        ids = [r.json()["redemption_id"] for r in first]
+        # The same customers redeem again while their earlier redemptions are rolled back.
+        mixed = [redemption(keys, body(c)) for c in customers * 2]
+        mixed += [("POST", f"/api/v1/redemptions/{i}/rollback", {}, keys["storefront"])
+                  for i in ids]
+        responses = fire(server, mixed)
+        assert set(statuses(responses)) <= {200, 201}, statuses(responses)
+        with Session(server.engine) as session:
+            spent = session.get(Campaign, campaign.id).spent_minor
+            applied = session.exec(select(func.coalesce(func.sum(Redemption.cost_minor), 0))
+                                   .where(Redemption.campaign_id == campaign.id,
+                                          Redemption.status == "applied")).one()
+        assert spent == applied == 2 * len(customers) * 100
