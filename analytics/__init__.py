@@ -1,0 +1,1 @@
+"""ChannelShift analytics: sufficient statistics from SQL, pure statistics, reports and exports."""
