@@ -18,7 +18,7 @@ from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
 from web.observability import (
     BodySizeLimit,
-    install_concurrency_limit,
+    DatabaseGate,
     install_observability,
 )
 
@@ -64,7 +64,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
                                           else 0.0)
     install_error_handlers(app)
-    install_concurrency_limit(app, limit=_pool_capacity(app.state.engine))
+    app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
     install_observability(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")

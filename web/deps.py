@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from campaigns.models import ApiKey, ApiScope
@@ -16,21 +17,31 @@ from campaigns.services.apikeys import find_api_key
 from web.errors import ApiError
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def _finish(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """The request's unit of work: committed when the route returns, rolled back if it raises.
 
     Declared with ``scope="function"`` below so the commit happens *before* the response
     is sent: a client that was told "redeemed" can rely on the redemption being durable.
+    Opening a Session does no I/O, so it happens on the event loop; the commit (or
+    rollback) and close run together in one trip to the thread pool.
     """
     session = Session(request.app.state.engine, expire_on_commit=False)
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        await run_in_threadpool(_finish, session, commit=False)
         raise
-    finally:
-        session.close()
+    await run_in_threadpool(_finish, session, commit=True)
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -89,25 +100,33 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _lookup(request: Request, session: Session, secret: str) -> Caller | None:
+def _load_caller(session: Session, secret: str) -> Caller | None:
+    api_key: ApiKey | None = find_api_key(session, secret)
+    if api_key is None or api_key.id is None:
+        return None
+    return Caller(api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
+
+
+async def _lookup(request: Request, session: Session, secret: str) -> Caller | None:
+    """The caller for a key: from the per-process cache, or one query on a miss."""
     cache: ApiKeyCache = request.app.state.api_key_cache
-    epoch = request.app.state.catalog.epoch(session)
+    catalog = request.app.state.catalog
+    epoch = await run_in_threadpool(catalog.epoch, session) if catalog.epoch_due() \
+        else catalog.cached_epoch
     hit, caller = cache.get(secret, epoch=epoch)
     if hit:
         return caller
-    api_key: ApiKey | None = find_api_key(session, secret)
-    caller = None if api_key is None or api_key.id is None else Caller(
-        api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
+    caller = await run_in_threadpool(_load_caller, session, secret)
     cache.put(secret, caller)
     return caller
 
 
-def require_scope(*scopes: ApiScope) -> Callable[[Request], Caller]:
+def require_scope(*scopes: ApiScope) -> Callable[..., Awaitable[Caller]]:
     """A dependency that admits only API keys of the given scopes (401 / 403 otherwise)."""
     allowed = frozenset(scopes)
 
-    def dependency(request: Request, session: SessionDep) -> Caller:
-        caller = _lookup(request, session, _bearer(request))
+    async def dependency(request: Request, session: SessionDep) -> Caller:
+        caller = await _lookup(request, session, _bearer(request))
         if caller is None:
             raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
                            headers={"WWW-Authenticate": "Bearer"})

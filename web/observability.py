@@ -15,11 +15,10 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -90,60 +89,80 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _route_template(request: Request) -> str:
-    """The matched route's path template (set in the scope by the router), never the raw path."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", None) or "unmatched")
+class RequestContext:
+    """Request id, latency histogram and one JSON access-log line per request (pure ASGI).
+
+    The request id is taken from a well-formed ``X-Request-ID`` header or made up, put in
+    ``request.state.request_id`` for error bodies, and echoed in the response.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access = logging.getLogger("channelshift.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() \
+            and incoming.replace("-", "").isalnum() else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = str(getattr(scope.get("route"), "path", None) or "unmatched")
+            if route != "/metrics":
+                self.metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed)
+            caller = scope["state"].get("caller")
+            if self.access.isEnabledFor(logging.INFO):
+                self.access.info("request", extra={
+                    "request_id": request_id, "method": scope["method"], "route": route,
+                    "status": status, "duration_ms": round(elapsed * 1000, 2),
+                    "caller": caller.actor if caller else None})
 
 
 def install_observability(app: FastAPI) -> None:
     app.state.metrics = Metrics()
-    access = logging.getLogger("channelshift.access")
-
-    @app.middleware("http")
-    async def request_context(request: Request,
-                              call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() \
-            and incoming.replace("-", "").isalnum() else secrets.token_hex(8)
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        response.headers["X-Request-ID"] = request_id
-        if route != "/metrics":
-            app.state.metrics.latency.labels(request.method, route,
-                                             str(response.status_code)).observe(elapsed)
-        caller = getattr(request.state, "caller", None)
-        access.info("request", extra={
-            "request_id": request_id, "method": request.method, "route": route,
-            "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
-            "caller": caller.actor if caller else None})
-        return response
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_concurrency_limit(app: FastAPI, *, limit: int) -> None:
-    """Let at most ``limit`` requests use the database at once in this worker process.
+class DatabaseGate:
+    """Let at most ``limit`` API requests use the database at once in this worker (pure ASGI).
 
     Sync routes and their session dependency run on a thread pool larger than the
     connection pool. Without this gate, threads waiting for a connection can fill the
     thread pool while the requests that hold connections wait for a thread to commit:
     a deadlock that ends in pool timeouts. Waiting here costs no thread.
     """
-    gate = asyncio.Semaphore(limit)
 
-    @app.middleware("http")
-    async def database_gate(request: Request,
-                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if not request.url.path.startswith("/api/"):
-            return await call_next(request)
-        async with gate:
-            return await call_next(request)
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.gate = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        async with self.gate:
+            await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -174,6 +174,14 @@ class Catalog:
         self._snapshot: Snapshot | None = None
         self.reloads = 0
 
+    def epoch_due(self) -> bool:
+        """Whether the next :meth:`epoch` call will read the database."""
+        return time.monotonic() - self._checked_at >= self.refresh_interval
+
+    @property
+    def cached_epoch(self) -> int:
+        return self._epoch
+
     def epoch(self, session: Session) -> int:
         """The configuration epoch, read from the database at most once per interval."""
         now = time.monotonic()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -26,6 +27,7 @@ from campaigns.incentives.codes import generate_code
 from campaigns.models import Assignment, Campaign, CouponCode, Customer
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
 from campaigns.services.customers import customer_attributes
+from campaigns.types import UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,47 @@ def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Custo
             "allocation_period": campaign.period, "first_exposed_at": now,
             "exposure_channel_id": channel_id, "redemption_count": 0,
         })
-    insert_ignore(session, Assignment, rows, conflict_columns=["campaign_id", "customer_id"])
+    ids = [campaign.id for campaign in campaigns]
+    if session.get_bind().dialect.name == "postgresql":
+        _insert_assignments_postgresql(session, rows)
+        in_campaigns = col(Assignment.campaign_id) == any_(
+            bindparam("campaign_ids", value=ids, type_=ARRAY(BigInteger)))
+    else:
+        insert_ignore(session, Assignment, rows, conflict_columns=["campaign_id", "customer_id"])
+        in_campaigns = col(Assignment.campaign_id).in_(ids)
     standing = session.exec(
         select(Assignment, Campaign.spent_minor, CouponCode)
         .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
         .outerjoin(CouponCode, and_(col(CouponCode.campaign_id) == Assignment.campaign_id,
                                     col(CouponCode.customer_id) == Assignment.customer_id))
-        .where(Assignment.customer_id == customer.id,
-               col(Assignment.campaign_id).in_([campaign.id for campaign in campaigns]))
+        .where(Assignment.customer_id == customer.id, in_campaigns)
     ).all()
     return {assignment.campaign_id: Exposure(assignment, spent, code)
             for assignment, spent, code in standing}
+
+
+_INSERT_ASSIGNMENTS = text(
+    "INSERT INTO assignment (campaign_id, customer_id, arm_id, allocation_period, "
+    "first_exposed_at, exposure_channel_id, redemption_count) "
+    "SELECT t.campaign_id, :customer_id, t.arm_id, t.period, :now, :channel_id, 0 "
+    "FROM unnest(CAST(:campaign_ids AS bigint[]), CAST(:arm_ids AS bigint[]), "
+    "CAST(:periods AS integer[])) AS t(campaign_id, arm_id, period) "
+    "ON CONFLICT (campaign_id, customer_id) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def _insert_assignments_postgresql(session: Session, rows: list[dict[str, Any]]) -> None:
+    """The same INSERT ... ON CONFLICT DO NOTHING as elsewhere, as one statement whose text
+    does not depend on the number of campaigns (arrays + unnest), so PostgreSQL keeps it
+    prepared and SQLAlchemy compiles it once."""
+    if not rows:
+        return
+    session.execute(_INSERT_ASSIGNMENTS, {
+        "customer_id": rows[0]["customer_id"], "now": rows[0]["first_exposed_at"],
+        "channel_id": rows[0]["exposure_channel_id"],
+        "campaign_ids": [row["campaign_id"] for row in rows],
+        "arm_ids": [row["arm_id"] for row in rows],
+        "periods": [row["allocation_period"] for row in rows]})
 
 
 def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
