@@ -108,8 +108,11 @@ def copy_customers(engine, count: int) -> None:
 
 
 def lua(path: str, key: str, count: int) -> str:
+    # Each wrk thread seeds itself differently, so threads do not replay the same customers.
     return f"""
-math.randomseed(os.time())
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))
+end
 local headers = {{["Authorization"] = "Bearer {key}"}}
 request = function()
   return wrk.format("GET", string.format("{path}", math.random(1, {count})), headers)
