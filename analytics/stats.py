@@ -130,6 +130,17 @@ class MeanStats:
         return _sum_sq_dev(self.n, self.sum, self.sum_sq) / (self.n - 1)
 
 
+def _pair_moments(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+) -> tuple[int, float, float, float, float, float]:
+    """(n, Σa, Σa², Σb, Σb², Σab) of paired per-unit values."""
+    first, second = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if first.shape != second.shape:
+        raise ValueError("the two series must have one value per unit")
+    return (int(first.size), float(first.sum()), float(np.dot(first, first)),
+            float(second.sum()), float(np.dot(second, second)), float(np.dot(first, second)))
+
+
 @dataclass(frozen=True)
 class RatioStats:
     """One arm's aggregates of a ratio metric Σx / Σy with per-unit numerator x, denominator y.
@@ -153,17 +164,8 @@ class RatioStats:
         cls, *, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     ) -> RatioStats:
         """Aggregate raw per-unit numerators ``x`` and denominators ``y``."""
-        xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        if xs.shape != ys.shape:
-            raise ValueError("x and y must have one value per unit")
-        return cls(
-            n=int(xs.size),
-            sum_x=float(xs.sum()),
-            sum_x2=float(np.dot(xs, xs)),
-            sum_y=float(ys.sum()),
-            sum_y2=float(np.dot(ys, ys)),
-            sum_xy=float(np.dot(xs, ys)),
-        )
+        n, sum_x, sum_x2, sum_y, sum_y2, sum_xy = _pair_moments(x, y)
+        return cls(n=n, sum_x=sum_x, sum_x2=sum_x2, sum_y=sum_y, sum_y2=sum_y2, sum_xy=sum_xy)
 
     @property
     def ratio(self) -> float | None:
@@ -211,17 +213,8 @@ class CovariateStats:
         cls, *, y: Sequence[float] | np.ndarray, x: Sequence[float] | np.ndarray
     ) -> CovariateStats:
         """Aggregate raw per-unit outcomes ``y`` and covariates ``x``."""
-        ys, xs = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
-        if xs.shape != ys.shape:
-            raise ValueError("y and x must have one value per unit")
-        return cls(
-            n=int(ys.size),
-            sum_y=float(ys.sum()),
-            sum_y2=float(np.dot(ys, ys)),
-            sum_x=float(xs.sum()),
-            sum_x2=float(np.dot(xs, xs)),
-            sum_xy=float(np.dot(xs, ys)),
-        )
+        n, sum_y, sum_y2, sum_x, sum_x2, sum_xy = _pair_moments(y, x)
+        return cls(n=n, sum_y=sum_y, sum_y2=sum_y2, sum_x=sum_x, sum_x2=sum_x2, sum_xy=sum_xy)
 
     @property
     def outcome(self) -> MeanStats:
