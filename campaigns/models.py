@@ -14,6 +14,7 @@ a plain migration.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     MetaData,
@@ -108,6 +110,28 @@ class CampaignStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     ENDED = "ended"
+
+
+class CampaignOrigin(StrEnum):
+    LIVE = "live"  # run by ChannelShift: assignments, offers, events
+    IMPORTED = "imported"  # a finished experiment run elsewhere, loaded for its report
+
+
+class ExperimentMetricKind(StrEnum):
+    BINARY = "binary"
+    CONTINUOUS = "continuous"
+
+
+class GuardrailMetric(StrEnum):
+    """Metrics a campaign may guard; harm is an increase for the first two, a drop for revenue."""
+
+    COMPLAINTS = "complaints"
+    CHURN = "churn"
+    REVENUE = "revenue"
+
+
+#: What every new campaign guards unless configured otherwise.
+DEFAULT_GUARDRAILS = [metric.value for metric in GuardrailMetric]
 
 
 class StackingPolicy(StrEnum):
@@ -282,12 +306,18 @@ class Campaign(SQLModel, table=True):
         CheckConstraint("ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at",
                         name="schedule_order"),
         CheckConstraint("allocation_period >= 1", name="allocation_period_positive"),
+        CheckConstraint(_in("origin", CampaignOrigin), name="origin"),
+        # Only an imported experiment may lack a migration goal.
+        CheckConstraint("goal_id IS NOT NULL OR origin = 'imported'", name="goal_required"),
     )
 
     id: int | None = pk()
     name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    goal_id: int = fk("migration_goal.id", ondelete="RESTRICT")
+    goal_id: int | None = fk("migration_goal.id", ondelete="RESTRICT", nullable=True)
+    origin: str = Field(default=CampaignOrigin.LIVE.value,
+                        sa_column=Column(String(20), nullable=False,
+                                         server_default=CampaignOrigin.LIVE.value))
     status: str = Field(default=CampaignStatus.DRAFT.value,
                         sa_column=Column(String(20), nullable=False, index=True))
     starts_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -307,6 +337,10 @@ class Campaign(SQLModel, table=True):
     eligibility_tree: dict[str, Any] | None = json_field(default_factory=lambda: None,
                                                          nullable=True)
     pause_reason: str | None = Field(default=None, sa_column=Column(Text))
+    #: guardrail metrics (GuardrailMetric values) watched by the sequential test
+    guardrails: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GUARDRAILS), sa_type=JSONValue, nullable=False,
+        sa_column_kwargs={"server_default": json.dumps(DEFAULT_GUARDRAILS)})
     config_version: int = Field(default=1)
     created_at: datetime = now_field()
     updated_at: datetime = now_field()
@@ -371,6 +405,76 @@ class Assignment(SQLModel, table=True):
                                          index=False)
     #: live (not rolled back) redemptions, bounded by the campaign's per-customer limit
     redemption_count: int = Field(default=0)
+
+
+# ---------------------------------------------------------------------------
+# Imported experiments (campaigns with origin 'imported')
+# ---------------------------------------------------------------------------
+
+
+class ExperimentMetric(SQLModel, table=True):
+    """A metric of an imported experiment: the source column and, for CUPED, a covariate."""
+
+    __tablename__ = "experiment_metric"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "name"),
+        CheckConstraint(_in("kind", ExperimentMetricKind), name="kind"),
+    )
+
+    id: int | None = pk()
+    campaign_id: int = fk("campaign.id")
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    source_column: str = Field(sa_column=Column(String(200), nullable=False))
+    covariate_column: str | None = Field(default=None, sa_column=Column(String(200)))
+    position: int = Field(default=0)
+
+
+class ExperimentUnit(SQLModel, table=True):
+    """One unit (customer) of an imported experiment and its arm."""
+
+    __tablename__ = "experiment_unit"
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_key"),)
+
+    id: int | None = pk()
+    campaign_id: int = fk("campaign.id", index=False)
+    arm_id: int = fk("arm.id")
+    #: the id column's value, or the 1-based data row number when there is no id column
+    unit_key: str = Field(sa_column=Column(String(200), nullable=False))
+    row_number: int = Field(default=0)
+    #: a targeting score (e.g. a model's predicted uplift) for the decile table / Qini curve
+    score: float | None = Field(default=None, sa_column=Column(Float))
+
+
+class ExperimentValue(SQLModel, table=True):
+    """A unit's outcome for one metric, with its pre-period covariate when one is mapped.
+
+    Imported outcomes are an analyst's measurements (rates, counts, revenue in the source's
+    units), not money ChannelShift charges, so they are stored as floats.
+    """
+
+    __tablename__ = "experiment_value"
+
+    unit_id: int = Field(sa_column=Column(BigId, ForeignKey("experiment_unit.id",
+                                                            ondelete="CASCADE"),
+                                          primary_key=True))
+    metric_id: int = Field(sa_column=Column(BigId, ForeignKey("experiment_metric.id",
+                                                              ondelete="CASCADE"),
+                                            primary_key=True))
+    value: float = Field(sa_column=Column(Float, nullable=False))
+    pre_value: float | None = Field(default=None, sa_column=Column(Float))
+
+
+class ExperimentSegment(SQLModel, table=True):
+    """A unit's value of one segment column of an imported experiment."""
+
+    __tablename__ = "experiment_segment"
+
+    unit_id: int = Field(sa_column=Column(BigId, ForeignKey("experiment_unit.id",
+                                                            ondelete="CASCADE"),
+                                          primary_key=True))
+    name: str = Field(sa_column=Column(String(100), primary_key=True))
+    value: str | None = Field(default=None, sa_column=Column(String(200)))
 
 
 class CouponCode(SQLModel, table=True):

@@ -22,7 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from campaigns.models import ChannelKind, GoalMetric, Role, StackingPolicy
+from campaigns.models import (
+    DEFAULT_GUARDRAILS,
+    ChannelKind,
+    GoalMetric,
+    GuardrailMetric,
+    Role,
+    StackingPolicy,
+)
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
@@ -144,6 +151,16 @@ class ArmCreate(InputModel):
         return self
 
 
+#: The guardrail metrics a campaign watches (each at most once; empty turns monitoring off).
+def _distinct(metrics: list[GuardrailMetric]) -> list[GuardrailMetric]:
+    if len(set(metrics)) != len(metrics):
+        raise ValueError("name each guardrail metric at most once")
+    return metrics
+
+
+Guardrails = Annotated[list[GuardrailMetric], AfterValidator(_distinct)]
+
+
 class CampaignCreate(InputModel):
     name: Name
     description: str = ""
@@ -157,6 +174,8 @@ class CampaignCreate(InputModel):
     eligibility_rule: Annotated[str, Field(max_length=2000)] | None = None
     control_opt_out: bool = False
     control_opt_out_reason: str | None = None
+    guardrails: Guardrails = Field(
+        default_factory=lambda: [GuardrailMetric(m) for m in DEFAULT_GUARDRAILS])
     arms: list[ArmCreate] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -180,6 +199,7 @@ class CampaignUpdate(InputModel):
     eligibility_rule: Annotated[str, Field(max_length=2000)] | None = None
     control_opt_out: bool | None = None
     control_opt_out_reason: str | None = None
+    guardrails: Guardrails | None = None
 
 
 class ArmWeights(InputModel):

@@ -35,6 +35,7 @@ from campaigns.models import (
     ArmAllocation,
     Assignment,
     Campaign,
+    CampaignOrigin,
     CampaignStatus,
     Incentive,
 )
@@ -56,7 +57,8 @@ ALLOWED_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
 }
 
 #: Fields that may change while a campaign is live (running or paused).
-LIVE_EDITABLE = frozenset({"name", "description", "ends_at", "budget_minor", "priority"})
+LIVE_EDITABLE = frozenset({"name", "description", "ends_at", "budget_minor", "priority",
+                           "guardrails"})
 
 WEIGHT_TOTAL = 100
 
@@ -159,6 +161,7 @@ def create_campaign(
         control_opt_out_reason=data.control_opt_out_reason,
         eligibility_rule=str(rule) if data.eligibility_rule else None,
         eligibility_tree=rule.to_data() if data.eligibility_rule else None,
+        guardrails=[metric.value for metric in data.guardrails],
     )
     session.add(campaign)
     session.flush()
@@ -182,6 +185,8 @@ def update_campaign(
     status = CampaignStatus(campaign.status)
     if status is S.ENDED:
         raise Conflict("an ended campaign cannot be changed", code="campaign_ended")
+    if campaign.origin == CampaignOrigin.IMPORTED.value:
+        raise Conflict("an imported experiment cannot be changed", code="campaign_imported")
     if status in (S.RUNNING, S.PAUSED):
         frozen = sorted(set(changes) - LIVE_EDITABLE)
         if frozen:
@@ -221,6 +226,8 @@ def update_campaign(
         campaign.eligibility_tree = rule.to_data() if text else None
     if "stacking" in changes:
         changes["stacking"] = changes["stacking"].value
+    if "guardrails" in changes:
+        changes["guardrails"] = [metric.value for metric in changes["guardrails"] or []]
     before = {name: getattr(campaign, name) for name in changes}
     for name, value in changes.items():
         setattr(campaign, name, value)

@@ -142,7 +142,8 @@ def load_snapshot(session: Session, *, epoch: int) -> Snapshot:
             weights[(row.campaign_id, row.arm_id)] = row.weight
     configs = []
     for campaign in running:
-        assert campaign.id is not None
+        # Only live campaigns run, and a live campaign always has a goal (CHECK constraint).
+        assert campaign.id is not None and campaign.goal_id is not None
         goal = goals[campaign.goal_id]
         arms = tuple(_arm_config(arm, incentives.get(arm.incentive_id) if arm.incentive_id
                                  else None) for arm in arms_by_campaign.get(campaign.id, []))

@@ -30,10 +30,13 @@ MONEY_SUFFIXES = ("_minor",)
 
 
 class TestMoneyColumns:
-    def test_no_float_anywhere(self) -> None:
+    def test_no_float_outside_imported_measurements(self) -> None:
+        # Imported experiments carry an analyst's measurements (rates, counts, revenue in
+        # the source's units); nothing ChannelShift charges or counts is a float.
         floats = [f"{table.name}.{column.name}" for table in metadata.tables.values()
                   for column in table.columns if isinstance(column.type, Float)]
-        assert floats == []
+        assert sorted(floats) == ["experiment_unit.score", "experiment_value.pre_value",
+                                  "experiment_value.value"]
 
     def test_money_columns_are_integers(self) -> None:
         money = [(table.name, column) for table in metadata.tables.values()
@@ -64,6 +67,40 @@ class TestMigrations:
         migrate.upgrade(engine)
         assert current_revision(engine) == before == migrate.head_revision()
         assert set(inspect(engine).get_table_names()) == tables_before
+
+    def test_rebuilding_a_parent_table_keeps_its_children(self, tmp_path) -> None:
+        # 0005 rebuilds `campaign` on SQLite (copy, drop, rename); with foreign keys on,
+        # the drop would cascade into arms. Data written under 0004 must survive.
+        database = build_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+        migrate.upgrade(database, "0004")
+        with database.begin() as connection:
+            for statement in (
+                "INSERT INTO stage (id, key, name, position) VALUES (1, 'after_sale', 'A', 1)",
+                "INSERT INTO channel (id, key, name, kind, active, created_at) VALUES "
+                "(1, 'web', 'Web', 'web', 1, '2026-01-01 00:00:00.000000')",
+                "INSERT INTO migration_goal (id, name, description, stage_id, target_channel_id,"
+                " metric, window_days, target_uplift, created_at) VALUES (1, 'g', '', 1, 1,"
+                " 'adoption', 30, 0.05, '2026-01-01 00:00:00.000000')",
+                "INSERT INTO campaign (id, name, description, goal_id, status, spent_minor,"
+                " currency, stacking, priority, salt, allocation_period, control_opt_out,"
+                " config_version, created_at, updated_at) VALUES (1, 'c', '', 1, 'draft', 0,"
+                " 'EUR', 'exclusive', 0, 's', 1, 0, 1, '2026-01-01 00:00:00.000000',"
+                " '2026-01-01 00:00:00.000000')",
+                "INSERT INTO arm (id, campaign_id, name, weight, is_control, position)"
+                " VALUES (1, 1, 'control', 100, 1, 0)",
+            ):
+                connection.exec_driver_sql(statement)
+        migrate.upgrade(database)
+        with database.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM arm").scalar() == 1
+            row = connection.exec_driver_sql(
+                "SELECT origin, guardrails FROM campaign").one()
+            assert row.origin == "live"
+            assert "complaints" in row.guardrails
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        with pytest.raises(IntegrityError), database.begin() as connection:
+            connection.exec_driver_sql(
+                "UPDATE campaign SET goal_id = NULL WHERE id = 1")
 
     def test_empty_database_is_refused(self, tmp_path) -> None:
         empty = build_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")

@@ -197,11 +197,13 @@ class ArmPublic(BaseModel):
 
 CAMPAIGN_EXAMPLE = {
     "id": 4, "name": "Spring self-service push", "description": "", "goal_id": 1,
-    "status": "draft", "starts_at": "2026-04-01T00:00:00Z", "ends_at": "2026-05-01T00:00:00Z",
+    "origin": "live", "status": "draft", "starts_at": "2026-04-01T00:00:00Z",
+    "ends_at": "2026-05-01T00:00:00Z",
     "budget_minor": 500000, "spent_minor": 0, "remaining_budget_minor": 500000,
     "currency": "EUR", "per_customer_limit": 1, "stacking": "exclusive", "priority": 10,
     "allocation_period": 1, "control_opt_out": False, "control_opt_out_reason": None,
-    "eligibility_rule": None, "pause_reason": None, "config_version": 3,
+    "eligibility_rule": None, "pause_reason": None,
+    "guardrails": ["complaints", "churn", "revenue"], "config_version": 3,
     "created_at": _NOW, "updated_at": _NOW,
     "arms": [{"id": 11, "name": "control", "weight": 50, "is_control": True, "position": 0,
               "incentive_id": None, "incentive": None}, ARM_EXAMPLE],
@@ -214,7 +216,9 @@ class CampaignPublic(BaseModel):
     id: int
     name: str
     description: str
-    goal_id: int
+    goal_id: int | None = Field(description="Null only for an imported experiment.")
+    origin: str = Field(description="'live' (run here) or 'imported' (a finished experiment "
+                        "loaded for its report).")
     status: str
     starts_at: datetime | None
     ends_at: datetime | None
@@ -231,6 +235,8 @@ class CampaignPublic(BaseModel):
     control_opt_out_reason: str | None
     eligibility_rule: str | None
     pause_reason: str | None
+    guardrails: list[str] = Field(description="Guardrail metrics the sequential monitor "
+                                  "watches; significant harm pauses the campaign.")
     config_version: int
     created_at: datetime
     updated_at: datetime
