@@ -414,6 +414,16 @@ class TestHolm:
     def test_empty_family(self) -> None:
         assert holm([]) == []
 
+    @pytest.mark.parametrize("seed", range(20))
+    def test_matches_statsmodels(self, seed: int) -> None:
+        from statsmodels.stats.multitest import multipletests
+
+        rng = np.random.default_rng(seed)
+        p_values = list(rng.uniform(0, 0.2, size=int(rng.integers(1, 30))))
+        p_values[0] = p_values[-1]  # ties too
+        expected = multipletests(p_values, method="holm")[1]
+        assert holm(p_values) == pytest.approx(list(expected), abs=1e-12)
+
     def test_rejects_values_that_are_not_p_values(self) -> None:
         with pytest.raises(ValueError):
             holm([0.1, float("nan")])
