@@ -123,6 +123,12 @@ class CampaignResults:
 
 def campaign_results(connection: Connection, campaign_id: int, *, alpha: float = 0.05
                      ) -> CampaignResults:
+    # Imported experiments have their own metrics and tables (and no goal); imported
+    # at call time because analytics.imported builds on this module's result shapes.
+    from analytics.imported import imported_results, is_imported
+
+    if is_imported(connection, campaign_id):
+        return imported_results(connection, campaign_id, alpha=alpha)
     rows = arm_statistics(connection, campaign_id)
     return CampaignResults(campaign_id=campaign_id, arms=rows,
                            results=compare_arms(rows, alpha=alpha),

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60,
         description="How often each worker checks whether campaign configuration changed.",
     )
+    guardrail_interval_seconds: float = Field(
+        default=900, ge=0,
+        description="How often each server process checks running campaigns' budgets and "
+        "guardrails and pauses those spent or harmful (+-10% jitter). 0 turns the in-server "
+        "check off, e.g. when cron runs `channelshift guardrails check` instead.",
+    )
 
     @field_validator("database_schema")
     @classmethod

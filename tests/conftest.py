@@ -22,6 +22,10 @@ from campaigns.db import build_engine
 
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
+# The guardrail scheduler would pause campaigns under the tests' feet; tests that exercise
+# it start it explicitly.
+os.environ.setdefault("CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS", "0")
+
 
 @pytest.fixture(scope="session")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str | None]]:

@@ -6,10 +6,20 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from analytics.queries import MEAN_METRICS, arm_statistics, goal_window
-from campaigns.models import Arm, Assignment, ChannelEvent, Conversion, Redemption
+from campaigns.models import (
+    Arm,
+    Assignment,
+    ChannelCost,
+    ChannelEvent,
+    Conversion,
+    LotteryDraw,
+    LotteryWinner,
+    Redemption,
+)
 from seeds.demo import seed_demo_world
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -36,11 +46,20 @@ def independent(session: Session, campaign_id: int) -> pd.DataFrame:
     assignments = assignments[assignments.campaign_id == campaign_id]
     events = frame(session, ChannelEvent, ["customer_id", "channel_id", "stage_id", "kind",
                                            "occurred_at", "cost_minor"])
+    # An event without a cost is charged its channel's configured cost at its stage.
+    costs = frame(session, ChannelCost, ["channel_id", "stage_id", "cost_minor"])
+    events = events.merge(costs.rename(columns={"cost_minor": "configured_cost"}),
+                          on=["channel_id", "stage_id"], how="left")
+    events["cost_minor"] = events.cost_minor.fillna(events.configured_cost)
     conversions = frame(session, Conversion, ["customer_id", "occurred_at", "revenue_minor"])
     redemptions = frame(session, Redemption, ["campaign_id", "customer_id", "cost_minor",
                                               "status"])
     redemptions = redemptions[(redemptions.campaign_id == campaign_id)
                               & (redemptions.status == "applied")]
+    # Prizes won in the campaign's draws are incentive cost too.
+    draws = frame(session, LotteryDraw, ["id", "campaign_id"])
+    winners = frame(session, LotteryWinner, ["draw_id", "customer_id", "value_minor"])
+    winners = winners[winners.draw_id.isin(draws[draws.campaign_id == campaign_id].id)]
     out = []
     for a in assignments.itertuples():
         start, end, pre = a.first_exposed_at, a.first_exposed_at + days, \
@@ -62,7 +81,8 @@ def independent(session: Session, campaign_id: int) -> pd.DataFrame:
             "cost_to_serve": int(win[win.kind == "interaction"].cost_minor.fillna(0).sum()),
             "conversion": int(len(conv) > 0), "revenue": int(conv.revenue_minor.sum()),
             "incentive_cost": int(redemptions[redemptions.customer_id
-                                              == a.customer_id].cost_minor.sum()),
+                                              == a.customer_id].cost_minor.sum())
+            + int(winners[winners.customer_id == a.customer_id].value_minor.sum()),
             "complaints": int((win.kind == "complaint").sum()),
             "churn": int((win.kind == "churn").any()),
             "adoption_pre": int((stage_pre.channel_id == window.target_channel_id).any()),
@@ -73,6 +93,9 @@ def independent(session: Session, campaign_id: int) -> pd.DataFrame:
 class TestArmStatistics:
     def test_matches_raw_rows(self, session: Session, demo) -> None:
         campaign_id = demo.ended_campaign_id
+        # Some senders leave the cost out: those events cost what the channel costs.
+        session.execute(update(ChannelEvent).where(col(ChannelEvent.id) % 3 == 0)
+                        .values(cost_minor=None))
         stats = {row["arm_id"]: row for row in arm_statistics(session.connection(),
                                                               campaign_id)}
         raw = independent(session, campaign_id)

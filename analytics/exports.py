@@ -1,0 +1,866 @@
+"""A campaign report in the formats analysts take away.
+
+- :func:`to_json`: a JSON-serialisable dict with stable keys, raw numbers, for programs;
+- :func:`write_csv`: the tidy long format of :meth:`Report.records` (one number per row);
+- :func:`write_xlsx`: a workbook with the sheets summary, metrics, segments, economics and
+  diagnostics (SRM, sample sizes, methods, date range, guardrails);
+- :func:`render_html`: one self-contained HTML file, no external assets and no script,
+  whose charts are inline SVG drawn here.
+
+Every format states the methods, the sample sizes, the sample ratio check and the date
+range. Numbers are raw in JSON and CSV and formatted for people in HTML (percentage points
+for rates, money in major units of the campaign's currency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from analytics.queries import BINARY_METRICS
+from analytics.report import Report, srm_sentence
+from analytics.reports import PRIMARY_METRICS, MetricResult
+from analytics.stats import PROPORTIONS_METHOD
+from campaigns.models import CampaignOrigin
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "ExportFormat",
+    "export_bytes",
+    "export_filename",
+    "records_frame",
+    "render_html",
+    "to_json",
+    "write_csv",
+    "write_xlsx",
+]
+
+#: Columns of the tidy long format, in order.
+RECORD_COLUMNS = ("campaign", "arm", "segment", "metric", "statistic", "value")
+
+#: Version of the JSON layout; bumped when a key changes meaning or disappears.
+JSON_FORMAT = "channelshift.report/1"
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+    XLSX = "xlsx"
+    HTML = "html"
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES[self]
+
+
+_MEDIA_TYPES = {
+    ExportFormat.JSON: "application/json",
+    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ExportFormat.HTML: "text/html; charset=utf-8",
+}
+
+#: What HTML prints for an undefined number (an en dash).
+MISSING = "\u2013"
+
+#: Metrics measured in the campaign's money (minor units) for live campaigns.
+MONEY_METRICS = frozenset({"cost_to_serve", "revenue", "incentive_cost"})
+
+# ISO 4217 currencies whose minor unit is not a hundredth.
+_CURRENCY_EXPONENT = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+# Text a spreadsheet would run as a formula (an arm named "=HYPERLINK(...)").
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_value(value: Any) -> Any:
+    """Plain JSON types: times as ISO 8601 UTC with ``Z``, non-finite numbers as None."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if hasattr(value, "item"):  # a numpy scalar from another module's computation
+        return _json_value(value.item())
+    raise TypeError(f"cannot put a {type(value).__name__} into a JSON report")
+
+
+def comparison_json(result: MetricResult) -> dict[str, Any]:
+    c = result.comparison
+    return _json_value({
+        "arm": result.arm, "metric": result.metric, "segment": result.segment,
+        "method": c.method, "n_control": c.control_n, "n_treatment": c.treatment_n,
+        "mean_control": c.control_mean, "mean_treatment": c.treatment_mean,
+        "diff": c.diff, "diff_se": c.diff_se, "diff_ci_low": c.diff_ci_low,
+        "diff_ci_high": c.diff_ci_high, "statistic": c.statistic, "df": c.df,
+        "p_value": c.p_value, "p_value_floored": c.p_value_floored,
+        "p_value_holm": result.p_value_holm, "rel_lift": c.rel_lift,
+        "rel_lift_se": c.rel_lift_se, "rel_lift_ci_low": c.rel_lift_ci_low,
+        "rel_lift_ci_high": c.rel_lift_ci_high,
+        "variance_reduction": result.variance_reduction, "reason": c.reason})
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The whole report as JSON types: raw numbers, minor units, ISO 8601 UTC times."""
+    campaign = dataclasses.asdict(report.campaign)
+    return {
+        "format": JSON_FORMAT,
+        "campaign": _json_value(campaign),
+        "generated_at": _json_value(report.generated_at),
+        "alpha": report.alpha,
+        "date_range": _json_value(report.date_range),
+        "methods": report.methods,
+        "warnings": report.warnings,
+        "arms": _json_value(report.arms),
+        "srm": {**_json_value(report.srm), "summary": srm_sentence(report.srm)},
+        "results": [comparison_json(result) for result in report.results],
+        "segments": [comparison_json(result) for result in report.segments],
+        "economics": _json_value(report.economics),
+        "guardrails": _json_value(report.guardrails),
+        "qini": _json_value(report.qini),
+        "timeline": [{**_json_value(point), "rate": _json_value(point.rate)}
+                     for point in report.timeline],
+        "spend": _json_value(report.spend),
+    }
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _safe_text(value: Any) -> Any:
+    """Quote text a spreadsheet would run as a formula; leave everything else alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def records_frame(report: Report) -> pd.DataFrame:
+    """:meth:`Report.records` as a DataFrame with the tidy columns.
+
+    ``value`` is kept as Python objects so counts print as integers and floats with full
+    precision; an undefined statistic is an empty cell.
+    """
+    records = report.records()
+    return pd.DataFrame({
+        column: pd.Series([_safe_text(record[column]) for record in records], dtype=object)
+        for column in RECORD_COLUMNS})
+
+
+def write_csv(report: Report, target: str | os.PathLike[str] | IO[str]) -> None:
+    """The tidy long format as UTF-8 CSV to a path or a text stream."""
+    records_frame(report).to_csv(target, index=False)
+
+
+# --------------------------------------------------------------------------- XLSX
+
+
+def _excel_value(value: Any) -> Any:
+    """Cell values: UTC times without a zone (Excel has none), formulas defused."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return _safe_text(value)
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame([[_excel_value(row.get(c)) for c in columns] for row in rows],
+                        columns=list(columns), dtype=object)
+
+
+_COMPARISON_COLUMNS = ("arm", "metric", "segment", "n_control", "n_treatment", "mean_control",
+                       "mean_treatment", "diff", "diff_ci_low", "diff_ci_high", "p_value",
+                       "p_value_holm", "rel_lift", "rel_lift_ci_low", "rel_lift_ci_high",
+                       "variance_reduction", "diff_se", "statistic", "df", "method", "reason")
+
+
+def _summary_rows(report: Report) -> list[dict[str, Any]]:
+    c = report.campaign
+    rows: list[tuple[str, Any]] = [
+        ("campaign", c.name), ("campaign id", c.id), ("status", c.status),
+        ("origin", c.origin), ("goal", c.goal), ("stage", c.stage),
+        ("target channel", c.target_channel), ("currency", c.currency),
+        ("budget (minor units)", c.budget_minor), ("spent (minor units)", c.spent_minor),
+        ("starts at (UTC)", c.starts_at), ("ends at (UTC)", c.ends_at),
+        ("pause reason", c.pause_reason), ("generated at (UTC)", report.generated_at),
+        ("first exposure (UTC)", report.date_range.first_exposure if report.date_range
+         else None),
+        ("last exposure (UTC)", report.date_range.last_exposure if report.date_range
+         else None),
+        ("alpha", report.alpha), ("sample ratio check", srm_sentence(report.srm))]
+    rows += [(f"n {arm.name}", arm.n) for arm in report.arms]
+    rows += [("warning", warning) for warning in report.warnings]
+    for result in report.results:
+        if _is_primary(result):
+            comparison = result.comparison
+            rows += [(f"{result.arm}: {result.metric} diff", comparison.diff),
+                     (f"{result.arm}: {result.metric} diff CI",
+                      _raw_interval(comparison.diff_ci_low, comparison.diff_ci_high)),
+                     (f"{result.arm}: {result.metric} p (Holm)", result.p_value_holm)]
+    return [{"field": field, "value": value} for field, value in rows]
+
+
+def _raw_interval(low: float | None, high: float | None) -> str | None:
+    return None if low is None or high is None else f"[{low:.6g}, {high:.6g}]"
+
+
+def _write_block(writer: pd.ExcelWriter, sheet: str, row: int, title: str,
+                 frame: pd.DataFrame) -> int:
+    """A titled table at ``row``; returns the first free row after it and a blank line."""
+    frame.to_excel(writer, sheet_name=sheet, startrow=row + 1, index=False)
+    writer.sheets[sheet].cell(row=row + 1, column=1, value=title)
+    return row + len(frame) + 4
+
+
+def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> None:
+    """The report as a workbook: summary, metrics, segments, economics, diagnostics."""
+    with pd.ExcelWriter(target, engine="openpyxl") as writer:
+        _frame(_summary_rows(report), ("field", "value")).to_excel(
+            writer, sheet_name="summary", index=False)
+        _frame([comparison_json(r) for r in report.results], _COMPARISON_COLUMNS).to_excel(
+            writer, sheet_name="metrics", index=False)
+        row = _write_block(writer, "segments", 0, "Comparisons within segments", _frame(
+            [comparison_json(r) for r in report.segments], _COMPARISON_COLUMNS))
+        if report.qini is not None:
+            qini = report.qini
+            deciles = [{**_json_value(d), "metric": qini.metric, "score": qini.score}
+                       for d in qini.deciles]
+            row = _write_block(writer, "segments", row, "Uplift by decile of the score",
+                               _frame(deciles, ("arm", "metric", "score", *_field_names(
+                                   qini.deciles[0] if qini.deciles else None))))
+            _write_block(writer, "segments", row, "Qini coefficient", _frame(
+                [{"arm": arm, "qini_coefficient": value,
+                  "qini_q0": (qini.qini_q0 or {}).get(arm), "scored_n": qini.scored_n}
+                 for arm, value in qini.qini_coefficient.items()],
+                ("arm", "qini_coefficient", "qini_q0", "scored_n")))
+        _frame(_json_value(report.economics), ("arm", "metric", "unit", "estimate", "ci_low",
+                                               "ci_high", "reason", "method")).to_excel(
+            writer, sheet_name="economics", index=False)
+        _write_diagnostics(writer, report)
+        for sheet in writer.sheets.values():
+            _fit_columns(sheet)
+
+
+def _field_names(value: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(value)] if value is not None else []
+
+
+def _write_diagnostics(writer: pd.ExcelWriter, report: Report) -> None:
+    sheet = "diagnostics"
+    srm = report.srm
+    row = _write_block(writer, sheet, 0, "Sample ratio check", _frame([{
+        "summary": srm_sentence(srm), "p_value": srm.p_value, "chi2": srm.chi2,
+        "flagged": srm.flagged, "threshold": srm.threshold, "reason": srm.reason}],
+        ("summary", "p_value", "chi2", "flagged", "threshold", "reason")))
+    total = sum(arm.n for arm in report.arms)
+    row = _write_block(writer, sheet, row, "Sample sizes", _frame([
+        {**dataclasses.asdict(arm), "share": arm.n / total if total else None}
+        for arm in report.arms],
+        ("name", "is_control", "n", "share", "planned_weight", "incentive_type",
+         "incentive_name")))
+    row = _write_block(writer, sheet, row, "Methods",
+                       _frame([{"method": m} for m in report.methods], ("method",)))
+    dates = report.date_range
+    row = _write_block(writer, sheet, row, "Date range (UTC)", _frame([{
+        "first_exposure": dates.first_exposure if dates else None,
+        "last_exposure": dates.last_exposure if dates else None,
+        "generated_at": report.generated_at}],
+        ("first_exposure", "last_exposure", "generated_at")))
+    _write_block(writer, sheet, row, "Guardrails (always-valid sequential test)", _frame(
+        _json_value(report.guardrails),
+        ("arm", "metric", "harm_direction", "control_n", "treatment_n", "control_mean",
+         "treatment_mean", "diff", "ci_low", "ci_high", "level", "p_value_always_valid",
+         "harm_detected", "reason")))
+
+
+def _fit_columns(sheet: Any) -> None:
+    """Widen columns to their content (capped), so the workbook opens readable."""
+    for cells in sheet.columns:
+        width = max((len(str(cell.value)) for cell in cells if cell.value is not None),
+                    default=8)
+        sheet.column_dimensions[cells[0].column_letter].width = min(max(width + 2, 10), 60)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def export_bytes(report: Report, export_format: ExportFormat | str) -> bytes:
+    """The report serialised in one format, ready to send or write."""
+    export_format = ExportFormat(export_format)
+    if export_format is ExportFormat.JSON:
+        return json.dumps(to_json(report), ensure_ascii=False, allow_nan=False,
+                          indent=2).encode("utf-8")
+    if export_format is ExportFormat.CSV:
+        text = io.StringIO()
+        write_csv(report, text)
+        return text.getvalue().encode("utf-8")
+    if export_format is ExportFormat.XLSX:
+        binary = io.BytesIO()
+        write_xlsx(report, binary)
+        return binary.getvalue()
+    return render_html(report).encode("utf-8")
+
+
+def export_filename(report: Report, export_format: ExportFormat | str) -> str:
+    """An ASCII file name: campaign id and the UTC date of the report."""
+    export_format = ExportFormat(export_format)
+    stamp = report.generated_at.astimezone(UTC).strftime("%Y%m%d")
+    return f"campaign-{report.campaign.id}-report-{stamp}.{export_format.value}"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+RATE, MONEY, NUMBER = "rate", "money", "number"
+
+
+def currency_exponent(currency: str) -> int:
+    """Digits after the decimal point of the currency's major unit (ISO 4217)."""
+    return _CURRENCY_EXPONENT.get(currency.upper(), 2)
+
+
+def format_money(minor: float | None, currency: str, *, signed: bool = False) -> str:
+    """Minor units as major units with the currency code: ``EUR 1,234.50``."""
+    if minor is None:
+        return MISSING
+    exponent = currency_exponent(currency)
+    major = minor / 10**exponent
+    sign = "-" if major < 0 else ("+" if signed and major > 0 else "")
+    return f"{sign}{currency} {abs(major):,.{exponent}f}"
+
+
+def format_number(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return MISSING
+    sign = "+" if signed and value > 0 else ""
+    size = abs(value)
+    if size >= 1000 or (size >= 100 and float(value).is_integer()):
+        return f"{sign}{value:,.0f}"
+    if size >= 1:
+        return f"{sign}{value:,.2f}"
+    return f"{sign}{value:.3g}"
+
+
+def format_percent(value: float | None, *, signed: bool = False, digits: int = 1) -> str:
+    if value is None:
+        return MISSING
+    sign = "+" if signed and value > 0 else ""
+    return f"{sign}{value * 100:.{digits}f}%"
+
+
+def format_pp(value: float | None, *, signed: bool = True) -> str:
+    """A difference of two rates in percentage points."""
+    if value is None:
+        return MISSING
+    sign = "+" if signed and value > 0 else ""
+    return f"{sign}{value * 100:.1f} pp"
+
+
+def format_p(value: float | None, *, floored: bool = False) -> str:
+    if value is None:
+        return MISSING
+    if floored:
+        return "< 1e-300"
+    if value < 0.0001:
+        return "< 0.0001"
+    return f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
+
+
+def format_count(value: int | None) -> str:
+    return MISSING if value is None else f"{value:,}"
+
+
+def format_time(value: datetime | None) -> str:
+    return MISSING if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class _Units:
+    """How to print a metric's level and a difference of it."""
+
+    level: Callable[[float | None], str]
+    diff: Callable[[float | None], str]
+
+
+def _units(report: Report) -> Callable[[str], _Units]:
+    """The printer of each metric: rates in % and pp, money in major units, else numbers."""
+    rates = {r.metric for r in [*report.results, *report.segments]
+             if r.comparison.method == PROPORTIONS_METHOD} | set(BINARY_METRICS) | {
+        "target_share"}
+    live = report.campaign.origin == CampaignOrigin.LIVE.value
+    currency = report.campaign.currency
+    rate = _Units(level=format_percent, diff=format_pp)
+    money = _Units(level=lambda v: format_money(v, currency),
+                   diff=lambda v: format_money(v, currency, signed=True))
+    number = _Units(level=format_number, diff=lambda v: format_number(v, signed=True))
+
+    def units(metric: str) -> _Units:
+        base = metric.removesuffix("_cuped")
+        if base in rates:
+            return rate
+        if live and base in MONEY_METRICS:
+            return money
+        return number
+
+    return units
+
+
+def _interval(low: float | None, high: float | None, fmt: Callable[[float | None], str]
+              ) -> str:
+    if low is None or high is None:
+        return MISSING
+    return f"{fmt(low)} to {fmt(high)}"
+
+
+def _significant(low: float | None, high: float | None) -> bool:
+    return low is not None and high is not None and (low > 0 or high < 0)
+
+
+# --------------------------------------------------------------------------- SVG charts
+
+_CONTROL_COLOUR = "#6b7280"
+_PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d")
+_FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+
+
+def arm_colours(report: Report) -> dict[str, str]:
+    colours: dict[str, str] = {}
+    treatments = 0
+    for arm in report.arms:
+        if arm.is_control:
+            colours[arm.name] = _CONTROL_COLOUR
+        else:
+            colours[arm.name] = _PALETTE[treatments % len(_PALETTE)]
+            treatments += 1
+    return colours
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high] (1, 2 or 5 times a power of ten apart)."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = min((m * power for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
+        value += step
+    return ticks
+
+
+def _svg(width: int, height: int, title: str, body: Iterable[str]) -> Markup:
+    # No xmlns: inline SVG in HTML needs none, and the file then names no URL at all.
+    # Every caller escapes the text it puts in ``body``; numbers and colours are ours.
+    svg = (f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+           f'class="chart" {_FONT}><title>{escape(title)}</title>{"".join(body)}</svg>')
+    return Markup(svg)  # noqa: S704
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    """One row of an interval (forest) plot."""
+
+    label: str
+    estimate: float
+    low: float | None
+    high: float | None
+    colour: str
+    text: str
+
+
+def interval_plot(rows: Sequence[IntervalRow], *, title: str,
+                  axis: Callable[[float], str], clip: tuple[float, float] | None = None
+                  ) -> Markup:
+    """Estimates with their intervals on a shared axis, a line at zero (a forest plot).
+
+    A filled dot marks an interval that excludes zero. Intervals beyond ``clip`` are cut
+    at its edge and end in an arrow, so one wild interval does not squash the others.
+    """
+    label_w, plot_w, text_w, row_h, top = 290, 400, 250, 22, 30
+    width, height = label_w + plot_w + text_w, top + row_h * len(rows) + 40
+    values = [0.0] + [v for r in rows for v in (r.estimate, r.low, r.high) if v is not None]
+    low, high = min(values), max(values)
+    if clip is not None:
+        low, high = max(low, clip[0]), min(high, clip[1])
+    pad = (high - low) * 0.05 or 0.01
+    low, high = low - pad, high + pad
+
+    def x(value: float) -> float:
+        return label_w + (min(max(value, low), high) - low) / (high - low) * plot_w
+
+    body = [f'<line x1="{x(0):.1f}" y1="{top - 8}" x2="{x(0):.1f}" '
+            f'y2="{height - 32}" stroke="#111827" stroke-dasharray="4 3"/>']
+    for tick in nice_ticks(low, high):
+        body.append(f'<line x1="{x(tick):.1f}" y1="{height - 32}" x2="{x(tick):.1f}" '
+                    f'y2="{height - 27}" stroke="#9ca3af"/><text x="{x(tick):.1f}" '
+                    f'y="{height - 14}" text-anchor="middle" fill="#374151">'
+                    f'{escape(axis(tick))}</text>')
+    for index, row in enumerate(rows):
+        y = top + index * row_h + row_h / 2
+        if index % 2 == 0:
+            body.append(f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" '
+                        f'height="{row_h}" fill="#f9fafb"/>')
+        body.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" '
+                    f'fill="#111827">{escape(row.label)}</text>')
+        if row.low is not None and row.high is not None:
+            body.append(f'<line x1="{x(row.low):.1f}" y1="{y:.1f}" x2="{x(row.high):.1f}" '
+                        f'y2="{y:.1f}" stroke="{row.colour}" stroke-width="2"/>')
+            for end, beyond, direction in ((row.low, row.low < low, -1),
+                                           (row.high, row.high > high, 1)):
+                if beyond:
+                    tip = x(end)
+                    body.append(f'<path d="M{tip:.1f},{y:.1f} l{-6 * direction},-4 v8 z" '
+                                f'fill="{row.colour}"/>')
+        filled = row.colour if _significant(row.low, row.high) else "#ffffff"
+        body.append(f'<circle cx="{x(row.estimate):.1f}" cy="{y:.1f}" r="4.5" '
+                    f'fill="{filled}" stroke="{row.colour}" stroke-width="2"/>')
+        body.append(f'<text x="{label_w + plot_w + 10}" y="{y + 4:.1f}" '
+                    f'fill="#374151">{escape(row.text)}</text>')
+    return _svg(width, height, title, body)
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    colour: str
+    points: Sequence[tuple[float, float]]
+    dashed: bool = False
+
+
+def line_chart(series: Sequence[Series], *, title: str, x_label: Callable[[float], str],
+               y_label: Callable[[float], str], x_ticks: Sequence[float] | None = None,
+               levels: Sequence[tuple[float, str]] = ()) -> Markup:
+    """Lines over a shared x axis from zero up, with labelled horizontal reference levels."""
+    left, right, top, bottom, width, height = 110, 20, 34, 36, 840, 300
+    xs = [px for s in series for px, _ in s.points]
+    ys = [py for s in series for _, py in s.points] + [level for level, _ in levels] + [0.0]
+    x_low, x_high = min(xs), max(xs)
+    if x_high == x_low:
+        x_high = x_low + 1
+    y_high = max(ys) * 1.08 or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(value: float) -> float:
+        return left + (value - x_low) / (x_high - x_low) * plot_w
+
+    def y(value: float) -> float:
+        return top + plot_h - value / y_high * plot_h
+
+    body: list[str] = []
+    for tick in nice_ticks(0.0, y_high):
+        body.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" '
+                    f'y2="{y(tick):.1f}" stroke="#e5e7eb"/><text x="{left - 6}" '
+                    f'y="{y(tick) + 4:.1f}" text-anchor="end" fill="#374151">'
+                    f'{escape(y_label(tick))}</text>')
+    for tick in x_ticks if x_ticks is not None else nice_ticks(x_low, x_high):
+        body.append(f'<text x="{x(tick):.1f}" y="{height - 14}" text-anchor="middle" '
+                    f'fill="#374151">{escape(x_label(tick))}</text>')
+    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" '
+                f'y2="{top + plot_h}" stroke="#9ca3af"/>')
+    for level, label in levels:
+        body.append(f'<line x1="{left}" y1="{y(level):.1f}" x2="{width - right}" '
+                    f'y2="{y(level):.1f}" stroke="#dc2626" stroke-dasharray="6 4"/>'
+                    f'<text x="{width - right}" y="{y(level) - 5:.1f}" text-anchor="end" '
+                    f'fill="#dc2626">{escape(label)}</text>')
+    legend_x = left
+    for line in series:
+        path = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in line.points)
+        dash = ' stroke-dasharray="5 4"' if line.dashed else ""
+        body.append(f'<polyline points="{path}" fill="none" stroke="{line.colour}" '
+                    f'stroke-width="2"{dash}><title>{escape(line.name)}</title></polyline>')
+        body.append(f'<rect x="{legend_x}" y="8" width="12" height="12" '
+                    f'fill="{line.colour}"/><text x="{legend_x + 16}" y="18" '
+                    f'fill="#111827">{escape(line.name)}</text>')
+        legend_x += 28 + 7 * len(line.name)
+    return _svg(width, height, title, body)
+
+
+def _date_ticks(days: Sequence[date], count: int = 6) -> list[float]:
+    if len(days) <= count:
+        return [float(d.toordinal()) for d in days]
+    step = (len(days) - 1) / (count - 1)
+    return [float(days[round(i * step)].toordinal()) for i in range(count)]
+
+
+def _day_label(ordinal: float) -> str:
+    return date.fromordinal(int(ordinal)).strftime("%d %b")
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _lift_row(result: MetricResult, colour: str) -> IntervalRow | None:
+    c = result.comparison
+    if c.rel_lift is None:
+        return None
+
+    def signed(value: float | None) -> str:
+        return format_percent(value, signed=True)
+
+    return IntervalRow(label=f"{result.arm} · {result.metric}", estimate=c.rel_lift,
+                       low=c.rel_lift_ci_low, high=c.rel_lift_ci_high, colour=colour,
+                       text=f"{signed(c.rel_lift)} "
+                       f"({_interval(c.rel_lift_ci_low, c.rel_lift_ci_high, signed)})")
+
+
+def forest_plot(report: Report) -> Markup | None:
+    """Relative lift with its interval for every treatment arm and metric."""
+    colours = arm_colours(report)
+    rows = [row for result in report.results
+            if (row := _lift_row(result, colours.get(result.arm, _PALETTE[0]))) is not None]
+    if not rows:
+        return None
+    return interval_plot(rows, title="Relative lift against control with "
+                         f"{1 - report.alpha:.0%} intervals", clip=(-1.0, 3.0),
+                         axis=lambda v: format_percent(v, signed=True, digits=0))
+
+
+def adoption_chart(report: Report) -> Markup | None:
+    """Cumulative adoption rate by day, one line per arm."""
+    if not report.timeline:
+        return None
+    colours = arm_colours(report)
+    by_arm: dict[str, list[tuple[float, float]]] = {}
+    for point in report.timeline:
+        if point.rate is not None:
+            by_arm.setdefault(point.arm, []).append((float(point.day.toordinal()), point.rate))
+    days = sorted({point.day for point in report.timeline})
+    return line_chart([Series(arm, colours.get(arm, _PALETTE[0]), points)
+                       for arm, points in by_arm.items()],
+                      title="Share of exposed customers who adopted the target channel, "
+                      "by day", x_label=_day_label,
+                      y_label=lambda v: format_percent(v, digits=0), x_ticks=_date_ticks(days))
+
+
+def spend_chart(report: Report) -> Markup | None:
+    """Cumulative incentive cost against the budget."""
+    if not report.spend:
+        return None
+    currency = report.campaign.currency
+    budget = report.campaign.budget_minor
+    levels = [(float(budget), f"budget {format_money(budget, currency)}")] if budget else []
+    days = [point.day for point in report.spend]
+    return line_chart([Series("spent", "#2563eb", [(float(p.day.toordinal()), p.spent_minor)
+                                                    for p in report.spend])],
+                      title="Cumulative incentive cost against the budget",
+                      x_label=_day_label, y_label=lambda v: format_money(v, currency),
+                      x_ticks=_date_ticks(days), levels=levels)
+
+
+def segment_metric(report: Report) -> str | None:
+    """The metric the segment chart shows: the first primary metric broken down."""
+    metrics = [s.metric for s in report.segments]
+    return next((m for m in PRIMARY_METRICS if m in metrics), metrics[0] if metrics else None)
+
+
+def segment_chart(report: Report) -> Markup | None:
+    """Uplift (treatment - control) of the primary metric within each segment."""
+    metric = segment_metric(report)
+    if metric is None:
+        return None
+    units = _units(report)(metric)
+    colours = arm_colours(report)
+    rows = [IntervalRow(label=f"{s.segment} · {s.arm}", estimate=s.comparison.diff,
+                        low=s.comparison.diff_ci_low, high=s.comparison.diff_ci_high,
+                        colour=colours.get(s.arm, _PALETTE[0]),
+                        text=f"{units.diff(s.comparison.diff)} "
+                        f"(n {s.comparison.treatment_n:,} vs {s.comparison.control_n:,})")
+            for s in report.segments if s.metric == metric and s.comparison.diff is not None]
+    if not rows:
+        return None
+    return interval_plot(rows, title=f"Uplift of {metric} by segment", axis=units.diff)
+
+
+def qini_chart(report: Report) -> Markup | None:
+    qini = report.qini
+    if qini is None or not qini.curve:
+        return None
+    colours = arm_colours(report)
+    series: list[Series] = []
+    for arm in dict.fromkeys(point.arm for point in qini.curve):
+        points = [p for p in qini.curve if p.arm == arm]
+        colour = colours.get(arm, _PALETTE[0])
+        series.append(Series(f"{arm}", colour,
+                             [(p.fraction_targeted, p.incremental_gain) for p in points]))
+        series.append(Series(f"{arm} (random)", colour,
+                             [(p.fraction_targeted, p.random_gain) for p in points],
+                             dashed=True))
+    return line_chart(series, title=f"Qini curve of {qini.metric} by score {qini.score}",
+                      x_label=lambda v: format_percent(v, digits=0),
+                      y_label=format_number, x_ticks=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def _is_primary(result: MetricResult) -> bool:
+    """A metric the experiment is judged on: Holm-corrected (or a live goal's primary)."""
+    return result.p_value_holm is not None or result.metric in PRIMARY_METRICS
+
+
+def _result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[str, Any]]:
+    units = _units(report)
+    rows = []
+    for result in results:
+        c = result.comparison
+        unit = units(result.metric)
+        rows.append({
+            "arm": result.arm, "metric": result.metric, "segment": result.segment,
+            "n_control": format_count(c.control_n), "n_treatment": format_count(c.treatment_n),
+            "control": unit.level(c.control_mean), "treatment": unit.level(c.treatment_mean),
+            "diff": unit.diff(c.diff), "diff_ci": _interval(c.diff_ci_low, c.diff_ci_high,
+                                                            unit.diff),
+            "rel_lift": format_percent(c.rel_lift, signed=True),
+            "rel_lift_ci": _interval(c.rel_lift_ci_low, c.rel_lift_ci_high,
+                                     lambda v: format_percent(v, signed=True)),
+            "p_value": format_p(c.p_value, floored=c.p_value_floored),
+            "p_value_holm": format_p(result.p_value_holm),
+            "variance_reduction": (format_percent(result.variance_reduction)
+                                   if result.variance_reduction is not None else None),
+            "significant": _significant(c.diff_ci_low, c.diff_ci_high),
+            "primary": _is_primary(result), "note": c.reason or ""})
+    return rows
+
+
+def _economics_rows(report: Report) -> list[dict[str, Any]]:
+    currency = report.campaign.currency
+
+    def fmt(value: float | None, unit: str) -> str:
+        if unit == "minor":
+            return format_money(value, currency)
+        if unit == "ratio":
+            return format_percent(value, signed=True)
+        return format_number(value)
+
+    return [{"arm": e.arm, "metric": e.metric.replace("_", " "),
+             "estimate": fmt(e.estimate, e.unit),
+             "interval": _interval(e.ci_low, e.ci_high, partial(fmt, unit=e.unit)),
+             "note": e.reason or ""} for e in report.economics]
+
+
+def _guardrail_rows(report: Report) -> list[dict[str, Any]]:
+    units = _units(report)
+    return [{"arm": g.arm, "metric": g.metric,
+             "harm": "an increase" if g.harm_direction > 0 else "a decrease",
+             "control": units(g.metric).level(g.control_mean),
+             "treatment": units(g.metric).level(g.treatment_mean),
+             "diff": units(g.metric).diff(g.diff),
+             "n": f"{g.control_n:,} / {g.treatment_n:,}",
+             "level": format_percent(g.level, digits=2) if g.level is not None else "",
+             "interval": _interval(g.ci_low, g.ci_high, units(g.metric).diff),
+             "p_value": format_p(g.p_value_always_valid), "harm_detected": g.harm_detected,
+             "note": g.reason or ""} for g in report.guardrails]
+
+
+def _qini_rows(report: Report) -> list[dict[str, Any]]:
+    if report.qini is None:
+        return []
+    return [{"arm": d.arm, "decile": d.decile,
+             "score": f"{format_number(d.score_min)} to {format_number(d.score_max)}",
+             "n": f"{d.treatment_n:,} vs {d.control_n:,}",
+             "treatment": format_percent(d.treatment_rate),
+             "control": format_percent(d.control_rate), "uplift": format_pp(d.uplift),
+             "interval": _interval(d.uplift_ci_low, d.uplift_ci_high, format_pp)}
+            for d in report.qini.deciles]
+
+
+def _headline_segments(report: Report) -> list[MetricResult]:
+    """The segment rows a page has room for: the primary metrics (the files hold all)."""
+    primary = [s for s in report.segments if _is_primary(s)]
+    return primary or [s for s in report.segments if s.metric == segment_metric(report)]
+
+
+def _headline(report: Report) -> list[str]:
+    """One sentence per treatment arm and primary metric."""
+    units = _units(report)
+    level = f"{1 - report.alpha:.0%}"
+    out = []
+    for result in report.results:
+        if not _is_primary(result):
+            continue
+        c = result.comparison
+        unit = units(result.metric)
+        text = (f"{result.arm}: {result.metric} {unit.level(c.treatment_mean)} vs "
+                f"{unit.level(c.control_mean)} in control, {unit.diff(c.diff)}")
+        if c.diff_ci_low is not None and c.diff_ci_high is not None:
+            text += f" ({level} CI {_interval(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
+        if result.p_value_holm is not None:
+            text += f", Holm-adjusted p {format_p(result.p_value_holm)}"
+        out.append(text + ".")
+    return out
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    folder = Path(__file__).resolve().parent / "templates"
+    return Environment(loader=FileSystemLoader(folder), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML page: inline CSS and SVG, no script, no external reference."""
+    campaign = report.campaign
+    total = sum(arm.n for arm in report.arms)
+    budget = campaign.budget_minor
+    return _environment().get_template("report.html").render(
+        report=report, campaign=campaign, live=campaign.origin == CampaignOrigin.LIVE.value,
+        generated_at=format_time(report.generated_at),
+        starts_at=format_time(campaign.starts_at), ends_at=format_time(campaign.ends_at),
+        first_exposure=format_time(report.date_range.first_exposure)
+        if report.date_range else None,
+        last_exposure=format_time(report.date_range.last_exposure)
+        if report.date_range else None,
+        confidence=f"{1 - report.alpha:.0%}", srm_text=srm_sentence(report.srm),
+        arms=[{"name": arm.name, "control": arm.is_control, "n": format_count(arm.n),
+               "share": format_percent(arm.n / total) if total else MISSING,
+               "weight": f"{arm.planned_weight}%",
+               "incentive": (f"{arm.incentive_name} ({arm.incentive_type})"
+                             if arm.incentive_type else "none (holdout)" if arm.is_control
+                             else MISSING)} for arm in report.arms],
+        total=format_count(total),
+        budget=format_money(budget, campaign.currency) if budget is not None else "no budget",
+        spent=format_money(campaign.spent_minor, campaign.currency),
+        spent_share=format_percent(campaign.spent_minor / budget) if budget else None,
+        headline=_headline(report),
+        results=_result_rows(report, report.results),
+        segments=_result_rows(report, _headline_segments(report)),
+        economics=_economics_rows(report), guardrails=_guardrail_rows(report),
+        deciles=_qini_rows(report), forest_plot=forest_plot(report),
+        adoption_chart=adoption_chart(report), spend_chart=spend_chart(report),
+        segment_chart=segment_chart(report), qini_chart=qini_chart(report),
+        segment_metric=segment_metric(report),
+        qini_coefficients={arm: format_number(value) for arm, value in
+                           (report.qini.qini_coefficient.items() if report.qini else [])},
+    )

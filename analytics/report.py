@@ -1,0 +1,713 @@
+"""The campaign report analysts take away: every result of a campaign in one frozen value.
+
+:func:`build_report` gathers what a reader needs to trust and act on an experiment: the
+campaign and its arms, the sample sizes and the sample ratio check, every treatment arm
+against control with the methods that produced the numbers, and two time series computed
+in SQL (cumulative adoption by arm, cumulative spend against the budget). Sections other
+modules compute (economics, segment breakdown, guardrails, Qini) are fields that default
+to empty so they can be filled in with :func:`dataclasses.replace`.
+
+:mod:`analytics.exports` turns a :class:`Report` into JSON, CSV, XLSX and HTML. Like the
+rest of ``analytics/`` this module only reads the domain.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
+
+from analytics.economics import EconomicsResult, economics_from_rows
+from analytics.guardrails import GUARDRAILS, GuardrailResult, assess_guardrails
+from analytics.imported import imported_metrics
+from analytics.queries import goal_window, shift_days
+from analytics.reports import PRIMARY_METRICS, MetricResult, campaign_results
+from analytics.segments import (
+    QiniResult,
+    campaign_and_segment_results,
+    qini,
+    segment_names,
+)
+from analytics.stats import (
+    CUPED_METHOD,
+    MEANS_METHOD,
+    PROPORTIONS_METHOD,
+    RATIOS_METHOD,
+    SRM_THRESHOLD,
+    SrmResult,
+)
+from campaigns.errors import CampaignNotFound
+from campaigns.models import (
+    Arm,
+    Assignment,
+    Campaign,
+    CampaignOrigin,
+    Channel,
+    ChannelEvent,
+    ExperimentMetric,
+    ExperimentMetricKind,
+    Incentive,
+    MigrationGoal,
+    Redemption,
+    RedemptionStatus,
+    Stage,
+)
+from campaigns.types import utcnow
+
+__all__ = [
+    "MAX_SERIES_POINTS",
+    "ArmInfo",
+    "CampaignInfo",
+    "DateRange",
+    "Report",
+    "SpendPoint",
+    "TimelinePoint",
+    "adoption_timeline",
+    "build_report",
+    "resolve_campaign",
+    "spend_timeline",
+]
+
+#: Most points a time series keeps per arm; longer campaigns are sampled evenly.
+MAX_SERIES_POINTS = 120
+
+_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+_ARM = Arm.__table__  # type: ignore[attr-defined]
+_INCENTIVE = Incentive.__table__  # type: ignore[attr-defined]
+_GOAL = MigrationGoal.__table__  # type: ignore[attr-defined]
+_STAGE = Stage.__table__  # type: ignore[attr-defined]
+_CHANNEL = Channel.__table__  # type: ignore[attr-defined]
+_ASSIGNMENT = Assignment.__table__  # type: ignore[attr-defined]
+_EVENT = ChannelEvent.__table__  # type: ignore[attr-defined]
+_REDEMPTION = Redemption.__table__  # type: ignore[attr-defined]
+_EXPERIMENT_METRIC = ExperimentMetric.__table__  # type: ignore[attr-defined]
+
+#: The statistics module's method tags, in the words a report prints.
+_METHOD_WORDS: Mapping[str, str] = {
+    PROPORTIONS_METHOD: "two-sample z test of the difference of proportions (pooled standard "
+    "error under the null), unpooled Wald confidence interval",
+    MEANS_METHOD: "Welch's t test of the difference of means (unequal variances, "
+    "Welch-Satterthwaite degrees of freedom)",
+    RATIOS_METHOD: "ratio of sums per arm (Σ numerator / Σ denominator over customers), "
+    "delta-method variance, z test",
+}
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """What the report says about the campaign itself (names, not ids, for readers)."""
+
+    id: int
+    name: str
+    status: str
+    origin: str
+    goal: str | None
+    stage: str | None
+    target_channel: str | None
+    currency: str
+    budget_minor: int | None
+    spent_minor: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+    pause_reason: str | None
+    #: the goal's observation window; also the length of the CUPED pre-period
+    window_days: int | None = None
+    #: imported experiments: metric name -> the covariate column CUPED adjusts with
+    covariates: Mapping[str, str] = field(default_factory=dict)
+    #: the guardrail metrics the sequential monitor watches (Campaign.guardrails)
+    guardrails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArmInfo:
+    """An arm as configured, with how many units were exposed in it."""
+
+    name: str
+    is_control: bool
+    n: int
+    planned_weight: int
+    incentive_type: str | None
+    incentive_name: str | None
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """First and last exposure of a live campaign."""
+
+    first_exposure: datetime
+    last_exposure: datetime
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One arm at the end of one day: customers exposed so far, and how many of them had
+    used the target channel at the goal's stage (within their window) by then."""
+
+    arm: str
+    day: date
+    exposed: int
+    adopted: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.adopted / self.exposed if self.exposed else None
+
+
+@dataclass(frozen=True)
+class SpendPoint:
+    """Incentive cost charged to the budget up to the end of ``day`` (rollbacks deducted)."""
+
+    day: date
+    spent_minor: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a campaign report shows; exports render it, they compute nothing."""
+
+    campaign: CampaignInfo
+    generated_at: datetime
+    alpha: float
+    date_range: DateRange | None
+    arms: list[ArmInfo]
+    srm: SrmResult
+    results: list[MetricResult]
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    spend: list[SpendPoint] = field(default_factory=list)
+    economics: list[EconomicsResult] = field(default_factory=list)
+    segments: list[MetricResult] = field(default_factory=list)
+    guardrails: list[GuardrailResult] = field(default_factory=list)
+    qini: QiniResult | None = None
+
+    @property
+    def control(self) -> ArmInfo | None:
+        return next((arm for arm in self.arms if arm.is_control), None)
+
+    @property
+    def methods(self) -> list[str]:
+        """Each method behind the numbers, in plain words, naming the metrics it applies to.
+
+        Derived from the report's contents, so sections wired in later (guardrails,
+        economics, segments) state their method too.
+        """
+        return list(_method_statements(self))
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader must see before any number: SRM, detected harm, a spent budget."""
+        out: list[str] = []
+        if self.srm.flagged:
+            out.append(srm_sentence(self.srm) + " The arm sizes do not match the planned "
+                       "split, so assignment or exposure logging is broken; do not trust "
+                       "the comparisons below until the cause is found.")
+        for guardrail in self.guardrails:
+            if guardrail.harm_detected:
+                out.append(f"Guardrail harmed: {guardrail.metric} in arm '{guardrail.arm}' "
+                           "(always-valid sequential test).")
+        budget = self.campaign.budget_minor
+        if budget is not None and budget > 0 and self.campaign.spent_minor >= budget:
+            out.append("The budget is spent: no more incentives are being paid.")
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        """The report in tidy long format: one dict per number.
+
+        Keys: ``campaign`` (name), ``arm``, ``segment`` ("all" or "<column>=<value>"),
+        ``metric``, ``statistic``, ``value``. ``value`` is always a number or None (an
+        undefined statistic), so the column stays numeric in every tool. Rows with
+        ``arm`` "all" describe the whole experiment (alpha, SRM). So that a file of
+        records states how its numbers were made, a few rows carry text instead of a
+        number, in ``statistic`` with an empty ``value``: metric ``date_range``
+        (``first_exposure=<ISO time>``, ``last_exposure=...``, ``generated_at=...``)
+        and metric ``method`` (one row per statement of :attr:`methods`).
+        """
+        name = self.campaign.name
+        return [{"campaign": name, "arm": arm, "segment": segment, "metric": metric,
+                 "statistic": statistic, "value": value}
+                for arm, segment, metric, statistic, value in self._rows()]
+
+    def _rows(self) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+        if self.date_range is not None:
+            yield ("all", "all", "date_range",
+                   f"first_exposure={_iso(self.date_range.first_exposure)}", None)
+            yield ("all", "all", "date_range",
+                   f"last_exposure={_iso(self.date_range.last_exposure)}", None)
+        yield "all", "all", "date_range", f"generated_at={_iso(self.generated_at)}", None
+        for statement in self.methods:
+            yield "all", "all", "method", statement, None
+        yield "all", "all", "experiment", "alpha", self.alpha
+        yield "all", "all", "sample_ratio", "srm_p_value", self.srm.p_value
+        yield "all", "all", "sample_ratio", "srm_chi2", self.srm.chi2
+        yield "all", "all", "sample_ratio", "srm_flagged", int(self.srm.flagged)
+        for arm in self.arms:
+            yield arm.name, "all", "assignment", "n", arm.n
+            yield arm.name, "all", "assignment", "planned_weight", arm.planned_weight
+        for result in [*self.results, *self.segments]:
+            for statistic, value in comparison_statistics(result):
+                yield result.arm, result.segment, result.metric, statistic, value
+        for economics in self.economics:
+            for statistic, value in (("estimate", economics.estimate),
+                                     ("ci_low", economics.ci_low),
+                                     ("ci_high", economics.ci_high)):
+                yield economics.arm, "all", economics.metric, statistic, value
+        for guardrail in self.guardrails:
+            # Sample sizes are the metric's own n_control / n_treatment rows above.
+            for statistic, value in (
+                    ("sequential_control_mean", guardrail.control_mean),
+                    ("sequential_treatment_mean", guardrail.treatment_mean),
+                    ("sequential_diff", guardrail.diff),
+                    ("sequential_ci_low", guardrail.ci_low),
+                    ("sequential_ci_high", guardrail.ci_high),
+                    ("sequential_p_value", guardrail.p_value_always_valid),
+                    ("sequential_level", guardrail.level),
+                    ("harm_direction", guardrail.harm_direction),
+                    ("harm_detected", int(guardrail.harm_detected))):
+                yield guardrail.arm, "all", guardrail.metric, statistic, value
+        if self.qini is not None:
+            yield from _qini_rows(self.qini)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def comparison_statistics(result: MetricResult) -> list[tuple[str, float | int | None]]:
+    """(statistic, value) pairs of one comparison, as the tidy format names them.
+
+    ``p_value_holm`` is given for the metrics Holm corrects, ``variance_reduction`` for
+    CUPED-adjusted metrics; every other statistic is given for every comparison (None
+    when undefined, e.g. an interval of an arm without variance).
+    """
+    c = result.comparison
+    pairs: list[tuple[str, float | int | None]] = [
+        ("n_control", c.control_n), ("n_treatment", c.treatment_n),
+        ("mean_control", c.control_mean), ("mean_treatment", c.treatment_mean),
+        ("diff", c.diff), ("diff_se", c.diff_se),
+        ("diff_ci_low", c.diff_ci_low), ("diff_ci_high", c.diff_ci_high),
+        ("test_statistic", c.statistic), ("p_value", c.p_value)]
+    if result.p_value_holm is not None or result.metric in PRIMARY_METRICS:
+        pairs.append(("p_value_holm", result.p_value_holm))
+    pairs += [("rel_lift", c.rel_lift), ("rel_lift_ci_low", c.rel_lift_ci_low),
+              ("rel_lift_ci_high", c.rel_lift_ci_high)]
+    if result.variance_reduction is not None or c.method == CUPED_METHOD:
+        pairs.append(("variance_reduction", result.variance_reduction))
+    return pairs
+
+
+def _qini_rows(qini: QiniResult) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+    for arm, coefficient in qini.qini_coefficient.items():
+        yield arm, "all", qini.metric, "qini_coefficient", coefficient
+    for arm, q0 in (qini.qini_q0 or {}).items():
+        yield arm, "all", qini.metric, "qini_q0", q0
+    for row in qini.deciles:
+        segment = f"{qini.score}_decile={row.decile}"
+        for statistic, value in (("n_control", row.control_n), ("n_treatment", row.treatment_n),
+                                 ("mean_control", row.control_rate),
+                                 ("mean_treatment", row.treatment_rate),
+                                 ("diff", row.uplift), ("diff_ci_low", row.uplift_ci_low),
+                                 ("diff_ci_high", row.uplift_ci_high),
+                                 ("p_value", row.p_value)):
+            yield row.arm, segment, qini.metric, statistic, value
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def srm_sentence(srm: SrmResult) -> str:
+    """One sentence on the sample ratio check, for every output format."""
+    if srm.p_value is None:
+        state = "FLAGGED" if srm.flagged else "not tested"
+        return f"Sample ratio check {state}: {srm.reason or 'no p-value'}."
+    p_value = f"< {srm.p_value:.0e}" if srm.p_value_floored else f"= {srm.p_value:.3g}"
+    if srm.flagged:
+        return (f"SAMPLE RATIO MISMATCH: chi-square p {p_value} is below {srm.threshold:g}.")
+    return (f"Sample ratio check passed: chi-square p {p_value} "
+            f"(flagged below {srm.threshold:g}).")
+
+
+def _metric_names(results: Iterable[MetricResult], method: str) -> list[str]:
+    names: dict[str, None] = {}
+    for result in results:
+        if result.comparison.method == method:
+            names[result.metric] = None
+    return list(names)
+
+
+def _method_statements(report: Report) -> Iterator[str]:
+    results = [*report.results, *report.segments]
+    level = f"{1 - report.alpha:.0%}".replace(".0%", "%")
+    campaign = report.campaign
+    if campaign.origin == CampaignOrigin.LIVE.value and campaign.window_days is not None:
+        yield (f"Intention to treat: every exposed customer counts in the arm they were "
+               f"assigned, whatever they did, observed for {campaign.window_days} days from "
+               f"their first exposure. Intervals are two-sided {level} (alpha "
+               f"{report.alpha:g}).")
+    else:
+        yield (f"Each unit counts in the arm it was assigned. Intervals are two-sided "
+               f"{level} (alpha {report.alpha:g}).")
+    methods: dict[str, None] = {r.comparison.method: None for r in results}
+    for method in methods:
+        if method == CUPED_METHOD:
+            continue
+        metrics = ", ".join(_metric_names(results, method))
+        yield f"{metrics}: {_METHOD_WORDS.get(method, method)}."
+    if any(r.comparison.rel_lift is not None for r in results):
+        yield ("Relative lift (treatment / control - 1) with a delta-method normal "
+               "interval.")
+    if CUPED_METHOD in methods:
+        metrics = ", ".join(_metric_names(results, CUPED_METHOD))
+        yield f"{metrics}: CUPED, {_cuped_covariate(campaign)}, then Welch's t test."
+    corrected = [r for r in report.results if r.p_value_holm is not None]
+    if corrected:
+        names = ", ".join(dict.fromkeys(r.metric for r in corrected))
+        yield (f"Holm step-down correction across {len(corrected)} comparisons "
+               f"(every treatment arm x the primary metrics {names}); the other "
+               "p-values are not corrected for multiplicity.")
+    yield (f"Sample ratio mismatch check: chi-square goodness of fit of the arm sizes to "
+           f"the planned weights, flagged when p < {SRM_THRESHOLD:g}.")
+    if report.guardrails:
+        metrics = ", ".join(dict.fromkeys(g.metric for g in report.guardrails))
+        levels = sorted({g.level for g in report.guardrails if g.level is not None})
+        level_words = (f" at level {', '.join(f'{lv:.2%}' for lv in levels)} (split over "
+                       "arms x guardrails so the campaign's false-alarm rate stays within "
+                       "alpha)" if levels else "")
+        yield (f"Guardrails ({metrics}): always-valid sequential test (normal-mixture "
+               f"confidence sequence){level_words}, valid however often it is checked; "
+               "harm is declared when the whole interval lies on the harmful side of zero.")
+    economics_methods = {e.metric: e.method for e in report.economics if e.method}
+    for metric, method in economics_methods.items():
+        yield f"Economics, {metric.replace('_', ' ')}: {method}."
+    if report.economics and not economics_methods:
+        yield ("Economics: each treatment arm's lifts against control scaled to the arm's "
+               "size and priced with the channel costs, revenue and incentive costs.")
+    if report.segments:
+        columns = ", ".join(dict.fromkeys(s.segment.split("=", 1)[0] for s in report.segments))
+        yield (f"Segment breakdown ({columns}): the same comparisons within each value; "
+               "exploratory, not corrected for multiplicity.")
+    if report.qini is not None:
+        yield (f"Targeting: uplift of {report.qini.metric} by decile of the score "
+               f"'{report.qini.score}' ({report.qini.scored_n:,} scored units); "
+               f"{report.qini.method.rstrip('.')}.")
+
+
+def _cuped_covariate(campaign: CampaignInfo) -> str:
+    if campaign.covariates:
+        pairs = ", ".join(f"{metric} by {column}" for metric, column in
+                          campaign.covariates.items())
+        return f"adjusting each metric by its imported covariate ({pairs})"
+    days = campaign.window_days
+    return ("adjusting each metric by its own value in the pre-period "
+            f"({days} days before each customer's first exposure), pooled within-arm slope")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def resolve_campaign(connection: Connection, reference: str) -> int:
+    """The id of the campaign named by ``reference``: its id, or else its exact name."""
+    reference = reference.strip()
+    if reference.isdigit():
+        found = connection.execute(select(_CAMPAIGN.c.id)
+                                   .where(_CAMPAIGN.c.id == int(reference))).scalar()
+        if found is not None:
+            return int(found)
+    found = connection.execute(select(_CAMPAIGN.c.id)
+                               .where(_CAMPAIGN.c.name == reference)).scalar()
+    if found is None:
+        raise CampaignNotFound(f"'{reference}'" if not reference.isdigit() else reference)
+    return int(found)
+
+
+#: The breakdown a report shows unless asked otherwise (live campaigns).
+DEFAULT_SEGMENT = "value_tier"
+#: The value of a ``segment`` option that asks for no breakdown at all.
+NO_SEGMENT = "none"
+
+
+def choose_segment(connection: Connection, campaign_id: int,
+                   requested: str | None) -> str | None:
+    """The breakdown to report: ``requested``, else a sensible default, or None for none.
+
+    Raises ValueError naming the valid choices when ``requested`` is not one of them.
+    """
+    names = segment_names(connection, campaign_id)
+    if requested == NO_SEGMENT:
+        return None
+    if requested is None:
+        return DEFAULT_SEGMENT if DEFAULT_SEGMENT in names else (names[0] if names else None)
+    if requested not in names:
+        raise ValueError(f"unknown segment '{requested}'; use one of "
+                         f"{', '.join([*names, NO_SEGMENT])}")
+    return requested
+
+
+def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.05,
+                 now: datetime | None = None, segment: str | None = None,
+                 qini_score: str | None = None) -> Report:
+    """The campaign's full report at ``now`` (default: the current time).
+
+    Every section comes from one aggregation of the campaign's exposures and events
+    (sufficient statistics per arm, and per value of ``segment`` when one is asked for:
+    an arm's whole-campaign row is the sum of its segment rows): results, economics,
+    guardrails and the segment breakdown. ``segment`` is one of
+    :func:`analytics.segments.segment_names`; ``qini_score`` names a numeric customer
+    attribute (or, for an imported experiment, anything: its unit scores) for the
+    uplift-by-decile table and Qini curve.
+
+    Raises :class:`campaigns.errors.CampaignNotFound` for an unknown id and ValueError
+    for alpha outside (0, 1) or an unknown segment. A live campaign nobody has been
+    exposed to yet gets an empty result list and an untested SRM check rather than an
+    error.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be strictly between 0 and 1 (got {alpha})")
+    generated_at = (now or utcnow()).astimezone(UTC)
+    campaign = campaign_info(connection, campaign_id)
+    live = campaign.origin == CampaignOrigin.LIVE.value
+    if segment is not None:
+        segment = choose_segment(connection, campaign_id, segment)
+    sections: dict[str, Any] = {}
+    if live and not _has_exposures(connection, campaign_id):
+        arm_rows: list[dict[str, Any]] = []
+        results: list[MetricResult] = []
+        srm = SrmResult(p_value=None, chi2=None, flagged=False, reason="no units assigned yet")
+    else:
+        if segment is None:
+            outcome = campaign_results(connection, campaign_id, alpha=alpha)
+        else:
+            outcome, sections["segments"] = campaign_and_segment_results(
+                connection, campaign_id, segment, alpha=alpha)
+        arm_rows, results, srm = outcome.arms, outcome.results, outcome.srm
+        if live:
+            sections["economics"] = economics_from_rows(arm_rows, alpha=alpha)
+            guarded = campaign.guardrails
+            if guarded:
+                # The same judgement the guardrail check makes before it pauses a campaign.
+                sections["guardrails"] = assess_guardrails(arm_rows, metrics=guarded,
+                                                           alpha=alpha)
+        if qini_score is not None:
+            sections["qini"] = qini(connection, campaign_id, qini_score,
+                                    metric=_qini_metric(connection, campaign_id, live=live))
+            if sections["qini"] is None:
+                raise ValueError(f"no customer of this campaign has a score '{qini_score}' "
+                                 "(a numeric customer attribute, or an imported --score "
+                                 "column)")
+    return Report(
+        campaign=campaign,
+        generated_at=generated_at,
+        alpha=alpha,
+        date_range=exposure_range(connection, campaign_id) if live else None,
+        arms=_arms(connection, campaign_id, arm_rows),
+        srm=srm,
+        results=results,
+        timeline=adoption_timeline(connection, campaign_id) if live and arm_rows else [],
+        spend=spend_timeline(connection, campaign_id, now=generated_at) if live else [],
+        **sections,
+    )
+
+
+def _qini_metric(connection: Connection, campaign_id: int, *, live: bool) -> str:
+    """The response the Qini curve counts: adoption, or an imported experiment's first 0/1
+    metric."""
+    if live:
+        return "adoption"
+    binary = [metric.name for metric in imported_metrics(connection, campaign_id)
+              if metric.kind == ExperimentMetricKind.BINARY.value]
+    if not binary:
+        raise ValueError("the Qini curve counts responders: this imported experiment has no "
+                         "binary (0/1) metric")
+    return binary[0]
+
+
+def campaign_info(connection: Connection, campaign_id: int) -> CampaignInfo:
+    target = _CHANNEL.alias("target")
+    row = connection.execute(
+        select(_CAMPAIGN, _GOAL.c.name.label("goal_name"), _GOAL.c.window_days,
+               _STAGE.c.name.label("stage_name"), target.c.name.label("target_name"))
+        .select_from(_CAMPAIGN.outerjoin(_GOAL, _GOAL.c.id == _CAMPAIGN.c.goal_id)
+                     .outerjoin(_STAGE, _STAGE.c.id == _GOAL.c.stage_id)
+                     .outerjoin(target, target.c.id == _GOAL.c.target_channel_id))
+        .where(_CAMPAIGN.c.id == campaign_id)
+    ).mappings().first()
+    if row is None:
+        raise CampaignNotFound(campaign_id)
+    covariates: dict[str, str] = {}
+    if row["origin"] == CampaignOrigin.IMPORTED.value:
+        covariates = {name: column for name, column in connection.execute(
+            select(_EXPERIMENT_METRIC.c.name, _EXPERIMENT_METRIC.c.covariate_column)
+            .where(_EXPERIMENT_METRIC.c.campaign_id == campaign_id,
+                   _EXPERIMENT_METRIC.c.covariate_column.is_not(None))
+            .order_by(_EXPERIMENT_METRIC.c.position, _EXPERIMENT_METRIC.c.id))}
+    return CampaignInfo(
+        id=row["id"], name=row["name"], status=row["status"], origin=row["origin"],
+        goal=row["goal_name"], stage=row["stage_name"], target_channel=row["target_name"],
+        currency=row["currency"], budget_minor=row["budget_minor"],
+        spent_minor=row["spent_minor"], starts_at=row["starts_at"], ends_at=row["ends_at"],
+        pause_reason=row["pause_reason"], window_days=row["window_days"],
+        covariates=covariates,
+        guardrails=tuple(metric for metric in GUARDRAILS if metric in (row["guardrails"] or [])))
+
+
+def _has_exposures(connection: Connection, campaign_id: int) -> bool:
+    return connection.execute(select(_ASSIGNMENT.c.id)
+                              .where(_ASSIGNMENT.c.campaign_id == campaign_id)
+                              .limit(1)).first() is not None
+
+
+def _arms(connection: Connection, campaign_id: int,
+          arm_rows: Sequence[Mapping[str, Any]]) -> list[ArmInfo]:
+    """Every configured arm with its exposed count (0 for an arm nobody landed in)."""
+    n_by_id = {row["arm_id"]: row["n"] for row in arm_rows if "arm_id" in row}
+    n_by_name = {row["arm"]: row["n"] for row in arm_rows if "arm" in row}
+    rows = connection.execute(
+        select(_ARM.c.id, _ARM.c.name, _ARM.c.is_control, _ARM.c.weight,
+               _INCENTIVE.c.type, _INCENTIVE.c.name.label("incentive_name"))
+        .select_from(_ARM.outerjoin(_INCENTIVE, _INCENTIVE.c.id == _ARM.c.incentive_id))
+        .where(_ARM.c.campaign_id == campaign_id)
+        .order_by(_ARM.c.position, _ARM.c.id))
+    return [ArmInfo(name=row.name, is_control=bool(row.is_control),
+                    n=int(n_by_id.get(row.id, n_by_name.get(row.name, 0))),
+                    planned_weight=int(row.weight), incentive_type=row.type,
+                    incentive_name=row.incentive_name)
+            for row in rows]
+
+
+def exposure_range(connection: Connection, campaign_id: int) -> DateRange | None:
+    first, last = connection.execute(
+        select(func.min(_ASSIGNMENT.c.first_exposed_at), func.max(_ASSIGNMENT.c.first_exposed_at))
+        .where(_ASSIGNMENT.c.campaign_id == campaign_id)).one()
+    if first is None or last is None:
+        return None
+    return DateRange(first_exposure=first, last_exposure=last)
+
+
+# --------------------------------------------------------------------------- time series
+
+
+def _utc_day(connection: Connection, column: Any) -> ColumnElement[str]:
+    """The UTC calendar day of a timestamp as 'YYYY-MM-DD', in the dialect's own terms."""
+    if connection.dialect.name == "postgresql":
+        # The session time zone must not move a timestamp across midnight.
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.date(column)  # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS...'
+
+
+def _counts_by_day(connection: Connection, statement: Any) -> dict[tuple[Any, date], int]:
+    return {(key, date.fromisoformat(day)): int(count)
+            for key, day, count in connection.execute(statement)}
+
+
+def sample_days(days: Sequence[date], max_points: int = MAX_SERIES_POINTS) -> list[date]:
+    """At most ``max_points`` of ``days``, evenly spaced, always keeping the last one."""
+    if max_points < 1:
+        raise ValueError("max_points must be at least 1")
+    step = max(1, math.ceil(len(days) / max_points))
+    return list(reversed(days[len(days) - 1::-step])) if days else []
+
+
+def _day_span(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def adoption_timeline(connection: Connection, campaign_id: int, *,
+                      max_points: int = MAX_SERIES_POINTS) -> list[TimelinePoint]:
+    """Cumulative exposures and adoptions by UTC day and arm, from two grouped queries.
+
+    A customer adopts on the day of their first interaction on the goal's target channel
+    at its stage within their window, the same definition as the ``adoption`` metric, so
+    once every window has closed the last point of each arm equals that arm's adoption
+    count. Only (arm, day) counts leave the database.
+    """
+    window = goal_window(connection, campaign_id)
+    a, e = _ASSIGNMENT, _EVENT
+    start = a.c.first_exposed_at
+    adopted = (
+        select(a.c.arm_id, func.min(e.c.occurred_at).label("adopted_at"))
+        .select_from(a.join(e, and_(
+            e.c.customer_id == a.c.customer_id, e.c.kind == "interaction",
+            e.c.stage_id == window.stage_id, e.c.channel_id == window.target_channel_id,
+            e.c.occurred_at >= start,
+            e.c.occurred_at < shift_days(connection, start, window.window_days))))
+        .where(a.c.campaign_id == campaign_id)
+        .group_by(a.c.id, a.c.arm_id)
+    ).subquery("adopted")
+    exposed_day = _utc_day(connection, start)
+    exposures = _counts_by_day(connection, select(a.c.arm_id, exposed_day, func.count())
+                               .where(a.c.campaign_id == campaign_id)
+                               .group_by(a.c.arm_id, exposed_day))
+    adopted_day = _utc_day(connection, adopted.c.adopted_at)
+    adoptions = _counts_by_day(connection, select(adopted.c.arm_id, adopted_day, func.count())
+                               .group_by(adopted.c.arm_id, adopted_day))
+    if not exposures:
+        return []
+    days = [day for _, day in (*exposures, *adoptions)]
+    span = _day_span(min(days), max(days))
+    kept = set(sample_days(span, max_points))
+    # (dict(result) would take the Result's keys() for a mapping's)
+    arm_names = {arm_id: name for arm_id, name in connection.execute(
+        select(_ARM.c.id, _ARM.c.name).where(_ARM.c.campaign_id == campaign_id)
+        .order_by(_ARM.c.position, _ARM.c.id))}
+    points: list[TimelinePoint] = []
+    for arm_id, arm_name in arm_names.items():
+        exposed = adopted_so_far = 0
+        for day in span:
+            exposed += exposures.get((arm_id, day), 0)
+            adopted_so_far += adoptions.get((arm_id, day), 0)
+            if day in kept:
+                points.append(TimelinePoint(arm=arm_name, day=day, exposed=exposed,
+                                            adopted=adopted_so_far))
+    return points
+
+
+def spend_timeline(connection: Connection, campaign_id: int, *, now: datetime,
+                   max_points: int = MAX_SERIES_POINTS) -> list[SpendPoint]:
+    """Cumulative incentive cost charged to the budget by UTC day.
+
+    A redemption is charged on the day it was made and, if rolled back, refunded on the
+    day of the rollback, as the campaign's ``spent_minor`` is; so the last point equals
+    ``spent_minor``. The series runs from the campaign's start (or its first charge) to
+    its end or ``now``, whichever is earlier (or its last change, if later); a campaign
+    that never started and never spent has none.
+    """
+    r = _REDEMPTION
+    charged_day = _utc_day(connection, r.c.created_at)
+    refunded_day = _utc_day(connection, r.c.rolled_back_at)
+    changes: dict[date, int] = defaultdict(int)
+    for day, amount in connection.execute(
+            select(charged_day, func.sum(r.c.cost_minor))
+            .where(r.c.campaign_id == campaign_id).group_by(charged_day)):
+        changes[date.fromisoformat(day)] += int(amount)
+    for day, amount in connection.execute(
+            select(refunded_day, func.sum(r.c.cost_minor))
+            .where(r.c.campaign_id == campaign_id,
+                   r.c.status == RedemptionStatus.ROLLED_BACK.value,
+                   r.c.rolled_back_at.is_not(None))
+            .group_by(refunded_day)):
+        changes[date.fromisoformat(day)] -= int(amount)
+    starts_at, ends_at = connection.execute(
+        select(_CAMPAIGN.c.starts_at, _CAMPAIGN.c.ends_at)
+        .where(_CAMPAIGN.c.id == campaign_id)).one()
+    bounds = list(changes)
+    if starts_at is not None and starts_at <= now:
+        bounds += [starts_at.date(), min(ends_at or now, now).date()]
+    if not bounds:
+        return []
+    span = _day_span(min(bounds), max(bounds))
+    kept = set(sample_days(span, max_points))
+    points: list[SpendPoint] = []
+    spent = 0
+    for day in span:
+        spent += changes.get(day, 0)
+        if day in kept:
+            points.append(SpendPoint(day=day, spent_minor=spent))
+    return points

@@ -1,0 +1,150 @@
+"""Campaign reports for analysts (analytics scope): JSON, tidy CSV, XLSX or one HTML file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+
+from analytics.exports import ExportFormat, export_bytes, export_filename
+from analytics.report import build_report, choose_segment
+from campaigns.errors import FieldError, ValidationFailed
+from web.api.schemas import ErrorPublic
+from web.deps import AnalyticsCaller, SessionDep
+
+router = APIRouter(prefix="/api/v1", tags=["reports"])
+
+#: Largest alpha a report accepts: wider "confidence" levels than 50% mean nothing.
+MAX_ALPHA = 0.5
+
+_JSON_EXAMPLE: dict[str, Any] = {
+    "format": "channelshift.report/1",
+    "campaign": {"id": 1, "name": "After-sale self-service on the web", "status": "ended",
+                 "origin": "live", "goal": "After-sale service on the web",
+                 "stage": "After-sale", "target_channel": "Web", "currency": "EUR",
+                 "budget_minor": 500000, "spent_minor": 81470,
+                 "starts_at": "2026-09-08T00:00:00Z", "ends_at": "2026-10-08T00:00:00Z",
+                 "pause_reason": None, "window_days": 30, "covariates": {}},
+    "generated_at": "2026-11-22T12:00:00Z", "alpha": 0.05,
+    "date_range": {"first_exposure": "2026-09-08T00:11:25Z",
+                   "last_exposure": "2026-09-21T23:54:05Z"},
+    "methods": ["adoption, conversion, churn: two-sample z test of the difference of "
+                "proportions (pooled standard error under the null), unpooled Wald "
+                "confidence interval."],
+    "warnings": [],
+    "arms": [{"name": "control", "is_control": True, "n": 496, "planned_weight": 34,
+              "incentive_type": None, "incentive_name": None},
+             {"name": "web coupon", "is_control": False, "n": 574, "planned_weight": 33,
+              "incentive_type": "coupon", "incentive_name": "10% off on the web"}],
+    "srm": {"p_value": 0.0054, "chi2": 10.44, "flagged": False, "threshold": 0.001,
+            "p_value_floored": False, "reason": None,
+            "summary": "Sample ratio check passed: chi-square p = 0.0054 (flagged below "
+                       "0.001)."},
+    "results": [{"arm": "web coupon", "metric": "adoption", "segment": "all",
+                 "method": "two-sample z test (pooled SE), unpooled Wald CI, delta-method "
+                           "relative lift",
+                 "n_control": 496, "n_treatment": 574, "mean_control": 0.2056,
+                 "mean_treatment": 0.2753, "diff": 0.0696, "diff_se": 0.026,
+                 "diff_ci_low": 0.0186, "diff_ci_high": 0.1206, "statistic": 2.65, "df": None,
+                 "p_value": 0.0081, "p_value_floored": False, "p_value_holm": 0.0243,
+                 "rel_lift": 0.3385, "rel_lift_se": 0.148, "rel_lift_ci_low": 0.0467,
+                 "rel_lift_ci_high": 0.6304, "variance_reduction": None, "reason": None}],
+    "segments": [], "economics": [], "guardrails": [], "qini": None,
+    "timeline": [{"arm": "control", "day": "2026-09-08", "exposed": 41, "adopted": 2,
+                  "rate": 0.0488}],
+    "spend": [{"day": "2026-09-08", "spent_minor": 0}],
+}
+
+_CSV_EXAMPLE = (
+    "campaign,arm,segment,metric,statistic,value\n"
+    "After-sale self-service on the web,all,all,sample_ratio,srm_p_value,0.0054\n"
+    "After-sale self-service on the web,control,all,assignment,n,496\n"
+    "After-sale self-service on the web,web coupon,all,adoption,diff,0.0696\n"
+    "After-sale self-service on the web,web coupon,all,adoption,diff_ci_low,0.0186\n")
+
+
+def _invalid_query(name: str, error: ValueError) -> ValidationFailed:
+    return ValidationFailed(f"invalid request: query.{name}: {error}",
+                            [FieldError(("query", name), str(error), "value_error")])
+
+
+def _error(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"model": ErrorPublic, "description": description,
+            "content": {"application/json": {"example": {**example, "errors": []}}}}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The report in the requested format; CSV, XLSX and HTML come as "
+                         "a download (Content-Disposition: attachment).",
+          "content": {
+              ExportFormat.JSON.media_type: {"example": _JSON_EXAMPLE},
+              "text/csv": {"example": _CSV_EXAMPLE},
+              ExportFormat.XLSX.media_type: {"schema": {"type": "string",
+                                                        "format": "binary"}},
+              "text/html": {"example": "<!doctype html>\n<html lang=\"en\">...<svg "
+                                       "viewBox=\"0 0 940 546\" role=\"img\">...</svg>..."},
+          }},
+    401: _error("No API key, or an unknown or revoked one", {
+        "code": "unauthenticated",
+        "message": "send an API key as 'Authorization: Bearer <key>'"}),
+    403: _error("A key of another scope (reports need an analytics key)", {
+        "code": "wrong_scope",
+        "message": "this route needs a analytics key; this key has scope storefront"}),
+    404: _error("No campaign has this id", {
+        "code": "campaign_not_found", "message": "campaign 42 does not exist"}),
+    422: {"model": ErrorPublic, "description": "An invalid format or alpha",
+          "content": {"application/json": {"example": {
+              "code": "validation_failed", "message": "invalid request: query.alpha",
+              "errors": [{"loc": ["query", "alpha"],
+                          "msg": "Input should be less than or equal to 0.5",
+                          "type": "less_than_equal"}]}}}},
+}
+
+
+@router.get(
+    "/campaigns/{campaign_id}/report", response_class=Response, responses=RESPONSES,
+    summary="A campaign's report: results with intervals, methods, SRM check, charts",
+    description="Every treatment arm against control for every metric (differences and "
+    "relative lifts with intervals, p-values, Holm correction of the primary metrics, "
+    "CUPED), the arms and their sample sizes, the sample ratio mismatch check, the date "
+    "range, the methods in plain words, cumulative adoption by day and spend against the "
+    "budget. `format`: `json` (default; raw numbers, money in minor units), `csv` (tidy "
+    "long format: campaign, arm, segment, metric, statistic, value), `xlsx` (sheets "
+    "summary, metrics, segments, economics, diagnostics) or `html` (one self-contained "
+    "file with inline SVG charts, no external assets). Needs an analytics key.",
+)
+def campaign_report(
+    caller: AnalyticsCaller, session: SessionDep,
+    campaign_id: Annotated[int, Path(ge=1, description="The campaign's id.")],
+    export_format: Annotated[ExportFormat, Query(
+        alias="format", description="json, csv, xlsx or html.")] = ExportFormat.JSON,
+    alpha: Annotated[float, Query(
+        gt=0, le=MAX_ALPHA, description="Significance level: intervals are two-sided "
+        "(1 - alpha); at most 0.5.", examples=[0.05])] = 0.05,
+    segment: Annotated[str | None, Query(
+        max_length=100, description="Customer attribute to break uplift down by (Holm "
+        "across segments); default value_tier (an imported experiment: its first segment "
+        "column); `none` for no breakdown.", examples=["preferred_channel"])] = None,
+    qini_score: Annotated[str | None, Query(
+        max_length=100, description="Numeric customer attribute holding a targeting score: "
+        "adds the uplift-by-decile table and Qini curve (imported experiments: any value "
+        "uses their --score column).", examples=["propensity"])] = None,
+) -> Response:
+    # A plain `def`: FastAPI runs it in the thread pool, so the report's SQL and the
+    # rendering never block the event loop.
+    connection = session.connection()
+    try:
+        chosen = choose_segment(connection, campaign_id, segment)
+    except ValueError as error:
+        raise _invalid_query("segment", error) from None
+    try:
+        report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
+                              qini_score=qini_score)
+    except ValueError as error:  # alpha and segment are checked: only the score is left
+        raise _invalid_query("qini_score", error) from None
+    disposition = "inline" if export_format is ExportFormat.JSON else "attachment"
+    return Response(
+        content=export_bytes(report, export_format), media_type=export_format.media_type,
+        headers={"Content-Disposition":
+                 f'{disposition}; filename="{export_filename(report, export_format)}"',
+                 "Cache-Control": "no-store"})
