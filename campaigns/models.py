@@ -747,3 +747,28 @@ class RateLimitBucket(SQLModel, table=True):
     subject: str = Field(sa_column=Column(String(200), primary_key=True))
     window_start: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
     count: int = Field(default=0)
+
+
+# ---------------------------------------------------------------------------
+# Marketer-UI sign-in sessions
+# ---------------------------------------------------------------------------
+
+
+class UiSession(SQLModel, table=True):
+    """A signed-in browser session of the marketer UI.
+
+    The browser holds a random token in a signed cookie; only its SHA-256 is stored, so a
+    copy of this table signs nobody in. A session ends at ``expires_at`` (absolute), after
+    an idle gap past ``last_seen_at``, or when ``revoked_at`` is set (sign-out, rotation).
+    """
+
+    __tablename__ = "ui_session"
+    __table_args__ = (CheckConstraint("expires_at > created_at", name="expiry_after_creation"),)
+
+    id: int | None = pk()
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    user_id: int = fk("app_user.id")
+    created_at: datetime = now_field()
+    last_seen_at: datetime = now_field()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -13,14 +13,16 @@ from sqlalchemy import Engine
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
-from web.api import docs, events, health, lotteries, management, storefront
+from web.api import docs, economics, events, health, lotteries, management, reports, storefront
 from web.deps import ApiKeyCache
 from web.errors import install_error_handlers
+from web.guardrails import GuardrailScheduler
 from web.observability import (
     BodySizeLimit,
     DatabaseGate,
     install_observability,
 )
+from web.ui import install_ui
 
 logger = logging.getLogger("channelshift")
 
@@ -47,7 +49,15 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         if check_schema:
             # Raises SchemaOutOfDate with the command to run; uvicorn then exits non-zero.
             check_schema_current(app.state.engine)
-        yield
+        # Pauses spent or harmful campaigns every few minutes; off when the interval is 0.
+        guardrails = GuardrailScheduler(app.state.engine,
+                                        interval_seconds=settings.guardrail_interval_seconds)
+        app.state.guardrail_scheduler = guardrails
+        guardrails.start()
+        try:
+            yield
+        finally:
+            await guardrails.stop()
 
     app = FastAPI(
         title="ChannelShift",
@@ -73,5 +83,9 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.include_router(events.router)
     app.include_router(storefront.router)
     app.include_router(lotteries.router)
+    # before management: /channels/economics must not be taken for /channels/{key}
+    app.include_router(economics.router)
     app.include_router(management.router)
+    app.include_router(reports.router)
+    install_ui(app)
     return app

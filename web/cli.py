@@ -33,6 +33,10 @@ apikey_app = typer.Typer(help="API keys for storefronts, scripts and analysts.",
 app.add_typer(apikey_app, name="apikey")
 import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+guardrails_app = typer.Typer(help="Guardrails: pause campaigns whose budget is spent or "
+                             "that measurably harm complaints, churn or revenue.",
+                             no_args_is_help=True)
+app.add_typer(guardrails_app, name="guardrails")
 
 console = Console()
 err = Console(stderr=True)
@@ -283,6 +287,231 @@ def import_events(
     console.print(f"earned: {effects.lottery_entries:,} lottery entries, "
                   f"{effects.points_awarded:,} loyalty points, "
                   f"{effects.trials_converted:,} trials converted")
+
+
+@import_app.command("experiment")
+def import_experiment_command(
+    file: Annotated[Path, typer.Argument(dir_okay=False,
+                                         help="UTF-8 CSV file, one row per unit, header row.")],
+    name: Annotated[str, typer.Option(help="Name of the new campaign (unique).")],
+    arm_column: Annotated[str, typer.Option(help="Column holding each unit's arm label.")],
+    control: Annotated[str, typer.Option(help="The control arm's label in --arm-column.")],
+    metric: Annotated[list[str], typer.Option(
+        help="Outcome COLUMN:binary (0/1) or COLUMN:continuous; repeat for more.")],
+    id_column: Annotated[str | None, typer.Option(
+        help="Column of unique unit ids (default: the 1-based data row number).")] = None,
+    covariate: Annotated[list[str] | None, typer.Option(
+        help="Pre-period covariate for CUPED as METRIC=COLUMN; repeatable.")] = None,
+    segment: Annotated[list[str] | None, typer.Option(
+        help="Column to break results down by; repeatable.")] = None,
+    score: Annotated[str | None, typer.Option(
+        help="Column of a targeting score (e.g. predicted uplift) for the decile table.")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Planned split as LABEL=PCT,LABEL=PCT,... (whole percentages adding to 100); "
+        "the sample ratio check tests against it instead of an equal split.")] = None,
+) -> None:
+    """Import a finished experiment run elsewhere as an ended campaign, all or nothing.
+
+    \b
+    Every row is a unit; every used cell must be filled. The whole file is checked
+    first (options, column names, numbers, 0/1 values of binary metrics, arms, duplicate
+    ids, the name) and every problem is listed with its column and rows ("row N" is the
+    N-th data row, header and blank lines not counted); nothing is written then.
+    Arm weights: --weights if given, else the observed shares rounded to whole
+    percentages (for information; the sample ratio check then assumes an equal split).
+    Prints the new campaign's id on standard output.
+    """
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from seeds.experiments import ExperimentImportRejected, build_spec, import_experiment
+
+    _ensure_schema()
+    progress = Progress(TextColumn("{task.description:>10}"), BarColumn(),
+                        TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                        console=err)
+    tasks: dict[str, TaskID] = {}
+
+    def show(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    try:
+        spec = build_spec(name=name, arm_column=arm_column, control=control, metrics=metric,
+                          covariates=covariate or [], id_column=id_column,
+                          segments=segment or [], score_column=score, weights=weights)
+        with progress, session_scope() as session:
+            result = import_experiment(session, file, spec, actor="cli", progress=show)
+    except ExperimentImportRejected as rejected:
+        for error in rejected.errors:
+            err.print(f"  {error.msg}", markup=False, highlight=False)
+        raise fail(f"{file}: {rejected.message}") from None
+    except ChannelShiftError as error:
+        raise fail(str(error)) from None
+    arms = ", ".join(f"{label} ({count:,}{', control' if label == spec.control else ''}, "
+                     f"weight {result.weights[label]}%)"
+                     for label, count in result.arm_counts.items())
+    err.print(f"imported {file}: {result.rows:,} units in arms {arms} as campaign "
+              f"{result.campaign_id} '{result.name}'", markup=False, highlight=False)
+    print(result.campaign_id)
+
+
+@guardrails_app.command("check")
+def guardrails_check(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would be paused and why; change nothing.")] = False,
+) -> None:
+    """Check every running campaign once and pause those spent or harmful (for cron).
+
+    The server runs the same check every CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS; set it
+    to 0 when cron runs this command instead. Exits 1 when a campaign could not be checked.
+    """
+    from web.guardrails import GuardrailOutcome, check_guardrails
+
+    _ensure_schema()
+    actions = check_guardrails(get_engine(), actor="cli:guardrails", dry_run=dry_run)
+    verbs = {GuardrailOutcome.PAUSED: "[bold red]paused[/]",
+             GuardrailOutcome.WOULD_PAUSE: "[bold yellow]would pause[/]",
+             GuardrailOutcome.SKIPPED: "skipped", GuardrailOutcome.FAILED: "[bold red]failed[/]"}
+    for action in actions:
+        if action.outcome in verbs:
+            console.print(verbs[action.outcome], end=" ")
+            console.print(f"campaign {action.campaign_id} '{action.campaign_name}': "
+                          f"{action.reason}", markup=False, highlight=False)
+    acted = {outcome: sum(a.outcome is outcome for a in actions) for outcome in GuardrailOutcome}
+    summary = (f"{acted[GuardrailOutcome.WOULD_PAUSE]} would be paused (dry run)" if dry_run
+               else f"{acted[GuardrailOutcome.PAUSED]} paused")
+    console.print(f"checked {len(actions)} running campaign{'s' * (len(actions) != 1)}: "
+                  f"{summary}, {acted[GuardrailOutcome.KEPT]} fine")
+    if acted[GuardrailOutcome.FAILED]:
+        raise fail(f"{acted[GuardrailOutcome.FAILED]} campaign(s) could not be checked; "
+                   "see the errors above")
+
+
+def _report_format(name: str | None, out: Path | None) -> str:
+    """The export format: as given, else the --out file's extension, else json."""
+    from analytics.exports import ExportFormat
+
+    choices = ", ".join(f.value for f in ExportFormat)
+    if name is None:
+        suffix = out.suffix.lower().lstrip(".") if out else ""
+        return suffix if suffix in {f.value for f in ExportFormat} else ExportFormat.JSON.value
+    if name.lower() not in {f.value for f in ExportFormat}:
+        raise fail(f"unknown format '{name}': use one of {choices}")
+    return name.lower()
+
+
+def _write_report_file(target: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, so a failure leaves no half file."""
+    if target.is_dir():
+        raise fail(f"{target} is a folder: give a file name with --out")
+    if not target.parent.is_dir():
+        raise fail(f"cannot write {target}: the folder {target.parent} does not exist")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise fail(f"cannot write {target}: {error.strerror or error}") from None
+
+
+@app.command()
+def report(
+    campaign: Annotated[str, typer.Argument(help="The campaign's id or exact name.")],
+    report_format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="json, csv, xlsx or html. Default: the --out file's "
+        "extension, else json.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", dir_okay=False, help="File to write. Default: "
+        "campaign-<id>-report-<date>.<format> in the current folder.")] = None,
+    alpha: Annotated[float, typer.Option(
+        help="Significance level: intervals are two-sided (1 - alpha).")] = 0.05,
+    segment: Annotated[str | None, typer.Option(
+        help="Customer attribute to break uplift down by; default value_tier (imported: "
+        "the first segment column); 'none' for no breakdown.")] = None,
+    qini_score: Annotated[str | None, typer.Option(
+        help="Numeric customer attribute with a targeting score: adds uplift by decile "
+        "and the Qini curve.")] = None,
+) -> None:
+    """Write a campaign's report: results with intervals, methods, SRM check, charts.
+
+    \b
+    json  raw numbers for programs (money in minor units, times in UTC)
+    csv   tidy long format: campaign, arm, segment, metric, statistic, value
+    xlsx  sheets summary, metrics, segments, economics, diagnostics
+    html  one self-contained file with charts, to read or send
+    """
+    from analytics.exports import ExportFormat, export_bytes, export_filename
+    from analytics.report import build_report, choose_segment, resolve_campaign
+
+    export_format = ExportFormat(_report_format(report_format, out))
+    if not 0 < alpha <= 0.5:
+        raise fail(f"--alpha must be above 0 and at most 0.5 (got {alpha})")
+    _ensure_schema()
+    try:
+        with get_engine().connect() as connection:
+            campaign_id = resolve_campaign(connection, campaign)
+            built = build_report(connection, campaign_id, alpha=alpha,
+                                 segment=choose_segment(connection, campaign_id, segment),
+                                 qini_score=qini_score)
+    except (ChannelShiftError, ValueError) as error:
+        raise fail(str(error)) from None
+    target = out or Path(export_filename(built, export_format))
+    _write_report_file(target, export_bytes(built, export_format))
+    console.print(f"wrote the {export_format.value} report of campaign {built.campaign.id} "
+                  f"'{built.campaign.name}' to {target.resolve()}", markup=False,
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def economics(
+    export_format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="csv, xlsx or json. Default: the --out file's extension, "
+        "else csv.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", dir_okay=False, help="File to write. Default: "
+        "channel-economics-<date>.<format> in the current folder.")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Start of the period (inclusive): 2026-01-31 or 2026-01-31T09:00:00Z.")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="End of the period (exclusive), same forms as --since.")] = None,
+) -> None:
+    """Write the channel economics overview: cost to serve, customer quality, acquisition.
+
+    \b
+    csv   tidy rows: section, channel, stage, metric, value
+    xlsx  sheets channel_stage, channel, preferred_channel, acquisition, records
+    json  the sections as lists of objects (money in minor units, times in UTC)
+    """
+    from analytics.economics import (
+        ExportFormat,
+        PeriodError,
+        channel_overview,
+        export_overview,
+        parse_time_bound,
+    )
+    from campaigns.types import utcnow
+
+    choices = {f.value for f in ExportFormat}
+    suffix = out.suffix.lower().lstrip(".") if out else ""
+    name = (export_format or (suffix if suffix in choices else ExportFormat.CSV.value)).lower()
+    if name not in choices:
+        raise fail(f"unknown format '{export_format}': use one of {', '.join(sorted(choices))}")
+    try:
+        start = parse_time_bound(since, field_name="--since") if since else None
+        end = parse_time_bound(until, field_name="--until") if until else None
+        _ensure_schema()
+        with get_engine().connect() as connection:
+            overview = channel_overview(connection, since=start, until=end)
+    except PeriodError as error:
+        raise fail(str(error)) from None
+    target = out or Path(f"channel-economics-{utcnow():%Y-%m-%d}.{name}")
+    _write_report_file(target, export_overview(overview, name))
+    console.print(f"wrote the {name} channel economics ({len(overview.channel_stages)} "
+                  f"channel x stage rows) to {target.resolve()}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def main() -> None:
