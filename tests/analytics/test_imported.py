@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,8 +33,9 @@ from analytics.stats import Comparison
 from campaigns.errors import CampaignNotFound
 from seeds.experiments import build_spec, import_experiment
 from tests.builders import make_campaign
+from tests.datafiles import shared_data
 
-ARTEA = Path(__file__).parents[2] / ".." / "shared" / "data" / "artea-a_b-experiment.csv"
+ARTEA = shared_data("artea-a_b-experiment.csv")
 SEGMENT = "channel_acq"
 ALPHA = 0.05
 TOLERANCE = 1e-6

@@ -37,9 +37,10 @@ from seeds.experiments import (
     import_experiment,
     rounded_shares,
 )
+from tests.datafiles import shared_data
 from web.cli import app
 
-ARTEA = Path(__file__).parents[2] / ".." / "shared" / "data" / "artea-a_b-experiment.csv"
+ARTEA = shared_data("artea-a_b-experiment.csv")
 
 HEADER = "user,arm,bought,spend,spend_before,region,score"
 ROWS = (
