@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from analytics.guardrails import GUARDRAILS, assess_guardrails, describe_harm
 from analytics.reports import campaign_results
 from analytics.stats import Comparison
+from campaigns.models import Campaign
 
 HEADLINE_METRIC = "adoption"
 
@@ -64,6 +67,8 @@ class CampaignHeadline:
     arms: tuple[ArmHeadline, ...]
     srm_flagged: bool
     srm_p_value: float | None
+    #: guardrails showing significant harm now (the monitor pauses a running campaign)
+    harmed: tuple[str, ...] = ()
 
     @property
     def exposures(self) -> int:
@@ -86,5 +91,13 @@ def campaign_headline(connection: Connection, campaign_id: int, *, alpha: float 
             ci_high=result.comparison.diff_ci_high, p_value_holm=result.p_value_holm,
             verdict=verdict(result.comparison))
         for result in report.results if result.metric == HEADLINE_METRIC)
+    table = Campaign.__table__  # type: ignore[attr-defined]
+    watched, currency = connection.execute(
+        select(table.c.guardrails, table.c.currency).where(table.c.id == campaign_id)).one()
+    harmed = tuple(
+        describe_harm(result, currency=currency) for result in assess_guardrails(
+            report.arms, metrics=[m for m in GUARDRAILS if m in (watched or [])], alpha=alpha)
+        if result.harm_detected)
     return CampaignHeadline(campaign_id=campaign_id, confidence=1 - alpha, arms=arms,
-                            srm_flagged=report.srm.flagged, srm_p_value=report.srm.p_value)
+                            srm_flagged=report.srm.flagged, srm_p_value=report.srm.p_value,
+                            harmed=harmed)

@@ -56,6 +56,8 @@ class CampaignCard:
     spent_minor: int
     currency: str
     exposures: int
+    #: why the campaign is paused (a guardrail or the budget when the monitor paused it)
+    pause_reason: str | None = None
 
     @property
     def has_results(self) -> bool:
@@ -102,7 +104,8 @@ def campaign_cards(session: Session) -> dict[str, list[CampaignCard]]:
             imported=campaign.origin == CampaignOrigin.IMPORTED.value, goal=goal_name,
             starts_at=campaign.starts_at, ends_at=campaign.ends_at,
             budget_minor=campaign.budget_minor, spent_minor=campaign.spent_minor,
-            currency=campaign.currency, exposures=exposures.get(campaign.id, 0)))
+            currency=campaign.currency, exposures=exposures.get(campaign.id, 0),
+            pause_reason=campaign.pause_reason if campaign.status == "paused" else None))
     return groups
 
 
