@@ -31,6 +31,7 @@ ratio metrics and CUPED need. Only one row per arm (and segment) leaves the data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -44,10 +45,9 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Subquery
 
 from campaigns.models import (
     Arm,
@@ -126,58 +126,112 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return case((condition, 1), else_=0)
 
 
-def customer_metrics(connection: Connection, window: GoalWindow) -> Any:
-    """One row per assigned customer with every metric and its pre-period value."""
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many joined rows satisfy ``condition`` (0, never NULL, for a group without any).
+
+    ``count(*) FILTER (WHERE ...)``, standard SQL that PostgreSQL and SQLite (3.30+) share:
+    the aggregate skips non-matching rows instead of summing a CASE for every row.
+    """
+    return func.count().filter(condition)
+
+
+def _sum_where(value: ColumnElement[Any], condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    """The sum of ``value`` over the joined rows satisfying ``condition`` (0 if none)."""
+    return func.coalesce(func.sum(value).filter(condition), 0)
+
+
+def exposures(connection: Connection, window: GoalWindow) -> Subquery:
+    """The campaign's exposures, each with its window bounds computed once.
+
+    Columns: ``assignment_id``, ``arm_id``, ``customer_id``, ``start`` (first exposure),
+    ``end`` (start + window) and ``pre_start`` (start - window). The event join bounds
+    each customer's events to ``[pre_start, end)`` with these columns, so the aggregates
+    above the join tell the window from the pre-period with one comparison to ``start``.
+    """
     start = A.c.first_exposed_at
-    end = shift_days(connection, start, window.window_days)
-    pre_start = shift_days(connection, start, -window.window_days)
-    in_window = and_(E.c.occurred_at >= start, E.c.occurred_at < end)
-    in_pre = and_(E.c.occurred_at >= pre_start, E.c.occurred_at < start)
-    at_stage = and_(E.c.stage_id == window.stage_id, E.c.kind == "interaction")
+    return (
+        select(A.c.id.label("assignment_id"), A.c.arm_id, A.c.customer_id,
+               start.label("start"),
+               shift_days(connection, start, window.window_days).label("end"),
+               shift_days(connection, start, -window.window_days).label("pre_start"))
+        .where(A.c.campaign_id == window.campaign_id)
+    ).subquery("exposure")
+
+
+def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bool) -> Subquery:
+    """Per exposure (``customer_id``, ``arm_id``, ``start``): event counts and costs.
+
+    One pass over the exposures joined with their customers' events. With
+    ``every_exposure`` the join is a left join, so every exposure has a row (zeros without
+    events) and the rest of the query can be driven from these rows; otherwise only
+    exposures with an event in range have one. The join condition already restricts
+    events to the pre-period and the window, so ``occurred_at >= start`` alone says "in
+    the window" and ``occurred_at < start`` "in the pre-period". The channel's configured
+    cost is looked up (a correlated subquery inside COALESCE) only for events recorded
+    without a cost, rather than joining ``channel_cost`` to every event.
+    """
+    in_window = E.c.occurred_at >= exposure.c.start
+    in_pre = E.c.occurred_at < exposure.c.start
+    interaction = E.c.kind == "interaction"
+    at_stage = and_(interaction, E.c.stage_id == window.stage_id)
     on_target = E.c.channel_id == window.target_channel_id
     on_source = E.c.channel_id.in_(window.source_channel_ids or (-1,))
-
-    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(_flag(condition)), 0)
-
-    # An event sent without a cost is charged what its channel costs at its stage.
-    cost = func.coalesce(E.c.cost_minor, CC.c.cost_minor, 0)
-
-    events = (
+    configured_cost = (select(CC.c.cost_minor)
+                       .where(CC.c.channel_id == E.c.channel_id, CC.c.stage_id == E.c.stage_id)
+                       .scalar_subquery())
+    cost = func.coalesce(E.c.cost_minor, configured_cost, 0)
+    return (
         select(
-            A.c.id.label("assignment_id"),
-            count(and_(at_stage, on_target, in_window)).label("target_n"),
-            count(and_(at_stage, in_window)).label("stage_n"),
-            count(and_(at_stage, on_source, in_window)).label("source_n"),
-            func.coalesce(func.sum(case((and_(E.c.kind == "interaction", in_window), cost),
-                                        else_=0)), 0).label("cost"),
-            count(and_(E.c.kind == "complaint", in_window)).label("complaints"),
-            count(and_(E.c.kind == "churn", in_window)).label("churn_n"),
-            count(and_(at_stage, on_target, in_pre)).label("target_pre_n"),
-            count(and_(at_stage, on_source, in_pre)).label("source_pre_n"),
-            func.coalesce(func.sum(case((and_(E.c.kind == "interaction", in_pre), cost),
-                                        else_=0)), 0).label("cost_pre"),
+            exposure.c.customer_id, exposure.c.arm_id, exposure.c.start,
+            _count_where(and_(at_stage, on_target, in_window)).label("target_n"),
+            _count_where(and_(at_stage, in_window)).label("stage_n"),
+            _count_where(and_(at_stage, on_source, in_window)).label("source_n"),
+            _sum_where(cost, and_(interaction, in_window)).label("cost"),
+            _count_where(and_(E.c.kind == "complaint", in_window)).label("complaints"),
+            _count_where(and_(E.c.kind == "churn", in_window)).label("churn_n"),
+            _count_where(and_(at_stage, on_target, in_pre)).label("target_pre_n"),
+            _count_where(and_(at_stage, on_source, in_pre)).label("source_pre_n"),
+            _sum_where(cost, and_(interaction, in_pre)).label("cost_pre"),
         )
-        .select_from(A.outerjoin(E, and_(E.c.customer_id == A.c.customer_id,
-                                         E.c.occurred_at >= pre_start,
-                                         E.c.occurred_at < end))
-                     .outerjoin(CC, and_(CC.c.channel_id == E.c.channel_id,
-                                         CC.c.stage_id == E.c.stage_id)))
-        .where(A.c.campaign_id == window.campaign_id)
-        .group_by(A.c.id)
+        .select_from(exposure.join(E, and_(E.c.customer_id == exposure.c.customer_id,
+                                           E.c.occurred_at >= exposure.c.pre_start,
+                                           E.c.occurred_at < exposure.c.end),
+                                   isouter=every_exposure))
+        .group_by(exposure.c.customer_id, exposure.c.arm_id, exposure.c.start)
     ).subquery("events")
-    conversions = (
-        select(A.c.id.label("assignment_id"), func.count(CV.c.id).label("conversions"),
-               func.coalesce(func.sum(CV.c.revenue_minor), 0).label("revenue"),
-               func.coalesce(func.sum(func.coalesce(CV.c.margin_minor, CV.c.revenue_minor)),
-                             0).label("margin"),
-               func.coalesce(func.sum(_flag(CV.c.margin_minor.is_(None))), 0)
-               .label("margin_imputed"))
-        .select_from(A.join(CV, and_(CV.c.customer_id == A.c.customer_id,
-                                     CV.c.occurred_at >= start, CV.c.occurred_at < end)))
-        .where(A.c.campaign_id == window.campaign_id)
-        .group_by(A.c.id)
+
+
+def _conversion_metrics(exposure: Subquery) -> Subquery:
+    """Per customer who converted within the window: conversions, revenue and margin."""
+    return (
+        select(exposure.c.customer_id, func.count().label("conversions"),
+               func.sum(CV.c.revenue_minor).label("revenue"),
+               func.sum(func.coalesce(CV.c.margin_minor, CV.c.revenue_minor)).label("margin"),
+               _count_where(CV.c.margin_minor.is_(None)).label("margin_imputed"))
+        .select_from(exposure.join(CV, and_(CV.c.customer_id == exposure.c.customer_id,
+                                            CV.c.occurred_at >= exposure.c.start,
+                                            CV.c.occurred_at < exposure.c.end)))
+        .group_by(exposure.c.customer_id)
     ).subquery("conversions")
+
+
+def _per_customer(connection: Connection, window: GoalWindow,
+                  segments: Sequence[str]) -> Subquery:
+    """One row per exposure with every metric and, of the customer's attributes, ``segments``.
+
+    Driven from the exposures or from the per-exposure event aggregate (see below): the
+    other per-customer aggregates (conversions, redemptions, prizes) are joined once on
+    ``customer_id``, which is unique within a campaign. The customer table is joined only
+    when an attribute is asked for.
+    """
+    exposure = exposures(connection, window)
+    # PostgreSQL (before 16) cannot hash the small side of a parallel left join: it would hash every
+    # event (in batches spilled to disk). There the events are inner-joined and the
+    # exposures drive the query. SQLite joins by index lookups either way, and driving
+    # from the per-exposure rows spares it materialising and indexing them for a re-join.
+    every_exposure = connection.dialect.name != "postgresql"
+    events = _event_metrics(window, exposure, every_exposure=every_exposure)
+    conversions = _conversion_metrics(exposure)
     redemptions = (
         select(R.c.customer_id, func.sum(R.c.cost_minor).label("incentive_cost"))
         .where(R.c.campaign_id == window.campaign_id, R.c.status == "applied")
@@ -189,37 +243,54 @@ def customer_metrics(connection: Connection, window: GoalWindow) -> Any:
         .where(LD.c.campaign_id == window.campaign_id)
         .group_by(LW.c.customer_id)
     ).subquery("prizes")
-    margin = func.coalesce(conversions.c.margin, 0)
-    incentive_cost = (func.coalesce(redemptions.c.incentive_cost, 0)
-                      + func.coalesce(prizes.c.prize_value, 0))
+
+    def zero_if_none(column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.coalesce(column, 0)
+
+    driver: Any = events if every_exposure else exposure
+    customer_id, arm_id, start = driver.c.customer_id, driver.c.arm_id, driver.c.start
+    counts = {name: events.c[name] if every_exposure else zero_if_none(events.c[name])
+              for name in ("target_n", "stage_n", "source_n", "cost", "complaints",
+                           "target_pre_n", "source_pre_n", "cost_pre")}
+    cost = counts["cost"]
+    margin = zero_if_none(conversions.c.margin)
+    incentive_cost = (zero_if_none(redemptions.c.incentive_cost)
+                      + zero_if_none(prizes.c.prize_value))
+    joined = driver if every_exposure else exposure.outerjoin(
+        events, events.c.customer_id == customer_id)
+    joined = (joined.outerjoin(conversions, conversions.c.customer_id == customer_id)
+              .outerjoin(redemptions, redemptions.c.customer_id == customer_id)
+              .outerjoin(prizes, prizes.c.customer_id == customer_id))
+    if segments:
+        joined = joined.join(CU, CU.c.id == customer_id)
     return (
         select(
-            A.c.arm_id, A.c.customer_id, A.c.first_exposed_at,
-            *(CU.c[name] for name in SEGMENT_COLUMNS),
-            _flag(events.c.target_n > 0).label("adoption"),
-            events.c.target_n, events.c.stage_n,
-            events.c.source_n.label("source_interactions"),
-            events.c.cost.label("cost_to_serve"),
-            _flag(func.coalesce(conversions.c.conversions, 0) > 0).label("conversion"),
-            func.coalesce(conversions.c.revenue, 0).label("revenue"),
+            arm_id, customer_id, start.label("first_exposed_at"),
+            *(CU.c[name] for name in segments),
+            _flag(counts["target_n"] > 0).label("adoption"),
+            counts["target_n"].label("target_n"), counts["stage_n"].label("stage_n"),
+            counts["source_n"].label("source_interactions"),
+            cost.label("cost_to_serve"),
+            _flag(conversions.c.conversions > 0).label("conversion"),
+            zero_if_none(conversions.c.revenue).label("revenue"),
             incentive_cost.label("incentive_cost"),
             margin.label("margin"),
-            func.coalesce(conversions.c.margin_imputed, 0).label("margin_imputed"),
-            (margin - events.c.cost - incentive_cost).label("net_value"),
-            events.c.complaints,
+            zero_if_none(conversions.c.margin_imputed).label("margin_imputed"),
+            (margin - cost - incentive_cost).label("net_value"),
+            counts["complaints"].label("complaints"),
             _flag(events.c.churn_n > 0).label("churn"),
-            _flag(events.c.target_pre_n > 0).label("adoption_pre"),
-            events.c.source_pre_n.label("source_interactions_pre"),
-            events.c.cost_pre.label("cost_to_serve_pre"),
+            _flag(counts["target_pre_n"] > 0).label("adoption_pre"),
+            counts["source_pre_n"].label("source_interactions_pre"),
+            counts["cost_pre"].label("cost_to_serve_pre"),
         )
-        .select_from(
-            A.join(events, events.c.assignment_id == A.c.id)
-            .join(CU, CU.c.id == A.c.customer_id)
-            .outerjoin(conversions, conversions.c.assignment_id == A.c.id)
-            .outerjoin(redemptions, redemptions.c.customer_id == A.c.customer_id)
-            .outerjoin(prizes, prizes.c.customer_id == A.c.customer_id))
-        .where(A.c.campaign_id == window.campaign_id)
+        .select_from(joined)
     ).subquery("per_customer")
+
+
+def customer_metrics(connection: Connection, window: GoalWindow) -> Subquery:
+    """One row per assigned customer with every metric, its pre-period value and every
+    segment attribute (:data:`SEGMENT_COLUMNS`)."""
+    return _per_customer(connection, window, SEGMENT_COLUMNS)
 
 
 def arm_statistics(connection: Connection, campaign_id: int, *,
@@ -238,12 +309,12 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
     if segment is not None and segment not in SEGMENT_COLUMNS:
         raise ValueError(f"unknown segment column '{segment}'; use one of "
                          f"{', '.join(SEGMENT_COLUMNS)}")
-    per = customer_metrics(connection, goal_window(connection, campaign_id))
-    arms = Arm.__table__  # type: ignore[attr-defined]
+    per = _per_customer(connection, goal_window(connection, campaign_id),
+                        (segment,) if segment else ())
     segment_value = (cast(per.c[segment], Integer) if segment == "is_new"
                      else per.c[segment]) if segment else literal("all")
-    columns: list[Any] = [per.c.arm_id, arms.c.name.label("arm"), arms.c.is_control,
-                          segment_value.label("segment_value"), func.count().label("n")]
+    columns: list[Any] = [per.c.arm_id, segment_value.label("segment_value"),
+                          func.count().label("n")]
     for metric in MEAN_METRICS:
         value = per.c[metric]
         columns += [func.sum(value).label(f"{metric}_sum"),
@@ -266,11 +337,16 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
                 func.sum(per.c.incentive_cost * per.c.adoption).label("incentive_adoption_cross"),
                 func.sum(per.c.net_value * per.c.incentive_cost)
                 .label("net_value_incentive_cross")]
-    group = [per.c.arm_id, arms.c.name, arms.c.is_control, arms.c.position]
-    if segment:
-        group.append(per.c[segment])
-    query = (select(*columns).select_from(per.join(arms, arms.c.id == per.c.arm_id))
-             .group_by(*group).order_by(arms.c.position, text("segment_value")))
+    # Grouped by ids only (a few groups, hashed rather than sorted); the arm's name and
+    # flag are joined to those few rows afterwards.
+    stats = (select(*columns)
+             .group_by(per.c.arm_id, *([per.c[segment]] if segment else []))
+             ).subquery("stats")
+    arms = Arm.__table__  # type: ignore[attr-defined]
+    query = (select(stats.c.arm_id, arms.c.name.label("arm"), arms.c.is_control,
+                    *(column for column in stats.c if column.name != "arm_id"))
+             .select_from(stats.join(arms, arms.c.id == stats.c.arm_id))
+             .order_by(arms.c.position, stats.c.segment_value))
     # Sums of integers come back as Decimal on PostgreSQL (numeric) and int on SQLite.
     return [{key: (int(value) if isinstance(value, int | Decimal) and not isinstance(value, bool)
                    else value)

@@ -4,9 +4,11 @@ Acceptance: on 1,000,000 exposed customers and 10,000,000 channel events the ful
 takes at most 3x a bare aggregate over the same tables, measured in the same run, and the
 process that computes it peaks below 1 GiB, on PostgreSQL and on SQLite.
 
-* **report**: :func:`analytics.reports.campaign_results` (every metric of every arm, CUPED,
-  Holm, SRM) plus :func:`analytics.segments.segment_results` by ``value_tier`` — all of it
-  aggregated in SQL, a few rows per arm and segment come back to Python.
+* **report**: :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
+  exactly what the API and ``channelshift report`` produce: one aggregation pass (every
+  metric of every arm and segment value; CUPED, Holm, SRM, economics, guardrails from its
+  rows) plus the adoption and spend timelines. Only a few rows per arm and segment come
+  back to Python. Its parts are timed again afterwards to show where the time goes.
 * **bare**: ``SELECT arm_id, count(*), sum(cost_minor) FROM assignment JOIN channel_event
   ON customer_id GROUP BY arm_id`` over the same campaign: one pass over the same join,
   the least any report of those rows has to do.
@@ -18,10 +20,11 @@ soon after such a load; on SQLite it is ``PRAGMA optimize``'s job). Customers ar
 over 14 days; each has events spread over the 30 days before and after exposure (the
 goal's window and pre-period), every tenth one a conversion.
 
-Both measurements run in a fresh child process: bare once to warm the caches, then bare
-and the report, timed with ``time.perf_counter``. Peak memory is the child's peak
-resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), interpreter and
-libraries included; its value before the first query is printed as the baseline. The
+Both measurements run in a fresh child process: bare once to warm the caches, then bare,
+the report and bare again, timed with ``time.perf_counter``; the ratio is the report
+against the mean of the two bare runs that bracket it (the machine's load drifts). Peak
+memory is the child's peak resident set size (``VmHWM``), interpreter and libraries
+included; its value before the first query is printed as the baseline. The
 database server's own memory (PostgreSQL) is not in it.
 
 PostgreSQL runs in its own schema of ``CHANNELSHIFT_BENCH_DATABASE_URL`` (default
@@ -31,6 +34,7 @@ peak_mib=<MiB>``, the worse of the databases for each.
 
     python -m benchmarks.report [--customers 1000000] [--events 10000000]
                                 [--databases postgresql,sqlite] [--explain]
+                                [--covering-index] [--set work_mem=256MB ...]
 """
 
 from __future__ import annotations
@@ -85,15 +89,25 @@ class World:
 
 @dataclass(frozen=True)
 class Measurement:
-    bare_seconds: float
-    campaign_seconds: float  # campaign_results
-    segment_seconds: float  # segment_results(SEGMENT), a second pass
-    one_pass_seconds: float  # campaign_and_segment_results(SEGMENT): both from one pass
+    bare_before_seconds: float  # the bare aggregate just before the report
+    bare_after_seconds: float  # and just after it: the pair brackets the report's load
+    report_seconds: float  # build_report(segment=SEGMENT), what the API and CLI produce
+    #: the report's parts, timed again one by one after it (warm, for the breakdown only)
+    parts: dict[str, float]
     baseline_mib: float
     peak_mib: float
     bare_rows: list[tuple[Any, ...]]
+    exposed: int
     adoption_diff: float | None
     comparisons: int
+
+    @property
+    def bare_seconds(self) -> float:
+        return (self.bare_before_seconds + self.bare_after_seconds) / 2
+
+    @property
+    def ratio(self) -> float:
+        return self.report_seconds / self.bare_seconds
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -361,6 +375,32 @@ def build(connection: Connection, world: World, *, customers: int, events: int) 
 # ---------------------------------------------------------------------- measurement
 
 
+#: A covering index (not in the schema) that ``--covering-index`` adds after the load, to
+#: measure what it would change: the report's per-customer pass then reads channel events
+#: in customer order from the index alone, with no heap access and no sort.
+COVERING_INDEX = {
+    "postgresql": "CREATE INDEX ix_channel_event_customer_time_covering ON channel_event "
+                  "(customer_id, occurred_at) INCLUDE (kind, stage_id, channel_id, cost_minor)",
+    "sqlite": "CREATE INDEX ix_channel_event_customer_time_covering ON channel_event "
+              "(customer_id, occurred_at, kind, stage_id, channel_id, cost_minor)",
+}
+
+
+def add_covering_index(engine: Engine) -> None:
+    """Create :data:`COVERING_INDEX` and refresh the statistics (visibility map included)."""
+    name = engine.dialect.name
+    seconds = timed(lambda: _create_covering_index(engine))
+    print(f"  covering index ({name}): {seconds:.1f} s", flush=True)
+
+
+def _create_covering_index(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(COVERING_INDEX[engine.dialect.name]))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE channel_event"
+                                if engine.dialect.name == "postgresql" else "ANALYZE"))
+
+
 BARE = ("SELECT a.arm_id, count(*), sum(e.cost_minor) FROM assignment a "
         "JOIN channel_event e ON e.customer_id = a.customer_id "
         "WHERE a.campaign_id = :campaign GROUP BY a.arm_id ORDER BY a.arm_id")
@@ -368,9 +408,15 @@ BARE = ("SELECT a.arm_id, count(*), sum(e.cost_minor) FROM assignment a "
 
 def measure(url: str, schema: str | None, campaign_id: int,
             settings: dict[str, str]) -> Measurement:
-    """Run in a fresh process: bare (warm-up, then timed), the report three ways, peak RSS."""
-    from analytics.reports import campaign_results
-    from analytics.segments import campaign_and_segment_results, segment_results
+    """Run in a fresh process: bare (warm-up, timed), the report, bare again; parts; peak RSS.
+
+    The report is :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
+    exactly what ``GET .../report`` and ``channelshift report`` produce. Its parts (the
+    one aggregation pass, the adoption timeline, the spend timeline) are timed again
+    afterwards to show where the time goes; they are not part of the ratio.
+    """
+    from analytics.queries import arm_statistics
+    from analytics.report import adoption_timeline, build_report, spend_timeline
 
     baseline = peak_rss_mib()
     engine = build_engine(url, schema=schema)
@@ -382,24 +428,28 @@ def measure(url: str, schema: str | None, campaign_id: int,
         parameters = {"campaign": campaign_id}
         connection.execute(text(BARE), parameters).all()
         bare_rows: list[tuple[Any, ...]] = []
-        bare = timed(lambda: bare_rows.extend(
+        before = timed(lambda: bare_rows.extend(
             tuple(row) for row in connection.execute(text(BARE), parameters)))
-        results: list[Any] = []
-        whole = timed(lambda: results.append(campaign_results(connection, campaign_id)))
-        segments = timed(lambda: results.append(
-            segment_results(connection, campaign_id, SEGMENT)))
-        one_pass = timed(lambda: results.append(
-            campaign_and_segment_results(connection, campaign_id, SEGMENT)))
+        reports: list[Any] = []
+        whole = timed(lambda: reports.append(
+            build_report(connection, campaign_id, segment=SEGMENT)))
+        after = timed(lambda: connection.execute(text(BARE), parameters).all())
+        now = reports[0].generated_at
+        parts = {
+            f"arm_statistics(segment={SEGMENT!r})": timed(
+                lambda: arm_statistics(connection, campaign_id, segment=SEGMENT)),
+            "adoption_timeline": timed(lambda: adoption_timeline(connection, campaign_id)),
+            "spend_timeline": timed(lambda: spend_timeline(connection, campaign_id, now=now)),
+        }
     engine.dispose()
-    combined, breakdown = results[2]
-    if combined != results[0] or breakdown != results[1]:
-        raise SystemExit("the one-pass report differs from campaign_results + segment_results")
-    adoption = next((r.comparison.diff for r in combined.results if r.metric == "adoption"),
+    report = reports[0]
+    adoption = next((r.comparison.diff for r in report.results if r.metric == "adoption"),
                     None)
-    return Measurement(bare_seconds=bare, campaign_seconds=whole, segment_seconds=segments,
-                       one_pass_seconds=one_pass, baseline_mib=baseline,
-                       peak_mib=peak_rss_mib(), bare_rows=bare_rows, adoption_diff=adoption,
-                       comparisons=len(combined.results) + len(breakdown))
+    return Measurement(bare_before_seconds=before, bare_after_seconds=after,
+                       report_seconds=whole, parts=parts, baseline_mib=baseline,
+                       peak_mib=peak_rss_mib(), bare_rows=bare_rows,
+                       exposed=sum(arm.n for arm in report.arms), adoption_diff=adoption,
+                       comparisons=len(report.results) + len(report.segments))
 
 
 def measure_in_child(url: str, schema: str | None, campaign_id: int,
@@ -410,7 +460,7 @@ def measure_in_child(url: str, schema: str | None, campaign_id: int,
 
 
 def explain(engine: Engine, campaign_id: int) -> None:
-    """Print the plan of the per-arm statistics query as the report sends it.
+    """Print the plan of the report's aggregation query (per arm and ``SEGMENT`` value).
 
     The statement and its parameters are captured from a real run of ``arm_statistics``
     (so this costs one extra report query); PostgreSQL then shows EXPLAIN ANALYZE with
@@ -427,37 +477,40 @@ def explain(engine: Engine, campaign_id: int) -> None:
     with engine.connect() as connection:
         event.listen(connection, "before_cursor_execute", capture)
         try:
-            arm_statistics(connection, campaign_id)
+            arm_statistics(connection, campaign_id, segment=SEGMENT)
         finally:
             event.remove(connection, "before_cursor_execute", capture)
         statement, parameters = captured[-1]
-        prefix = ("EXPLAIN (ANALYZE, BUFFERS) " if connection.dialect.name == "postgresql"
+        # TIMING OFF: per-row clock readings would double the time of a 10M-row plan.
+        prefix = ("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) "
+                  if connection.dialect.name == "postgresql"
                   else "EXPLAIN QUERY PLAN ")
         for row in connection.exec_driver_sql(prefix + statement, parameters):
             print("   ", " | ".join(str(value) for value in row))
 
 
-def report(name: str, m: Measurement) -> float:
-    """Print one database's figures; return the full report's ratio (one pass)."""
-    print(f"  {'bare aggregate':40} {m.bare_seconds:8.2f} s  rows={m.bare_rows}")
-    for label, seconds in (
-            ("campaign_results", m.campaign_seconds),
-            (f"+ segment_results({SEGMENT}), 2 passes", m.campaign_seconds + m.segment_seconds),
-            ("campaign_and_segment_results, 1 pass", m.one_pass_seconds)):
-        print(f"  {label:40} {seconds:8.2f} s  ratio {seconds / m.bare_seconds:.2f}")
+def report(name: str, m: Measurement, customers: int) -> float:
+    """Print one database's figures; return the report's ratio to the bare aggregate."""
+    if m.exposed != customers:
+        raise SystemExit(f"the report counts {m.exposed} exposed customers, not {customers}")
+    print(f"  {'bare aggregate (before, after)':40} {m.bare_before_seconds:8.2f} s "
+          f"{m.bare_after_seconds:6.2f} s  rows={m.bare_rows}")
+    print(f"  {f'build_report(segment={SEGMENT!r})':40} {m.report_seconds:8.2f} s  "
+          f"ratio {m.ratio:.2f}")
+    for label, seconds in m.parts.items():
+        print(f"    {label:38} {seconds:8.2f} s  (timed again after the report)")
     lift = "undefined" if m.adoption_diff is None else f"{m.adoption_diff:+.4f}"
     print(f"  {m.comparisons} comparisons; adoption lift {lift}")
     print(f"  peak RSS {m.peak_mib:.0f} MiB (baseline after imports {m.baseline_mib:.0f} MiB)")
-    ratio = m.one_pass_seconds / m.bare_seconds
-    print(f"  {name}: ratio={ratio:.2f} peak_mib={m.peak_mib:.0f}", flush=True)
-    return ratio
+    print(f"  {name}: ratio={m.ratio:.2f} peak_mib={m.peak_mib:.0f}", flush=True)
+    return m.ratio
 
 
 # ---------------------------------------------------------------------------- runs
 
 
 def run_postgresql(*, customers: int, events: int, show_plan: bool,
-                   settings: dict[str, str]) -> tuple[float, float]:
+                   settings: dict[str, str], covering_index: bool) -> tuple[float, float]:
     url = os.environ.get("CHANNELSHIFT_BENCH_DATABASE_URL") or DEFAULT_URL
     schema = f"cs_bench_{secrets.token_hex(4)}"
     admin = build_engine(url)
@@ -472,6 +525,8 @@ def run_postgresql(*, customers: int, events: int, show_plan: bool,
             build(connection, world, customers=customers, events=events)
         print(f"  load total (indexes, foreign keys, VACUUM ANALYZE included): "
               f"{time.perf_counter() - started:.1f} s", flush=True)
+        if covering_index:
+            add_covering_index(engine)
         if show_plan:
             explain(engine, world.campaign_id)
         measurement = measure_in_child(url, schema, world.campaign_id, settings)
@@ -480,11 +535,11 @@ def run_postgresql(*, customers: int, events: int, show_plan: bool,
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
-    return report("postgresql", measurement), measurement.peak_mib
+    return report("postgresql", measurement, customers), measurement.peak_mib
 
 
 def run_sqlite(*, customers: int, events: int, show_plan: bool,
-               settings: dict[str, str]) -> tuple[float, float]:
+               settings: dict[str, str], covering_index: bool) -> tuple[float, float]:
     folder = Path(tempfile.mkdtemp(prefix="cs-bench-report-"))
     path = folder / "report.sqlite3"
     url = f"sqlite:///{path.as_posix()}"
@@ -499,14 +554,17 @@ def run_sqlite(*, customers: int, events: int, show_plan: bool,
         print(f"  load total (indexes and ANALYZE included): "
               f"{time.perf_counter() - started:.1f} s; file "
               f"{path.stat().st_size / 2**30:.2f} GiB", flush=True)
-        if show_plan:
+        if covering_index or show_plan:
             engine = build_engine(url)
-            explain(engine, world.campaign_id)
+            if covering_index:
+                add_covering_index(engine)
+            if show_plan:
+                explain(engine, world.campaign_id)
             engine.dispose()
         measurement = measure_in_child(url, None, world.campaign_id, {})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return report("sqlite", measurement), measurement.peak_mib
+    return report("sqlite", measurement, customers), measurement.peak_mib
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: postgresql, sqlite")
     parser.add_argument("--explain", action="store_true",
                         help="print the plan of the per-arm statistics query")
+    parser.add_argument("--covering-index", action="store_true",
+                        help="add a covering index on channel_event after the load (not in "
+                             "the schema; measures what it would change)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a PostgreSQL setting for the measuring session, e.g. "
                              "work_mem=256MB or jit=off (repeatable); default: the server's")
@@ -533,12 +594,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need at least 10 customers and at least one event per customer")
     print(f"customers={args.customers:,} events={args.events:,} "
           f"load_average={os.getloadavg()[0]:.2f} cpus={os.cpu_count()} "
-          f"postgresql_settings={settings or 'server defaults'}", flush=True)
+          f"postgresql_settings={settings or 'server defaults'} "
+          f"covering_index={args.covering_index}", flush=True)
     ratios, peaks = [], []
     for name in databases:
         print(f"{name}:", flush=True)
         ratio, peak = runners[name](customers=args.customers, events=args.events,
-                                    show_plan=args.explain, settings=settings)
+                                    show_plan=args.explain, settings=settings,
+                                    covering_index=args.covering_index)
         ratios.append(ratio)
         peaks.append(peak)
     print(f"load_average={os.getloadavg()[0]:.2f}; acceptance: ratio <= 3: "
