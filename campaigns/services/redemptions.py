@@ -1,32 +1,60 @@
 """Redeeming an offer, exactly once, and rolling it back, exactly once.
 
-A redemption is one transaction:
+A redemption reads what it needs in one query (a stored redemption under the same
+Idempotency-Key, the code, the customer and their assignment), checks the request in
+Python against the cached campaign configuration, and then writes. What it writes:
 
-1. the redemption row, with its response, is inserted first with
-   ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id``: a concurrent
-   retry with the same key waits for this one and then finds its stored response;
-2. a single-use code is charged with ``UPDATE ... SET uses = uses + 1 WHERE uses < max_uses``;
-3. the customer's limit with ``UPDATE assignment ... WHERE redemption_count < limit``;
-4. gift stock with ``UPDATE ... WHERE used < total``;
-5. the campaign budget, last (it is the row every redemption of the campaign locks, so it
-   is held for the shortest time), with ``UPDATE ... WHERE spent + cost <= budget``.
+- the redemption row with its response (``idempotency_key`` is unique, so a retry finds
+  the stored response instead of redeeming again);
+- a single-use code's ``uses``, the customer's ``redemption_count`` under the campaign's
+  per-customer limit, a gift's stock, and the campaign's ``spent_minor`` under its budget;
+- what the incentive grants: a trial, loyalty points, lottery entries.
 
-Each UPDATE either changes exactly one row or the whole transaction is rolled back with a
-typed error. The CHECK constraints on the same columns back this up for any other writer.
-Checking in Python and then writing (the race shipped by many promotion engines) is never
-done here.
+Every limit is decided by the database on the row it protects, never by reading a value
+into Python and writing it back (the check-then-write race that many promotion engines
+shipped). The CHECK constraints on the same columns back this up for any other writer.
+
+On PostgreSQL all of it is **one statement** (:data:`REDEEM_AT_ONCE`): it locks the rows it
+charges in a fixed order (code, assignment, stock, campaign -- the order
+:func:`rollback_redemption` uses too, so the two never deadlock), re-checks each limit on
+the locked, latest version of its row, and writes only when every check passed; a
+refusal writes nothing. Being one statement it is atomic without an explicit transaction,
+so the web layer runs it in autocommit (:func:`autocommit`): PostgreSQL commits
+it as it finishes, and the campaign row that every redemption of a campaign must lock is
+held for the statement's own duration, not for a round trip to Python and back (held
+until a COMMIT sent from Python, it serialised each busy campaign's redemptions).
+
+On SQLite, which has a single writer anyway, the same writes are a few statements in the
+request's transaction (``BEGIN IMMEDIATE`` takes the write lock up front).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
-from sqlalchemy import and_, case, update
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    text,
+    update,
+)
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -40,7 +68,7 @@ from campaigns.errors import (
     NotFound,
     ValidationFailed,
 )
-from campaigns.incentives import OrderContext, get_incentive_type
+from campaigns.incentives import Benefit, OrderContext, get_incentive_type
 from campaigns.incentives.codes import normalize_code
 from campaigns.models import (
     Arm,
@@ -58,6 +86,7 @@ from campaigns.models import (
 from campaigns.schemas import InputModel, Key, MinorUnits
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
 from campaigns.services.customers import ExternalId, customer_by_external_id
+from campaigns.types import UTCDateTime
 
 
 class RedemptionRequest(InputModel):
@@ -98,11 +127,6 @@ def request_fingerprint(request: RedemptionRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _stored(session: Session, key: str) -> Redemption | None:
-    return session.exec(select(Redemption).where(Redemption.idempotency_key == key)
-                        .execution_options(populate_existing=True)).first()
-
-
 def answer(redemption_id: int, stored: dict[str, Any]) -> dict[str, Any]:
     """The response body, keys sorted at every level: the first answer and every replay are
     byte-identical whatever order the database keeps JSON keys in."""
@@ -110,10 +134,139 @@ def answer(redemption_id: int, stored: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(body, sort_keys=True))
 
 
-def _replay(existing: Redemption, fingerprint: str) -> RedemptionOutcome:
+@contextmanager
+def autocommit(session: Session) -> Iterator[bool]:
+    """Run the block with every statement committing as it ends, if the session allows it.
+
+    For a unit of work whose writes are one statement, like :func:`redeem` on PostgreSQL:
+    PostgreSQL commits the statement before Python sees its result, so the rows it locks
+    (the campaign row, which every redemption of the campaign needs) are held for the
+    statement's own duration. On leaving, the connection goes straight back to the pool:
+    there is nothing left to commit. Yields whether autocommit is on. It is not on SQLite,
+    for a session bound to a connection (a caller's or a test's transaction) or for one
+    that has already begun; the block then joins that transaction, which is as correct
+    and only holds the rows until the caller commits.
+    """
+    bind = session.get_bind()
+    if not isinstance(bind, Engine) or bind.dialect.name != "postgresql" \
+            or session.in_transaction():
+        yield False
+        return
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        yield True
+    finally:
+        session.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A redemption already made under the request's Idempotency-Key."""
+
+    id: int
+    request_hash: str
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Code:
+    id: int
+    incentive_id: int
+    campaign_id: int | None
+    customer_id: int | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the single read found; any part may be missing."""
+
+    stored: _Stored | None
+    code: _Code | None
+    customer_id: int | None
+    assignment_id: int | None
+    arm_id: int | None
+    #: the campaign the assignment was looked up for (None: not known from the request)
+    assignment_campaign_id: int | None
+
+
+_redemption = Redemption.__table__  # type: ignore[attr-defined]
+_code = CouponCode.__table__  # type: ignore[attr-defined]
+_customer = Customer.__table__  # type: ignore[attr-defined]
+_assignment = Assignment.__table__  # type: ignore[attr-defined]
+
+
+def _read_statement() -> Select[Any]:
+    """Stored redemption, code, customer and assignment: outer joins from a one-row anchor,
+    each on a unique key, so there is exactly one row whatever exists. The assignment is
+    for the request's campaign, or else the code's. Built once: building a select costs
+    more Python than running it."""
+    anchor = core_select(literal(1).label("anchor")).subquery("anchor")
+    campaign_id = func.coalesce(bindparam("campaign_id", type_=BigInteger),
+                                _code.c.campaign_id)
+    joined = (
+        anchor.outerjoin(_redemption, _redemption.c.idempotency_key == bindparam("key"))
+        .outerjoin(_code, _code.c.code == bindparam("code", type_=String))
+        .outerjoin(_customer, _customer.c.external_id == bindparam("external_id"))
+        .outerjoin(_assignment, and_(_assignment.c.customer_id == _customer.c.id,
+                                     _assignment.c.campaign_id == campaign_id)))
+    return core_select(
+        _redemption.c.id.label("stored_id"), _redemption.c.request_hash,
+        _redemption.c.response, _code.c.id.label("code_id"),
+        _code.c.incentive_id.label("code_incentive_id"),
+        _code.c.campaign_id.label("code_campaign_id"),
+        _code.c.customer_id.label("code_customer_id"),
+        _code.c.expires_at.label("code_expires_at"), _customer.c.id.label("customer_id"),
+        _assignment.c.id.label("assignment_id"), _assignment.c.arm_id,
+    ).select_from(joined)
+
+
+_READ = _read_statement()
+
+
+def _read(session: Session, *, key: str, request: RedemptionRequest) -> _Found:
+    """What :func:`redeem` needs to know before it checks anything, in one round trip."""
+    row = session.execute(_READ, {
+        "key": key, "code": normalize_code(request.code) if request.code is not None else None,
+        "external_id": request.customer_id, "campaign_id": request.campaign_id}).one()
+    code = None
+    if row.code_id is not None:
+        code = _Code(id=row.code_id, incentive_id=row.code_incentive_id,
+                     campaign_id=row.code_campaign_id, customer_id=row.code_customer_id,
+                     expires_at=row.code_expires_at)
+    stored = _Stored(row.stored_id, row.request_hash, row.response) \
+        if row.stored_id is not None else None
+    looked_up_for = request.campaign_id if request.campaign_id is not None \
+        else code.campaign_id if code is not None else None
+    return _Found(stored=stored, code=code, customer_id=row.customer_id,
+                  assignment_id=row.assignment_id, arm_id=row.arm_id,
+                  assignment_campaign_id=looked_up_for)
+
+
+def _stored(session: Session, key: str) -> _Stored | None:
+    row = session.execute(core_select(_redemption.c.id, _redemption.c.request_hash,
+                                      _redemption.c.response)
+                          .where(_redemption.c.idempotency_key == key)).first()
+    return _Stored(row[0], row[1], row[2]) if row is not None else None
+
+
+def _assignment_of(session: Session, *, campaign_id: int, customer_id: int
+                   ) -> tuple[int | None, int | None]:
+    row = session.execute(core_select(_assignment.c.id, _assignment.c.arm_id).where(
+        _assignment.c.campaign_id == campaign_id,
+        _assignment.c.customer_id == customer_id)).first()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _replay(existing: _Stored, fingerprint: str) -> RedemptionOutcome:
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
-    assert existing.id is not None
     return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=True)
 
 
@@ -121,20 +274,13 @@ def _not_redeemable(message: str, loc: tuple[str, ...], kind: str) -> Conflict:
     return Conflict(message, [FieldError(loc, message, kind)], code=kind)
 
 
-def _find_code(session: Session, request: RedemptionRequest) -> CouponCode | None:
-    if request.code is None:
-        return None
-    code = session.exec(select(CouponCode).where(
-        CouponCode.code == normalize_code(request.code))).first()
-    if code is None:
-        raise NotFound("this code is unknown", [FieldError(("code",), "unknown code",
-                                                             "unknown_code")],
-                       code="unknown_code")
-    return code
+def _unknown_code() -> NotFound:
+    return NotFound("this code is unknown", [FieldError(("code",), "unknown code",
+                                                         "unknown_code")], code="unknown_code")
 
 
 def _campaign_for(snapshot: Snapshot, request: RedemptionRequest,
-                  code: CouponCode | None) -> CampaignConfig:
+                  code: _Code | None) -> CampaignConfig:
     campaign_id = request.campaign_id
     if campaign_id is None and code is not None:
         campaign_id = code.campaign_id or next(
@@ -147,8 +293,8 @@ def _campaign_for(snapshot: Snapshot, request: RedemptionRequest,
     return campaign
 
 
-def _check_code(code: CouponCode | None, *, arm: ArmConfig, campaign: CampaignConfig,
-                customer: Customer, now: datetime) -> None:
+def _check_code(code: _Code | None, *, arm: ArmConfig, campaign: CampaignConfig,
+                customer_id: int, now: datetime) -> None:
     if not arm.needs_code:
         if code is not None:
             raise ValidationFailed("this offer is redeemed without a code",
@@ -160,52 +306,11 @@ def _check_code(code: CouponCode | None, *, arm: ArmConfig, campaign: CampaignCo
     if code.incentive_id != arm.incentive_id or (
             code.campaign_id is not None and code.campaign_id != campaign.id):
         raise _not_redeemable("this code belongs to another offer", ("code",), "wrong_offer")
-    if code.customer_id is not None and code.customer_id != customer.id:
+    if code.customer_id is not None and code.customer_id != customer_id:
         raise _not_redeemable("this code was issued to another customer", ("code",),
                               "code_not_yours")
     if code.expires_at is not None and code.expires_at <= now:
         raise _not_redeemable("this code has expired", ("code",), "code_expired")
-
-
-def _charge(session: Session, *, campaign: CampaignConfig, assignment: Assignment,
-            arm: ArmConfig, code: CouponCode | None, cost_minor: int) -> None:
-    """The conditional updates; each must touch exactly one row (see module docstring)."""
-    if code is not None:
-        used = session.execute(
-            update(CouponCode).where(col(CouponCode.id) == code.id)
-            .where((col(CouponCode.max_uses).is_(None))
-                   | (col(CouponCode.uses) < col(CouponCode.max_uses)))
-            .values(uses=CouponCode.uses + 1))
-        if used.rowcount != 1:  # type: ignore[attr-defined]
-            raise CodeAlreadyRedeemed()
-    per_customer = update(Assignment).where(col(Assignment.id) == assignment.id)
-    if campaign.per_customer_limit is not None:
-        per_customer = per_customer.where(
-            col(Assignment.redemption_count) < campaign.per_customer_limit)
-    limited = session.execute(
-        per_customer.values(redemption_count=Assignment.redemption_count + 1))
-    if limited.rowcount != 1:  # type: ignore[attr-defined]
-        raise CustomerLimitReached()
-    if arm.incentive_type == "gift":
-        stocked = session.execute(
-            update(IncentiveStock).where(col(IncentiveStock.incentive_id) == arm.incentive_id,
-                                         col(IncentiveStock.used) < col(IncentiveStock.total))
-            .values(used=IncentiveStock.used + 1))
-        if stocked.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict("this gift is out of stock", code="out_of_stock")
-    budget = update(Campaign).where(col(Campaign.id) == campaign.id,
-                                    col(Campaign.status) == "running")
-    if cost_minor:
-        budget = budget.where(col(Campaign.budget_minor).is_(None)
-                              | (col(Campaign.spent_minor) + cost_minor
-                                 <= col(Campaign.budget_minor)))
-    charged = session.execute(budget.values(spent_minor=Campaign.spent_minor + cost_minor))
-    if charged.rowcount != 1:  # type: ignore[attr-defined]
-        status = session.exec(select(Campaign.status).where(Campaign.id == campaign.id)).one()
-        if status != "running":
-            raise _not_redeemable(f"the campaign is {status}, not running", ("campaign_id",),
-                                  "campaign_not_running")
-        raise BudgetExhausted()
 
 
 def _extra_response(arm: ArmConfig, details: dict[str, Any], now: datetime
@@ -223,51 +328,87 @@ def _extra_response(arm: ArmConfig, details: dict[str, Any], now: datetime
     return extra
 
 
-def _grant(session: Session, *, redemption_id: int, arm: ArmConfig, customer: Customer,
-           campaign: CampaignConfig, extra: dict[str, Any], now: datetime) -> None:
-    """Type-specific effects of a redemption: trial, points, lottery entries."""
-    assert customer.id is not None and arm.incentive_id is not None
-    if "trial" in extra:
-        grant = TrialGrant(customer_id=customer.id, campaign_id=campaign.id,
-                           incentive_id=arm.incentive_id, redemption_id=redemption_id,
-                           product=arm.config.product, starts_at=now,
-                           ends_at=now + timedelta(days=arm.config.days))
-        try:
-            with session.begin_nested():
-                session.add(grant)
-                session.flush()
-        except IntegrityError:
-            raise _not_redeemable("this customer already had this trial", ("campaign_id",),
-                                  "trial_already_granted") from None
-    if "points" in extra:
-        session.add(PointsLedger(customer_id=customer.id, campaign_id=campaign.id,
-                                 delta=extra["points"], reason="redemption",
-                                 source_ref=f"redemption:{redemption_id}"))
-        session.execute(update(Customer).where(col(Customer.id) == customer.id)
-                        .values(points=Customer.points + extra["points"]))
-    if "lottery_entries" in extra:
-        insert_ignore(session, LotteryEntry, [{
-            "campaign_id": campaign.id, "incentive_id": arm.incentive_id,
-            "customer_id": customer.id, "entries": extra["lottery_entries"],
-            "source_ref": f"redemption:{redemption_id}", "created_at": now}],
-            conflict_columns=["campaign_id", "source_ref"])
+@dataclass(frozen=True)
+class _Plan:
+    """A checked redemption, ready to be written: every id and amount the writes need."""
+
+    idempotency_key: str
+    fingerprint: str
+    campaign: CampaignConfig
+    arm: ArmConfig
+    incentive_id: int
+    customer_id: int
+    assignment_id: int
+    code_id: int | None
+    channel_id: int
+    request: RedemptionRequest
+    benefit: Benefit
+    extra: dict[str, Any]
+    stored: dict[str, Any]
+    now: datetime
+
+    @property
+    def trial_ends_at(self) -> datetime:
+        return self.now + timedelta(days=self.arm.config.days)
 
 
-def _insert_redemption(session: Session, values: dict[str, Any]) -> int | None:
-    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id.
+def _plan(session: Session, *, snapshot: Snapshot, found: _Found, key: str, fingerprint: str,
+          request: RedemptionRequest, now: datetime) -> _Plan:
+    """Check the request against what was read; raise the first problem, as a typed error."""
+    if request.code is not None and found.code is None:
+        raise _unknown_code()
+    campaign = _campaign_for(snapshot, request, found.code)
+    if found.customer_id is None:
+        customer_by_external_id(session, request.customer_id)  # raises the NotFound
+        raise AssertionError("unreachable")
+    assignment_id, arm_id = found.assignment_id, found.arm_id
+    if found.assignment_campaign_id != campaign.id:
+        # The campaign was only known from the configuration (a code shared by campaigns).
+        assignment_id, arm_id = _assignment_of(session, campaign_id=campaign.id,
+                                               customer_id=found.customer_id)
+    if assignment_id is None or arm_id is None:
+        raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
+                              "not_offered")
+    arm = campaign.arm(arm_id)
+    if arm is None or arm.is_control or arm.incentive_type is None \
+            or arm.incentive_id is None:
+        raise _not_redeemable("this customer is in the control group and has no offer",
+                              ("customer_id",), "control_group")
+    if request.channel not in snapshot.channel_ids:
+        raise NotFound(f"channel '{request.channel}' does not exist",
+                       [FieldError(("channel",), f"unknown channel '{request.channel}'",
+                                   "not_found")], code="channel_not_found")
+    _check_code(found.code, arm=arm, campaign=campaign, customer_id=found.customer_id, now=now)
+    benefit = get_incentive_type(arm.incentive_type).compute_benefit(arm.config, OrderContext(
+        order_amount_minor=request.order_amount_minor, channel_key=request.channel,
+        target_channel_key=campaign.target_channel_key))
+    extra = _extra_response(arm, benefit.details, now)
+    stored = {
+        "status": RedemptionStatus.APPLIED.value, "campaign_id": campaign.id, "arm": arm.name,
+        "incentive_type": arm.incentive_type, "customer_id": request.customer_id,
+        "order_id": request.order_id, "benefit_minor": benefit.benefit_minor,
+        "cost_minor": benefit.cost_minor, "currency": campaign.currency,
+        "details": benefit.details, **extra, "created_at": now.isoformat(),
+    }
+    return _Plan(idempotency_key=key, fingerprint=fingerprint, campaign=campaign, arm=arm,
+                 incentive_id=arm.incentive_id, customer_id=found.customer_id,
+                 assignment_id=assignment_id,
+                 code_id=found.code.id if found.code is not None else None,
+                 channel_id=snapshot.channel_ids[request.channel], request=request,
+                 benefit=benefit, extra=extra, stored=stored, now=now)
 
-    None means another request with the same key got there first; on PostgreSQL this
-    statement waited for that request's transaction, so its row is now visible.
-    """
-    from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = Redemption.__table__  # type: ignore[attr-defined]
-    statement = (dialect.insert(table).values(**values)
-                 .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                 .returning(table.c.id))
-    inserted = session.execute(statement).scalar_one_or_none()
-    return int(inserted) if inserted is not None else None
+def _redemption_values(plan: _Plan) -> dict[str, Any]:
+    return {
+        "idempotency_key": plan.idempotency_key, "request_hash": plan.fingerprint,
+        "campaign_id": plan.campaign.id, "arm_id": plan.arm.id,
+        "customer_id": plan.customer_id, "coupon_code_id": plan.code_id,
+        "channel_id": plan.channel_id, "order_id": plan.request.order_id,
+        "order_amount_minor": plan.request.order_amount_minor,
+        "benefit_minor": plan.benefit.benefit_minor, "cost_minor": plan.benefit.cost_minor,
+        "status": RedemptionStatus.APPLIED.value, "response": plan.stored,
+        "created_at": plan.now,
+    }
 
 
 def redeem(
@@ -276,63 +417,274 @@ def redeem(
 ) -> RedemptionOutcome:
     """Redeem once per idempotency key; a replay with the same body returns the stored body."""
     fingerprint = request_fingerprint(request)
-    existing = _stored(session, idempotency_key)
-    if existing is not None:
-        return _replay(existing, fingerprint)
-    code = _find_code(session, request)
-    campaign = _campaign_for(snapshot, request, code)
-    found = session.exec(
-        select(Customer, Assignment)
-        .outerjoin(Assignment, and_(col(Assignment.customer_id) == Customer.id,
-                                    col(Assignment.campaign_id) == campaign.id))
-        .where(Customer.external_id == request.customer_id)).first()
-    if found is None:
-        customer_by_external_id(session, request.customer_id)  # raises the NotFound
-        raise AssertionError("unreachable")
-    customer, assignment = found
-    if assignment is None:
-        raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
-                              "not_offered")
-    arm = campaign.arm(assignment.arm_id)
-    if arm is None or arm.is_control or arm.incentive_type is None:
-        raise _not_redeemable("this customer is in the control group and has no offer",
-                              ("customer_id",), "control_group")
-    if request.channel not in snapshot.channel_ids:
-        raise NotFound(f"channel '{request.channel}' does not exist",
-                       [FieldError(("channel",), f"unknown channel '{request.channel}'",
-                                   "not_found")], code="channel_not_found")
-    _check_code(code, arm=arm, campaign=campaign, customer=customer, now=now)
-    kind = get_incentive_type(arm.incentive_type)
-    benefit = kind.compute_benefit(arm.config, OrderContext(
-        order_amount_minor=request.order_amount_minor, channel_key=request.channel,
-        target_channel_key=campaign.target_channel_key))
-    assert customer.id is not None
-    extra = _extra_response(arm, benefit.details, now)
-    stored = {
-        "status": RedemptionStatus.APPLIED.value, "campaign_id": campaign.id, "arm": arm.name,
-        "incentive_type": arm.incentive_type, "customer_id": customer.external_id,
-        "order_id": request.order_id, "benefit_minor": benefit.benefit_minor,
-        "cost_minor": benefit.cost_minor, "currency": campaign.currency,
-        "details": benefit.details, **extra, "created_at": now.isoformat(),
-    }
-    redemption_id = _insert_redemption(session, {
-        "idempotency_key": idempotency_key, "request_hash": fingerprint,
-        "campaign_id": campaign.id, "arm_id": arm.id, "customer_id": customer.id,
-        "coupon_code_id": code.id if code else None,
-        "channel_id": snapshot.channel_ids[request.channel], "order_id": request.order_id,
-        "order_amount_minor": request.order_amount_minor,
-        "benefit_minor": benefit.benefit_minor, "cost_minor": benefit.cost_minor,
-        "status": RedemptionStatus.APPLIED.value, "response": stored, "created_at": now})
+    found = _read(session, key=idempotency_key, request=request)
+    if found.stored is not None:
+        return _replay(found.stored, fingerprint)
+    plan = _plan(session, snapshot=snapshot, found=found, key=idempotency_key,
+                 fingerprint=fingerprint, request=request, now=now)
+    if session.get_bind().dialect.name == "postgresql":
+        redemption_id = _apply_at_once(session, plan)
+    else:
+        redemption_id = _apply_in_steps(session, plan)
     if redemption_id is None:
+        # Another request with this key got there first; its row is visible now.
         winner = _stored(session, idempotency_key)
         if winner is None:
             raise AssertionError("idempotency key conflict without a stored redemption")
         return _replay(winner, fingerprint)
-    _charge(session, campaign=campaign, assignment=assignment, arm=arm, code=code,
-            cost_minor=benefit.cost_minor)
-    _grant(session, redemption_id=redemption_id, arm=arm, customer=customer,
-           campaign=campaign, extra=extra, now=now)
-    return RedemptionOutcome(body=answer(redemption_id, stored), replayed=False)
+    return RedemptionOutcome(body=answer(redemption_id, plan.stored), replayed=False)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _compact(sql: str) -> str:
+    """One space for every run of whitespace: psycopg caches the parsing of a statement
+    only up to 4 kB, and this one is parsed on every redemption otherwise."""
+    return " ".join(sql.split())
+
+
+#: The whole redemption in one statement (PostgreSQL). The ``*_row`` CTEs lock the rows
+#: to charge, in the order code, assignment, stock, campaign, each only if the one before
+#: passed its check; ``FOR NO KEY UPDATE`` is the lock an UPDATE takes, so foreign-key
+#: checks of concurrent inserts are not blocked. After waiting for a lock, PostgreSQL
+#: re-checks the row's condition on its latest committed version, so the checks see every
+#: redemption committed before. The redemption row is inserted only if the locked campaign
+#: row is ``approved`` (running, budget left), and every write after it is conditional on
+#: that insert, so a refusal writes nothing. A key conflict (a concurrent retry) inserts nothing
+#: either. Nullable parameters are cast: a NULL has no type of its own.
+REDEEM_AT_ONCE = text(_compact("""
+WITH code_row AS MATERIALIZED (
+  SELECT id FROM coupon_code
+  WHERE id = :code_id AND (max_uses IS NULL OR uses < max_uses)
+  FOR NO KEY UPDATE
+), limit_row AS MATERIALIZED (
+  SELECT id FROM assignment
+  WHERE id = :assignment_id
+    AND (CAST(:per_customer_limit AS int) IS NULL OR redemption_count < :per_customer_limit)
+    AND (CAST(:code_id AS bigint) IS NULL OR EXISTS (SELECT FROM code_row))
+  FOR NO KEY UPDATE
+), stock_row AS MATERIALIZED (
+  SELECT id FROM incentive_stock
+  WHERE incentive_id = :stock_incentive_id AND used < total
+    AND EXISTS (SELECT FROM limit_row)
+  ORDER BY id LIMIT 1
+  FOR NO KEY UPDATE
+), campaign_row AS MATERIALIZED (
+  SELECT id, status, spent_minor, budget_minor FROM campaign
+  WHERE id = :campaign_id AND EXISTS (SELECT FROM limit_row)
+    AND (CAST(:stock_incentive_id AS bigint) IS NULL OR EXISTS (SELECT FROM stock_row))
+  FOR NO KEY UPDATE
+), approved AS MATERIALIZED (
+  SELECT id FROM campaign_row
+  WHERE status = 'running'
+    AND (budget_minor IS NULL OR spent_minor + :cost_minor <= budget_minor)
+), redemption_row AS (
+  INSERT INTO redemption (idempotency_key, request_hash, campaign_id, arm_id, customer_id,
+    coupon_code_id, channel_id, order_id, order_amount_minor, benefit_minor, cost_minor,
+    status, response, created_at)
+  SELECT :idempotency_key, :request_hash, id, :arm_id, :customer_id,
+    CAST(:code_id AS bigint), :channel_id, CAST(:order_id AS varchar),
+    CAST(:order_amount_minor AS bigint), :benefit_minor, :cost_minor,
+    'applied', :response, :created_at
+  FROM approved
+  ON CONFLICT (idempotency_key) DO NOTHING
+  RETURNING id
+), charge_code AS (
+  UPDATE coupon_code SET uses = uses + 1
+  WHERE id = :code_id AND EXISTS (SELECT FROM redemption_row)
+), charge_limit AS (
+  UPDATE assignment SET redemption_count = redemption_count + 1
+  WHERE id = :assignment_id AND EXISTS (SELECT FROM redemption_row)
+), charge_stock AS (
+  UPDATE incentive_stock SET used = used + 1
+  WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redemption_row)
+), charge_budget AS (
+  UPDATE campaign SET spent_minor = spent_minor + :cost_minor
+  WHERE id = :campaign_id AND EXISTS (SELECT FROM redemption_row)
+), grant_trial AS (
+  INSERT INTO trial_grant (customer_id, campaign_id, incentive_id, redemption_id, product,
+    starts_at, ends_at)
+  SELECT :customer_id, :campaign_id, :incentive_id, id, CAST(:trial_product AS varchar),
+    :created_at, CAST(:trial_ends_at AS timestamptz)
+  FROM redemption_row WHERE CAST(:trial_product AS varchar) IS NOT NULL
+), grant_points AS (
+  INSERT INTO points_ledger (customer_id, campaign_id, delta, reason, source_ref, created_at)
+  SELECT :customer_id, :campaign_id, :points, 'redemption', 'redemption:' || id, :created_at
+  FROM redemption_row WHERE :points <> 0
+), credit_points AS (
+  UPDATE customer SET points = points + :points
+  WHERE id = :customer_id AND :points <> 0 AND EXISTS (SELECT FROM redemption_row)
+), enter_lottery AS (
+  INSERT INTO lottery_entry (campaign_id, incentive_id, customer_id, entries, source_ref,
+    created_at)
+  SELECT :campaign_id, :incentive_id, :customer_id, :lottery_entries, 'redemption:' || id,
+    :created_at
+  FROM redemption_row WHERE :lottery_entries > 0
+  ON CONFLICT (campaign_id, source_ref) DO NOTHING
+)
+SELECT (SELECT id FROM redemption_row) AS redemption_id,
+  EXISTS (SELECT FROM approved) AS approved,
+  EXISTS (SELECT FROM code_row) AS code_available,
+  EXISTS (SELECT FROM limit_row) AS within_limit,
+  EXISTS (SELECT FROM stock_row) AS in_stock,
+  (SELECT status FROM campaign_row) AS campaign_status
+""")).bindparams(bindparam("response", type_=JSONB), bindparam("created_at", type_=UTCDateTime),
+                 bindparam("trial_ends_at", type_=UTCDateTime))
+
+_TRIAL_UNIQUE = "uq_trial_grant_customer_id_incentive_id"
+
+
+def _apply_at_once(session: Session, plan: _Plan) -> int | None:
+    """Run :data:`REDEEM_AT_ONCE`; the redemption's id, None on a key conflict, or the refusal."""
+    values = _redemption_values(plan)
+    params = {
+        **{name: values[name] for name in (
+            "idempotency_key", "request_hash", "campaign_id", "arm_id", "customer_id",
+            "channel_id", "order_id", "order_amount_minor", "benefit_minor", "cost_minor",
+            "response", "created_at")},
+        "code_id": plan.code_id, "assignment_id": plan.assignment_id,
+        "per_customer_limit": plan.campaign.per_customer_limit,
+        "stock_incentive_id": plan.incentive_id if plan.arm.incentive_type == "gift" else None,
+        "incentive_id": plan.incentive_id,
+        "trial_product": plan.arm.config.product if "trial" in plan.extra else None,
+        "trial_ends_at": plan.trial_ends_at if "trial" in plan.extra else None,
+        "points": int(plan.extra.get("points", 0)),
+        "lottery_entries": int(plan.extra.get("lottery_entries", 0)),
+    }
+    try:
+        outcome = session.execute(REDEEM_AT_ONCE, params).one()
+    except IntegrityError as error:
+        if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == _TRIAL_UNIQUE:
+            raise _trial_already_granted() from None
+        raise
+    if outcome.redemption_id is not None:
+        return int(outcome.redemption_id)
+    if outcome.approved:
+        return None  # every check passed: only the idempotency key conflicted
+    # Refused -- unless a concurrent request with the same key took what was left (it is
+    # committed: this statement waited for its locks).
+    if _stored(session, plan.idempotency_key) is not None:
+        return None
+    raise _refusal(plan, outcome)
+
+
+def _refusal(plan: _Plan, outcome: Row[Any]) -> Conflict:
+    """The first check that failed, in the order they are made."""
+    if plan.code_id is not None and not outcome.code_available:
+        return CodeAlreadyRedeemed()
+    if not outcome.within_limit:
+        return CustomerLimitReached()
+    if plan.arm.incentive_type == "gift" and not outcome.in_stock:
+        return Conflict("this gift is out of stock", code="out_of_stock")
+    if outcome.campaign_status != "running":
+        return _not_redeemable(f"the campaign is {outcome.campaign_status}, not running",
+                               ("campaign_id",), "campaign_not_running")
+    return BudgetExhausted()
+
+
+def _trial_already_granted() -> Conflict:
+    return _not_redeemable("this customer already had this trial", ("campaign_id",),
+                           "trial_already_granted")
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def _apply_in_steps(session: Session, plan: _Plan) -> int | None:
+    """The same writes as :data:`REDEEM_AT_ONCE`, one statement each, in the request's
+    transaction: the row first, then each conditional update, which raises on refusal
+    (the caller's rollback undoes the row)."""
+    redemption_id = _insert_redemption(session, _redemption_values(plan))
+    if redemption_id is None:
+        return None
+    _charge(session, plan)
+    _grant(session, plan, redemption_id=redemption_id)
+    return redemption_id
+
+
+def _insert_redemption(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id (None: conflict)."""
+    from sqlalchemy.dialects import sqlite
+
+    statement = (sqlite.insert(_redemption).values(**values)
+                 .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                 .returning(_redemption.c.id))
+    inserted = session.execute(statement).scalar_one_or_none()
+    return int(inserted) if inserted is not None else None
+
+
+def _charge(session: Session, plan: _Plan) -> None:
+    """The conditional updates; each must touch exactly one row or the request fails."""
+    if plan.code_id is not None:
+        used = session.execute(
+            update(CouponCode).where(col(CouponCode.id) == plan.code_id)
+            .where((col(CouponCode.max_uses).is_(None))
+                   | (col(CouponCode.uses) < col(CouponCode.max_uses)))
+            .values(uses=CouponCode.uses + 1))
+        if used.rowcount != 1:  # type: ignore[attr-defined]
+            raise CodeAlreadyRedeemed()
+    per_customer = update(Assignment).where(col(Assignment.id) == plan.assignment_id)
+    if plan.campaign.per_customer_limit is not None:
+        per_customer = per_customer.where(
+            col(Assignment.redemption_count) < plan.campaign.per_customer_limit)
+    limited = session.execute(
+        per_customer.values(redemption_count=Assignment.redemption_count + 1))
+    if limited.rowcount != 1:  # type: ignore[attr-defined]
+        raise CustomerLimitReached()
+    if plan.arm.incentive_type == "gift":
+        stocked = session.execute(
+            update(IncentiveStock).where(col(IncentiveStock.incentive_id) == plan.incentive_id,
+                                         col(IncentiveStock.used) < col(IncentiveStock.total))
+            .values(used=IncentiveStock.used + 1))
+        if stocked.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("this gift is out of stock", code="out_of_stock")
+    cost_minor = plan.benefit.cost_minor
+    budget = update(Campaign).where(col(Campaign.id) == plan.campaign.id,
+                                    col(Campaign.status) == "running")
+    if cost_minor:
+        budget = budget.where(col(Campaign.budget_minor).is_(None)
+                              | (col(Campaign.spent_minor) + cost_minor
+                                 <= col(Campaign.budget_minor)))
+    charged = session.execute(budget.values(spent_minor=Campaign.spent_minor + cost_minor))
+    if charged.rowcount != 1:  # type: ignore[attr-defined]
+        status = session.exec(select(Campaign.status)
+                              .where(Campaign.id == plan.campaign.id)).one()
+        if status != "running":
+            raise _not_redeemable(f"the campaign is {status}, not running", ("campaign_id",),
+                                  "campaign_not_running")
+        raise BudgetExhausted()
+
+
+def _grant(session: Session, plan: _Plan, *, redemption_id: int) -> None:
+    """Type-specific effects of a redemption: trial, points, lottery entries."""
+    if "trial" in plan.extra:
+        grant = TrialGrant(customer_id=plan.customer_id, campaign_id=plan.campaign.id,
+                           incentive_id=plan.incentive_id, redemption_id=redemption_id,
+                           product=plan.arm.config.product, starts_at=plan.now,
+                           ends_at=plan.trial_ends_at)
+        try:
+            with session.begin_nested():
+                session.add(grant)
+                session.flush()
+        except IntegrityError:
+            raise _trial_already_granted() from None
+    if "points" in plan.extra:
+        session.add(PointsLedger(customer_id=plan.customer_id, campaign_id=plan.campaign.id,
+                                 delta=plan.extra["points"], reason="redemption",
+                                 source_ref=f"redemption:{redemption_id}",
+                                 created_at=plan.now))
+        session.execute(update(Customer).where(col(Customer.id) == plan.customer_id)
+                        .values(points=Customer.points + plan.extra["points"]))
+    if "lottery_entries" in plan.extra:
+        insert_ignore(session, LotteryEntry, [{
+            "campaign_id": plan.campaign.id, "incentive_id": plan.incentive_id,
+            "customer_id": plan.customer_id, "entries": plan.extra["lottery_entries"],
+            "source_ref": f"redemption:{redemption_id}", "created_at": plan.now}],
+            conflict_columns=["campaign_id", "source_ref"])
+
+
+# --------------------------------------------------------------------------- rollback
 
 
 def rollback_redemption(session: Session, *, redemption_id: int, now: datetime

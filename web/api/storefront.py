@@ -25,6 +25,7 @@ from campaigns.services.offers import customer_offers
 from campaigns.services.ratelimit import Limit, count_in_window, record_event
 from campaigns.services.redemptions import (
     RedemptionRequest,
+    autocommit,
     redeem,
     rollback_redemption,
     validate_code,
@@ -182,9 +183,12 @@ def post_redemption(
                        [{"loc": ["header", "Idempotency-Key"], "msg": "this header is required",
                          "type": "missing"}])
     data = parse_input(RedemptionRequest, body, what="redemption")
-    outcome = redeem(session, snapshot=request.app.state.catalog.snapshot(session),
-                     idempotency_key=f"{caller.api_key_id}:{idempotency_key}", request=data,
-                     now=utcnow())
+    # On PostgreSQL the redemption is one atomic statement: PostgreSQL commits it as it
+    # finishes, so the campaign row it locks is not held while the response is built.
+    with autocommit(session):
+        outcome = redeem(session, snapshot=request.app.state.catalog.snapshot(session),
+                         idempotency_key=f"{caller.api_key_id}:{idempotency_key}",
+                         request=data, now=utcnow())
     if not outcome.replayed:
         request.app.state.metrics.redemption(outcome.body)
     return JSONResponse(outcome.body, status_code=200 if outcome.replayed else 201,
