@@ -437,7 +437,7 @@ def _units(report: Report) -> Callable[[str], _Units]:
     return units
 
 
-def _interval(low: float | None, high: float | None, fmt: Callable[[float | None], str]
+def interval_text(low: float | None, high: float | None, fmt: Callable[[float | None], str]
               ) -> str:
     if low is None or high is None:
         return MISSING
@@ -635,7 +635,7 @@ def _lift_row(result: MetricResult, colour: str) -> IntervalRow | None:
     return IntervalRow(label=f"{result.arm} · {result.metric}", estimate=c.rel_lift,
                        low=c.rel_lift_ci_low, high=c.rel_lift_ci_high, colour=colour,
                        text=f"{signed(c.rel_lift)} "
-                       f"({_interval(c.rel_lift_ci_low, c.rel_lift_ci_high, signed)})")
+                       f"({interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high, signed)})")
 
 
 def forest_plot(report: Report) -> Markup | None:
@@ -740,10 +740,10 @@ def _result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[s
             "arm": result.arm, "metric": result.metric, "segment": result.segment,
             "n_control": format_count(c.control_n), "n_treatment": format_count(c.treatment_n),
             "control": unit.level(c.control_mean), "treatment": unit.level(c.treatment_mean),
-            "diff": unit.diff(c.diff), "diff_ci": _interval(c.diff_ci_low, c.diff_ci_high,
+            "diff": unit.diff(c.diff), "diff_ci": interval_text(c.diff_ci_low, c.diff_ci_high,
                                                             unit.diff),
             "rel_lift": format_percent(c.rel_lift, signed=True),
-            "rel_lift_ci": _interval(c.rel_lift_ci_low, c.rel_lift_ci_high,
+            "rel_lift_ci": interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
                                      lambda v: format_percent(v, signed=True)),
             "p_value": format_p(c.p_value, floored=c.p_value_floored),
             "p_value_holm": format_p(result.p_value_holm),
@@ -754,7 +754,7 @@ def _result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[s
     return rows
 
 
-def _economics_rows(report: Report) -> list[dict[str, Any]]:
+def economics_rows(report: Report) -> list[dict[str, Any]]:
     currency = report.campaign.currency
 
     def fmt(value: float | None, unit: str) -> str:
@@ -766,7 +766,7 @@ def _economics_rows(report: Report) -> list[dict[str, Any]]:
 
     return [{"arm": e.arm, "metric": e.metric.replace("_", " "),
              "estimate": fmt(e.estimate, e.unit),
-             "interval": _interval(e.ci_low, e.ci_high, partial(fmt, unit=e.unit)),
+             "interval": interval_text(e.ci_low, e.ci_high, partial(fmt, unit=e.unit)),
              "note": e.reason or ""} for e in report.economics]
 
 
@@ -779,7 +779,7 @@ def _guardrail_rows(report: Report) -> list[dict[str, Any]]:
              "diff": units(g.metric).diff(g.diff),
              "n": f"{g.control_n:,} / {g.treatment_n:,}",
              "level": format_percent(g.level, digits=2) if g.level is not None else "",
-             "interval": _interval(g.ci_low, g.ci_high, units(g.metric).diff),
+             "interval": interval_text(g.ci_low, g.ci_high, units(g.metric).diff),
              "p_value": format_p(g.p_value_always_valid), "harm_detected": g.harm_detected,
              "note": g.reason or ""} for g in report.guardrails]
 
@@ -792,7 +792,7 @@ def _qini_rows(report: Report) -> list[dict[str, Any]]:
              "n": f"{d.treatment_n:,} vs {d.control_n:,}",
              "treatment": format_percent(d.treatment_rate),
              "control": format_percent(d.control_rate), "uplift": format_pp(d.uplift),
-             "interval": _interval(d.uplift_ci_low, d.uplift_ci_high, format_pp)}
+             "interval": interval_text(d.uplift_ci_low, d.uplift_ci_high, format_pp)}
             for d in report.qini.deciles]
 
 
@@ -815,7 +815,7 @@ def _headline(report: Report) -> list[str]:
         text = (f"{result.arm}: {result.metric} {unit.level(c.treatment_mean)} vs "
                 f"{unit.level(c.control_mean)} in control, {unit.diff(c.diff)}")
         if c.diff_ci_low is not None and c.diff_ci_high is not None:
-            text += f" ({level} CI {_interval(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
+            text += f" ({level} CI {interval_text(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
         if result.p_value_holm is not None:
             text += f", Holm-adjusted p {format_p(result.p_value_holm)}"
         out.append(text + ".")
@@ -856,7 +856,7 @@ def render_html(report: Report) -> str:
         headline=_headline(report),
         results=_result_rows(report, report.results),
         segments=_result_rows(report, _headline_segments(report)),
-        economics=_economics_rows(report), guardrails=_guardrail_rows(report),
+        economics=economics_rows(report), guardrails=_guardrail_rows(report),
         deciles=_qini_rows(report), forest_plot=forest_plot(report),
         adoption_chart=adoption_chart(report), spend_chart=spend_chart(report),
         segment_chart=segment_chart(report), qini_chart=qini_chart(report),

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Query, Request
@@ -29,10 +28,10 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from analytics.exports import (
-    MISSING,
     MONEY_METRICS,
     ExportFormat,
     arm_colours,
+    economics_rows,
     export_bytes,
     export_filename,
     format_count,
@@ -41,6 +40,7 @@ from analytics.exports import (
     format_p,
     format_percent,
     format_pp,
+    interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
 from analytics.queries import BINARY_METRICS
@@ -163,13 +163,6 @@ def metric_label(metric: str) -> str:
     base = metric.removesuffix("_cuped")
     label = METRIC_LABELS.get(base, base.replace("_", " "))
     return f"{label} (CUPED)" if metric.endswith("_cuped") else label
-
-
-def interval_text(low: float | None, high: float | None,
-                  fmt: Callable[[float | None], str]) -> str:
-    if low is None or high is None:
-        return MISSING
-    return f"{fmt(low)} to {fmt(high)}"
 
 
 @dataclass(frozen=True)
@@ -340,22 +333,6 @@ def result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[st
                             and (c.diff_ci_low > 0 or c.diff_ci_high < 0)),
             "note": c.reason or ""})
     return rows
-
-
-def economics_rows(report: Report) -> list[dict[str, Any]]:
-    currency = report.campaign.currency
-
-    def fmt(value: float | None, unit: str) -> str:
-        if unit == "minor":
-            return format_money(value, currency)
-        if unit == "ratio":
-            return format_percent(value, signed=True)
-        return format_number(value)
-
-    return [{"arm": e.arm, "metric": e.metric.replace("_", " "),
-             "estimate": fmt(e.estimate, e.unit),
-             "interval": interval_text(e.ci_low, e.ci_high, partial(fmt, unit=e.unit)),
-             "note": e.reason or ""} for e in report.economics]
 
 
 def guardrail_rows(report: Report) -> list[dict[str, Any]]:
