@@ -26,17 +26,21 @@ first exposure. Metrics, per customer:
 
 Each customer's values are computed in one grouped subquery per source table, and the
 outer query groups by arm, returning counts, sums, sums of squares and the cross-products
-ratio metrics and CUPED need. Only one row per arm (and segment) leaves the database.
+ratio metrics and CUPED need. Only one row per arm (and segment) leaves the database;
+:func:`arm_statistics_and_adoption` adds, from the same pass, one row per arm and day for
+the adoption timeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     Integer,
     and_,
     case,
@@ -44,7 +48,9 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     select,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Subquery
@@ -72,6 +78,7 @@ CU = Customer.__table__  # type: ignore[attr-defined]
 CC = ChannelCost.__table__  # type: ignore[attr-defined]
 LD = LotteryDraw.__table__  # type: ignore[attr-defined]
 LW = LotteryWinner.__table__  # type: ignore[attr-defined]
+_ARM = Arm.__table__  # type: ignore[attr-defined]
 
 #: Metrics with one value per customer (mean metrics and binary metrics).
 MEAN_METRICS = ("adoption", "source_interactions", "cost_to_serve", "conversion", "revenue",
@@ -114,9 +121,16 @@ def goal_window(connection: Connection, campaign_id: int) -> GoalWindow:
 
 
 def shift_days(connection: Connection, column: Any, days: int) -> ColumnElement[Any]:
-    """``column + days`` in the dialect's own date arithmetic (days may be negative)."""
+    """``column + days`` (days may be negative), a day being 24 hours on both databases.
+
+    On PostgreSQL the interval is written in hours: ``timestamptz + interval 'N days'``
+    goes through the session's calendar (a daylight-saving day is 23 or 25 hours, and
+    every addition converts to local time and back, which is most of the cost of a join
+    filter evaluated on every event), while ``N * 24 hours`` is one integer addition and
+    matches SQLite's UTC arithmetic in every session time zone.
+    """
     if connection.dialect.name == "postgresql":
-        return column + literal_column(f"interval '{int(days)} days'")
+        return column + literal_column(f"interval '{24 * int(days)} hours'")
     # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'; keep that shape so that text
     # comparison with stored times stays chronological.
     return func.strftime("%Y-%m-%d %H:%M:%f000", column, f"{int(days):+d} days")
@@ -159,16 +173,23 @@ def exposures(connection: Connection, window: GoalWindow) -> Subquery:
 
 
 def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bool) -> Subquery:
-    """Per exposure (``customer_id``, ``arm_id``, ``start``): event counts and costs.
+    """Per exposure: event counts and costs, and when the customer adopted.
 
     One pass over the exposures joined with their customers' events. With
-    ``every_exposure`` the join is a left join, so every exposure has a row (zeros without
-    events) and the rest of the query can be driven from these rows; otherwise only
-    exposures with an event in range have one. The join condition already restricts
-    events to the pre-period and the window, so ``occurred_at >= start`` alone says "in
-    the window" and ``occurred_at < start`` "in the pre-period". The channel's configured
-    cost is looked up (a correlated subquery inside COALESCE) only for events recorded
-    without a cost, rather than joining ``channel_cost`` to every event.
+    ``every_exposure`` (SQLite) the join is a left join, so every exposure has a row
+    (zeros without events) and the rest of the query can be driven from these rows; the
+    rows are grouped by ``(customer_id, arm_id, start)``, which the exposures' index on
+    ``(campaign_id, customer_id)`` delivers in order. Otherwise (PostgreSQL) only
+    exposures with an event in range have a row, grouped by ``assignment_id`` alone: the
+    narrowest sort (or hash) key over every joined event. The join condition already
+    restricts events to the pre-period and the window, so ``occurred_at >= start`` alone
+    says "in the window" and ``occurred_at < start`` "in the pre-period". An event
+    recorded without a cost is charged its channel's configured cost: on SQLite a
+    correlated subquery inside COALESCE, evaluated only for those events; on PostgreSQL
+    ``channel_cost`` is hash-joined (see below).
+
+    ``adopted_at`` is the first interaction on the target channel at the goal's stage
+    within the window (NULL if none): the day the adoption timeline counts it.
     """
     in_window = E.c.occurred_at >= exposure.c.start
     in_pre = E.c.occurred_at < exposure.c.start
@@ -176,13 +197,29 @@ def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bo
     at_stage = and_(interaction, E.c.stage_id == window.stage_id)
     on_target = E.c.channel_id == window.target_channel_id
     on_source = E.c.channel_id.in_(window.source_channel_ids or (-1,))
-    configured_cost = (select(CC.c.cost_minor)
-                       .where(CC.c.channel_id == E.c.channel_id, CC.c.stage_id == E.c.stage_id)
-                       .scalar_subquery())
+    joined = exposure.join(E, and_(E.c.customer_id == exposure.c.customer_id,
+                                   E.c.occurred_at >= exposure.c.pre_start,
+                                   E.c.occurred_at < exposure.c.end),
+                           isouter=every_exposure)
+    if every_exposure:
+        configured_cost: Any = (
+            select(CC.c.cost_minor)
+            .where(CC.c.channel_id == E.c.channel_id, CC.c.stage_id == E.c.stage_id)
+            .scalar_subquery())
+        keys: list[Any] = [exposure.c.customer_id, exposure.c.arm_id, exposure.c.start]
+    else:
+        # A correlated subquery in an aggregate's argument is "parallel restricted" on
+        # PostgreSQL: the workers could then only join and sort, and every joined event
+        # would go through one process to be aggregated. Joined (hashed: one row per
+        # channel and stage), the configured cost lets each worker aggregate its events.
+        joined = joined.outerjoin(CC, and_(CC.c.channel_id == E.c.channel_id,
+                                           CC.c.stage_id == E.c.stage_id))
+        configured_cost = CC.c.cost_minor
+        keys = [exposure.c.assignment_id]
     cost = func.coalesce(E.c.cost_minor, configured_cost, 0)
     return (
         select(
-            exposure.c.customer_id, exposure.c.arm_id, exposure.c.start,
+            *keys,
             _count_where(and_(at_stage, on_target, in_window)).label("target_n"),
             _count_where(and_(at_stage, in_window)).label("stage_n"),
             _count_where(and_(at_stage, on_source, in_window)).label("source_n"),
@@ -192,12 +229,11 @@ def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bo
             _count_where(and_(at_stage, on_target, in_pre)).label("target_pre_n"),
             _count_where(and_(at_stage, on_source, in_pre)).label("source_pre_n"),
             _sum_where(cost, and_(interaction, in_pre)).label("cost_pre"),
+            func.min(E.c.occurred_at).filter(and_(at_stage, on_target, in_window))
+            .label("adopted_at"),
         )
-        .select_from(exposure.join(E, and_(E.c.customer_id == exposure.c.customer_id,
-                                           E.c.occurred_at >= exposure.c.pre_start,
-                                           E.c.occurred_at < exposure.c.end),
-                                   isouter=every_exposure))
-        .group_by(exposure.c.customer_id, exposure.c.arm_id, exposure.c.start)
+        .select_from(joined)
+        .group_by(*keys)
     ).subquery("events")
 
 
@@ -257,7 +293,7 @@ def _per_customer(connection: Connection, window: GoalWindow,
     incentive_cost = (zero_if_none(redemptions.c.incentive_cost)
                       + zero_if_none(prizes.c.prize_value))
     joined = driver if every_exposure else exposure.outerjoin(
-        events, events.c.customer_id == customer_id)
+        events, events.c.assignment_id == exposure.c.assignment_id)
     joined = (joined.outerjoin(conversions, conversions.c.customer_id == customer_id)
               .outerjoin(redemptions, redemptions.c.customer_id == customer_id)
               .outerjoin(prizes, prizes.c.customer_id == customer_id))
@@ -282,6 +318,7 @@ def _per_customer(connection: Connection, window: GoalWindow,
             _flag(counts["target_pre_n"] > 0).label("adoption_pre"),
             counts["source_pre_n"].label("source_interactions_pre"),
             counts["cost_pre"].label("cost_to_serve_pre"),
+            events.c.adopted_at,
         )
         .select_from(joined)
     ).subquery("per_customer")
@@ -291,6 +328,31 @@ def customer_metrics(connection: Connection, window: GoalWindow) -> Subquery:
     """One row per assigned customer with every metric, its pre-period value and every
     segment attribute (:data:`SEGMENT_COLUMNS`)."""
     return _per_customer(connection, window, SEGMENT_COLUMNS)
+
+
+def utc_day(connection: Connection, column: Any) -> ColumnElement[Any]:
+    """The UTC calendar day of a timestamp: a ``date`` on PostgreSQL, 'YYYY-MM-DD' on SQLite.
+
+    Written without bound parameters, so the same expression can be grouped by.
+    """
+    if connection.dialect.name == "postgresql":
+        # The session time zone must not move a timestamp across midnight.
+        return cast(func.timezone(literal_column("'UTC'"), column), Date)
+    return func.date(column)  # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS...'
+
+
+def as_date(value: date | str) -> date:
+    """A day as :func:`utc_day` returns it, as a ``date``."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class DailyAdoption:
+    """Per (arm id, UTC day): customers first exposed that day, and customers who adopted
+    that day (their first target-channel interaction at the goal's stage in their window)."""
+
+    exposed: dict[tuple[int, date], int]
+    adopted: dict[tuple[int, date], int]
 
 
 def arm_statistics(connection: Connection, campaign_id: int, *,
@@ -306,6 +368,82 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
     at their revenue), ``incentive_adoption_cross`` (sum of incentive cost * adoption) and
     ``net_value_incentive_cross`` (sum of net value * incentive cost).
     """
+    per, segment_value = _grouped_customers(connection, campaign_id, segment)
+    stats = (select(per.c.arm_id, segment_value.label("segment_value"),
+                    func.count().label("n"), *_sums(per))
+             # Grouped by ids only (a few groups, hashed rather than sorted); the arm's
+             # name and flag are joined to those few rows afterwards.
+             .group_by(per.c.arm_id, *([per.c[segment]] if segment else []))
+             ).subquery("stats")
+    query = (select(stats.c.arm_id, _ARM.c.name.label("arm"), _ARM.c.is_control,
+                    *(column for column in stats.c if column.name != "arm_id"))
+             .select_from(stats.join(_ARM, _ARM.c.id == stats.c.arm_id))
+             .order_by(_ARM.c.position, stats.c.segment_value))
+    return [_plain(row._mapping) for row in connection.execute(query)]
+
+
+def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
+                                segment: str | None = None
+                                ) -> tuple[list[dict[str, Any]], DailyAdoption]:
+    """:func:`arm_statistics` and the daily exposures and adoptions of each arm, from one
+    pass over the campaign's exposures and events.
+
+    The per-customer rows are first summed per (arm, segment value, day of adoption):
+    a few cells per arm and segment value, whatever the number of customers. One
+    statement then adds the cells up two ways (per arm and segment value: the
+    statistics; per arm and adoption day) and counts the exposures per arm and day from
+    the assignments, so only those rows reach Python and the figures are identical to
+    :func:`arm_statistics`.
+    """
+    per, segment_value = _grouped_customers(connection, campaign_id, segment)
+    days = select(per, segment_value.label("segment_value"),
+                  utc_day(connection, per.c.adopted_at).label("adopted_day")
+                  ).subquery("per_customer_days")
+    sums = _sums(days)
+    keys = (days.c.arm_id, days.c.segment_value, days.c.adopted_day)
+    # A few cells per arm and segment value (one per adoption day), hashed.
+    cells = (select(*keys, func.count().label("n"), *sums).group_by(*keys)).cte("cells")
+    names = ["n", *(column.name for column in sums)]
+    position = (select(_ARM.c.position).where(_ARM.c.id == cells.c.arm_id)
+                .scalar_subquery())
+    no_value = null()
+    statistics = (select(literal(0).label("part"), cells.c.arm_id,
+                         position.label("position"), cells.c.segment_value,
+                         no_value.label("day"),
+                         *(func.sum(cells.c[name]).label(name) for name in names))
+                  .group_by(cells.c.arm_id, cells.c.segment_value))
+    adopted = (select(literal(2), cells.c.arm_id, no_value, no_value, cells.c.adopted_day,
+                      func.sum(cells.c.n), *(no_value for _ in names[1:]))
+               .where(cells.c.adopted_day.is_not(None))
+               .group_by(cells.c.arm_id, cells.c.adopted_day))
+    # Exposures by day need no events: the assignments alone.
+    exposed_day = utc_day(connection, A.c.first_exposed_at)
+    exposed = (select(literal(1), A.c.arm_id, no_value, no_value, exposed_day,
+                      func.count(), *(no_value for _ in names[1:]))
+               .where(A.c.campaign_id == campaign_id)
+               .group_by(A.c.arm_id, exposed_day))
+    union = union_all(statistics, exposed, adopted).subquery("parts")
+    query = (select(union, _ARM.c.name.label("arm"), _ARM.c.is_control)
+             .select_from(union.join(_ARM, _ARM.c.id == union.c.arm_id))
+             .order_by(union.c.part, union.c.position, union.c.segment_value, union.c.day))
+    rows: list[dict[str, Any]] = []
+    daily = DailyAdoption(exposed={}, adopted={})
+    for row in connection.execute(query):
+        mapping = row._mapping
+        if mapping["part"] == 0:
+            rows.append(_plain({"arm_id": mapping["arm_id"], "arm": mapping["arm"],
+                                "is_control": mapping["is_control"],
+                                "segment_value": mapping["segment_value"],
+                                **{name: mapping[name] for name in names}}))
+        else:
+            counts = daily.exposed if mapping["part"] == 1 else daily.adopted
+            counts[(mapping["arm_id"], as_date(mapping["day"]))] = int(mapping["n"])
+    return rows, daily
+
+
+def _grouped_customers(connection: Connection, campaign_id: int,
+                       segment: str | None) -> tuple[Subquery, ColumnElement[Any]]:
+    """The per-customer rows of the campaign with ``segment`` and its grouping value."""
     if segment is not None and segment not in SEGMENT_COLUMNS:
         raise ValueError(f"unknown segment column '{segment}'; use one of "
                          f"{', '.join(SEGMENT_COLUMNS)}")
@@ -313,8 +451,12 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
                         (segment,) if segment else ())
     segment_value = (cast(per.c[segment], Integer) if segment == "is_new"
                      else per.c[segment]) if segment else literal("all")
-    columns: list[Any] = [per.c.arm_id, segment_value.label("segment_value"),
-                          func.count().label("n")]
+    return per, segment_value
+
+
+def _sums(per: Any) -> list[Any]:
+    """The sums :func:`arm_statistics` returns (every key but the group's and ``n``)."""
+    columns: list[Any] = []
     for metric in MEAN_METRICS:
         value = per.c[metric]
         columns += [func.sum(value).label(f"{metric}_sum"),
@@ -337,18 +479,11 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
                 func.sum(per.c.incentive_cost * per.c.adoption).label("incentive_adoption_cross"),
                 func.sum(per.c.net_value * per.c.incentive_cost)
                 .label("net_value_incentive_cross")]
-    # Grouped by ids only (a few groups, hashed rather than sorted); the arm's name and
-    # flag are joined to those few rows afterwards.
-    stats = (select(*columns)
-             .group_by(per.c.arm_id, *([per.c[segment]] if segment else []))
-             ).subquery("stats")
-    arms = Arm.__table__  # type: ignore[attr-defined]
-    query = (select(stats.c.arm_id, arms.c.name.label("arm"), arms.c.is_control,
-                    *(column for column in stats.c if column.name != "arm_id"))
-             .select_from(stats.join(arms, arms.c.id == stats.c.arm_id))
-             .order_by(arms.c.position, stats.c.segment_value))
+    return columns
+
+
+def _plain(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     # Sums of integers come back as Decimal on PostgreSQL (numeric) and int on SQLite.
-    return [{key: (int(value) if isinstance(value, int | Decimal) and not isinstance(value, bool)
-                   else value)
-             for key, value in row._mapping.items()}
-            for row in connection.execute(query)]
+    return {key: (int(value) if isinstance(value, int | Decimal) and not isinstance(value, bool)
+                  else value)
+            for key, value in mapping.items()}

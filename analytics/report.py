@@ -20,15 +20,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from analytics.economics import EconomicsResult, economics_from_rows
 from analytics.guardrails import GUARDRAILS, GuardrailResult, assess_guardrails
 from analytics.imported import imported_metrics
-from analytics.queries import goal_window, shift_days
-from analytics.reports import PRIMARY_METRICS, MetricResult, campaign_results
+from analytics.queries import DailyAdoption, arm_statistics_and_adoption
+from analytics.reports import (
+    PRIMARY_METRICS,
+    CampaignResults,
+    MetricResult,
+    campaign_results,
+    compare_arms,
+    sample_ratio,
+)
 from analytics.segments import (
     QiniResult,
     campaign_and_segment_results,
@@ -50,7 +57,6 @@ from campaigns.models import (
     Campaign,
     CampaignOrigin,
     Channel,
-    ChannelEvent,
     ExperimentMetric,
     ExperimentMetricKind,
     Incentive,
@@ -85,7 +91,6 @@ _GOAL = MigrationGoal.__table__  # type: ignore[attr-defined]
 _STAGE = Stage.__table__  # type: ignore[attr-defined]
 _CHANNEL = Channel.__table__  # type: ignore[attr-defined]
 _ASSIGNMENT = Assignment.__table__  # type: ignore[attr-defined]
-_EVENT = ChannelEvent.__table__  # type: ignore[attr-defined]
 _REDEMPTION = Redemption.__table__  # type: ignore[attr-defined]
 _EXPERIMENT_METRIC = ExperimentMetric.__table__  # type: ignore[attr-defined]
 
@@ -477,16 +482,26 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     if segment is not None:
         segment = choose_segment(connection, campaign_id, segment)
     sections: dict[str, Any] = {}
+    daily: DailyAdoption | None = None
     if live and not _has_exposures(connection, campaign_id):
         arm_rows: list[dict[str, Any]] = []
         results: list[MetricResult] = []
         srm = SrmResult(p_value=None, chi2=None, flagged=False, reason="no units assigned yet")
     else:
-        if segment is None:
-            outcome = campaign_results(connection, campaign_id, alpha=alpha)
-        else:
+        live_rows: list[dict[str, Any]] | None = None
+        if live:
+            # One pass over the exposures and events: every statistic and the timeline.
+            live_rows, daily = arm_statistics_and_adoption(connection, campaign_id,
+                                                           segment=segment)
+        if segment is not None:
             outcome, sections["segments"] = campaign_and_segment_results(
-                connection, campaign_id, segment, alpha=alpha)
+                connection, campaign_id, segment, alpha=alpha, rows=live_rows)
+        elif live_rows is not None:
+            outcome = CampaignResults(campaign_id=campaign_id, arms=live_rows,
+                                      results=compare_arms(live_rows, alpha=alpha),
+                                      srm=sample_ratio(connection, campaign_id, live_rows))
+        else:
+            outcome = campaign_results(connection, campaign_id, alpha=alpha)
         arm_rows, results, srm = outcome.arms, outcome.results, outcome.srm
         if live:
             sections["economics"] = economics_from_rows(arm_rows, alpha=alpha)
@@ -510,7 +525,8 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
         arms=_arms(connection, campaign_id, arm_rows),
         srm=srm,
         results=results,
-        timeline=adoption_timeline(connection, campaign_id) if live and arm_rows else [],
+        timeline=(_timeline_points(connection, campaign_id, daily)
+                  if daily is not None and arm_rows else []),
         spend=spend_timeline(connection, campaign_id, now=generated_at) if live else [],
         **sections,
     )
@@ -602,11 +618,6 @@ def _utc_day(connection: Connection, column: Any) -> ColumnElement[str]:
     return func.date(column)  # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS...'
 
 
-def _counts_by_day(connection: Connection, statement: Any) -> dict[tuple[Any, date], int]:
-    return {(key, date.fromisoformat(day)): int(count)
-            for key, day, count in connection.execute(statement)}
-
-
 def sample_days(days: Sequence[date], max_points: int = MAX_SERIES_POINTS) -> list[date]:
     """At most ``max_points`` of ``days``, evenly spaced, always keeping the last one."""
     if max_points < 1:
@@ -621,33 +632,21 @@ def _day_span(first: date, last: date) -> list[date]:
 
 def adoption_timeline(connection: Connection, campaign_id: int, *,
                       max_points: int = MAX_SERIES_POINTS) -> list[TimelinePoint]:
-    """Cumulative exposures and adoptions by UTC day and arm, from two grouped queries.
+    """Cumulative exposures and adoptions by UTC day and arm.
 
     A customer adopts on the day of their first interaction on the goal's target channel
-    at its stage within their window, the same definition as the ``adoption`` metric, so
+    at its stage within their window, the same definition as the ``adoption`` metric (and
+    from the same aggregation, :func:`analytics.queries.arm_statistics_and_adoption`), so
     once every window has closed the last point of each arm equals that arm's adoption
     count. Only (arm, day) counts leave the database.
     """
-    window = goal_window(connection, campaign_id)
-    a, e = _ASSIGNMENT, _EVENT
-    start = a.c.first_exposed_at
-    adopted = (
-        select(a.c.arm_id, func.min(e.c.occurred_at).label("adopted_at"))
-        .select_from(a.join(e, and_(
-            e.c.customer_id == a.c.customer_id, e.c.kind == "interaction",
-            e.c.stage_id == window.stage_id, e.c.channel_id == window.target_channel_id,
-            e.c.occurred_at >= start,
-            e.c.occurred_at < shift_days(connection, start, window.window_days))))
-        .where(a.c.campaign_id == campaign_id)
-        .group_by(a.c.id, a.c.arm_id)
-    ).subquery("adopted")
-    exposed_day = _utc_day(connection, start)
-    exposures = _counts_by_day(connection, select(a.c.arm_id, exposed_day, func.count())
-                               .where(a.c.campaign_id == campaign_id)
-                               .group_by(a.c.arm_id, exposed_day))
-    adopted_day = _utc_day(connection, adopted.c.adopted_at)
-    adoptions = _counts_by_day(connection, select(adopted.c.arm_id, adopted_day, func.count())
-                               .group_by(adopted.c.arm_id, adopted_day))
+    _, daily = arm_statistics_and_adoption(connection, campaign_id)
+    return _timeline_points(connection, campaign_id, daily, max_points=max_points)
+
+
+def _timeline_points(connection: Connection, campaign_id: int, daily: DailyAdoption, *,
+                     max_points: int = MAX_SERIES_POINTS) -> list[TimelinePoint]:
+    exposures, adoptions = daily.exposed, daily.adopted
     if not exposures:
         return []
     days = [day for _, day in (*exposures, *adoptions)]

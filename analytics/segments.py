@@ -165,19 +165,23 @@ def segment_results(connection: Connection, campaign_id: int, segment: str, *,
 
 
 def campaign_and_segment_results(connection: Connection, campaign_id: int, segment: str, *,
-                                 alpha: float = 0.05
+                                 alpha: float = 0.05,
+                                 rows: Sequence[dict[str, Any]] | None = None
                                  ) -> tuple[CampaignResults, list[MetricResult]]:
     """``campaign_results`` and ``segment_results`` together, from one pass over the data.
 
     Sufficient statistics are sums, so an arm's whole-campaign row is the sum of its rows
     per segment value: one aggregation — the expensive part of a report, every exposure
     joined with its events — serves both, and a report with a breakdown costs what one
-    without it does. The figures are identical to the two separate calls.
+    without it does. The figures are identical to the two separate calls. ``rows``, for
+    a live campaign, are that aggregation's rows when the caller already has them
+    (:func:`analytics.queries.arm_statistics_and_adoption` with the same ``segment``).
     """
     if _check_segment(connection, campaign_id, segment):
         return (campaign_results(connection, campaign_id, alpha=alpha),
                 segment_results(connection, campaign_id, segment, alpha=alpha))
-    rows = arm_statistics(connection, campaign_id, segment=segment)
+    if rows is None:
+        rows = arm_statistics(connection, campaign_id, segment=segment)
     overall = collapse_segments(rows)
     whole = CampaignResults(campaign_id=campaign_id, arms=overall,
                             results=compare_arms(overall, alpha=alpha),

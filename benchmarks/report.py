@@ -7,8 +7,9 @@ process that computes it peaks below 1 GiB, on PostgreSQL and on SQLite.
 * **report**: :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
   exactly what the API and ``channelshift report`` produce: one aggregation pass (every
   metric of every arm and segment value; CUPED, Holm, SRM, economics, guardrails from its
-  rows) plus the adoption and spend timelines. Only a few rows per arm and segment come
-  back to Python. Its parts are timed again afterwards to show where the time goes.
+  rows; the adoption timeline from the same pass) plus the spend timeline. Only a few
+  rows per arm, segment value and day come back to Python. Its parts are timed again
+  afterwards to show where the time goes.
 * **bare**: ``SELECT arm_id, count(*), sum(cost_minor) FROM assignment JOIN channel_event
   ON customer_id GROUP BY arm_id`` over the same campaign: one pass over the same join,
   the least any report of those rows has to do.
@@ -412,11 +413,11 @@ def measure(url: str, schema: str | None, campaign_id: int,
 
     The report is :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
     exactly what ``GET .../report`` and ``channelshift report`` produce. Its parts (the
-    one aggregation pass, the adoption timeline, the spend timeline) are timed again
+    one aggregation pass with the adoption timeline's counts, the spend timeline) are timed again
     afterwards to show where the time goes; they are not part of the ratio.
     """
-    from analytics.queries import arm_statistics
-    from analytics.report import adoption_timeline, build_report, spend_timeline
+    from analytics.queries import arm_statistics_and_adoption
+    from analytics.report import build_report, spend_timeline
 
     baseline = peak_rss_mib()
     engine = build_engine(url, schema=schema)
@@ -436,9 +437,8 @@ def measure(url: str, schema: str | None, campaign_id: int,
         after = timed(lambda: connection.execute(text(BARE), parameters).all())
         now = reports[0].generated_at
         parts = {
-            f"arm_statistics(segment={SEGMENT!r})": timed(
-                lambda: arm_statistics(connection, campaign_id, segment=SEGMENT)),
-            "adoption_timeline": timed(lambda: adoption_timeline(connection, campaign_id)),
+            f"arm_statistics_and_adoption(segment={SEGMENT!r})": timed(
+                lambda: arm_statistics_and_adoption(connection, campaign_id, segment=SEGMENT)),
             "spend_timeline": timed(lambda: spend_timeline(connection, campaign_id, now=now)),
         }
     engine.dispose()
@@ -460,13 +460,15 @@ def measure_in_child(url: str, schema: str | None, campaign_id: int,
 
 
 def explain(engine: Engine, campaign_id: int) -> None:
-    """Print the plan of the report's aggregation query (per arm and ``SEGMENT`` value).
+    """Print the plan of the report's aggregation query (per arm and ``SEGMENT`` value,
+    with the adoption timeline's daily counts).
 
-    The statement and its parameters are captured from a real run of ``arm_statistics``
+    The statement and its parameters are captured from a real run of
+    ``arm_statistics_and_adoption``
     (so this costs one extra report query); PostgreSQL then shows EXPLAIN ANALYZE with
     actual times, SQLite its EXPLAIN QUERY PLAN.
     """
-    from analytics.queries import arm_statistics
+    from analytics.queries import arm_statistics_and_adoption
 
     captured: list[tuple[str, Any]] = []
 
@@ -477,7 +479,7 @@ def explain(engine: Engine, campaign_id: int) -> None:
     with engine.connect() as connection:
         event.listen(connection, "before_cursor_execute", capture)
         try:
-            arm_statistics(connection, campaign_id, segment=SEGMENT)
+            arm_statistics_and_adoption(connection, campaign_id, segment=SEGMENT)
         finally:
             event.remove(connection, "before_cursor_execute", capture)
         statement, parameters = captured[-1]
