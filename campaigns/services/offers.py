@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, any_, bindparam, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -26,8 +26,11 @@ from campaigns.db import insert_ignore
 from campaigns.incentives.codes import generate_code
 from campaigns.models import Assignment, Campaign, CouponCode, Customer
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
-from campaigns.services.customers import customer_attributes
-from campaigns.types import UTCDateTime
+from campaigns.services.customers import (
+    CustomerAttributes,
+    customer_attributes,
+    get_or_create_customer,
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,8 @@ class OfferView:
     redemptions_left: int | None
 
 
-def _candidates(snapshot: Snapshot, *, customer: Customer, stage_key: str | None,
+def _candidates(snapshot: Snapshot, *, attributes: dict[str, object], stage_key: str | None,
                 now: datetime) -> list[CampaignConfig]:
-    attributes = customer_attributes(customer)
     return [
         campaign for campaign in snapshot.campaigns
         if (stage_key is None or campaign.stage_key == stage_key)
@@ -70,76 +72,69 @@ def resolve_stacking(candidates: list[CampaignConfig]) -> list[CampaignConfig]:
 
 
 @dataclass(frozen=True)
+class IssuedCode:
+    """The customer's own coupon code in a campaign, as far as an offer needs it."""
+
+    code: str
+    expires_at: datetime | None
+    uses: int
+    max_uses: int | None
+
+
+@dataclass(frozen=True)
 class Exposure:
     """A customer's standing in one campaign, read in the same query as the exposure."""
 
-    assignment: Assignment
+    arm_id: int
+    redemption_count: int
     spent_minor: int
-    code: CouponCode | None
+    code: IssuedCode | None
+
+
+def _assignment_rows(campaigns: list[CampaignConfig], *, external_id: str
+                     ) -> list[tuple[int, int, int]]:
+    """(campaign id, arm id, allocation period) of each campaign that assigns customers."""
+    rows = []
+    for campaign in campaigns:
+        if not campaign.allocation:
+            continue
+        arm = choose_arm(salt=campaign.salt, customer_id=external_id,
+                         arms=list(campaign.allocation), period=campaign.period)
+        rows.append((campaign.id, arm.id, campaign.period))
+    return rows
 
 
 def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Customer,
            channel_id: int | None, now: datetime) -> dict[int, Exposure]:
     """Assign and record first exposure once; returns the customer's standing per campaign.
 
-    Two round trips whatever the number of campaigns: one INSERT ... ON CONFLICT DO NOTHING
+    Two statements whatever the number of campaigns: one INSERT ... ON CONFLICT DO NOTHING
     of every assignment (the unique (campaign, customer) key makes the first exposure win;
     a concurrent request for the same customer waits for it and keeps its arm and time),
     then one SELECT of the assignments with the campaigns' spend and any issued code.
+    PostgreSQL does both in one statement (see :mod:`campaigns.services.offers_postgresql`).
     """
     assert customer.id is not None
-    rows = []
-    for campaign in campaigns:
-        if not campaign.allocation:
-            continue
-        arm = choose_arm(salt=campaign.salt, customer_id=customer.external_id,
-                         arms=list(campaign.allocation), period=campaign.period)
-        rows.append({
-            "campaign_id": campaign.id, "customer_id": customer.id, "arm_id": arm.id,
-            "allocation_period": campaign.period, "first_exposed_at": now,
-            "exposure_channel_id": channel_id, "redemption_count": 0,
-        })
-    ids = [campaign.id for campaign in campaigns]
-    if session.get_bind().dialect.name == "postgresql":
-        _insert_assignments_postgresql(session, rows)
-        in_campaigns = col(Assignment.campaign_id) == any_(
-            bindparam("campaign_ids", value=ids, type_=ARRAY(BigInteger)))
-    else:
-        insert_ignore(session, Assignment, rows, conflict_columns=["campaign_id", "customer_id"])
-        in_campaigns = col(Assignment.campaign_id).in_(ids)
-    standing = session.exec(
-        select(Assignment, Campaign.spent_minor, CouponCode)
+    rows = _assignment_rows(campaigns, external_id=customer.external_id)
+    insert_ignore(session, Assignment, [
+        {"campaign_id": campaign_id, "customer_id": customer.id, "arm_id": arm_id,
+         "allocation_period": period, "first_exposed_at": now,
+         "exposure_channel_id": channel_id, "redemption_count": 0}
+        for campaign_id, arm_id, period in rows], conflict_columns=["campaign_id", "customer_id"])
+    standing = session.execute(
+        sa_select(col(Assignment.campaign_id), col(Assignment.arm_id),
+                  col(Assignment.redemption_count), col(Campaign.spent_minor),
+                  col(CouponCode.code), col(CouponCode.expires_at), col(CouponCode.uses),
+                  col(CouponCode.max_uses))
         .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
         .outerjoin(CouponCode, and_(col(CouponCode.campaign_id) == Assignment.campaign_id,
                                     col(CouponCode.customer_id) == Assignment.customer_id))
-        .where(Assignment.customer_id == customer.id, in_campaigns)
+        .where(col(Assignment.customer_id) == customer.id,
+               col(Assignment.campaign_id).in_([campaign.id for campaign in campaigns]))
     ).all()
-    return {assignment.campaign_id: Exposure(assignment, spent, code)
-            for assignment, spent, code in standing}
-
-
-_INSERT_ASSIGNMENTS = text(
-    "INSERT INTO assignment (campaign_id, customer_id, arm_id, allocation_period, "
-    "first_exposed_at, exposure_channel_id, redemption_count) "
-    "SELECT t.campaign_id, :customer_id, t.arm_id, t.period, :now, :channel_id, 0 "
-    "FROM unnest(CAST(:campaign_ids AS bigint[]), CAST(:arm_ids AS bigint[]), "
-    "CAST(:periods AS integer[])) AS t(campaign_id, arm_id, period) "
-    "ON CONFLICT (campaign_id, customer_id) DO NOTHING"
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-
-def _insert_assignments_postgresql(session: Session, rows: list[dict[str, Any]]) -> None:
-    """The same INSERT ... ON CONFLICT DO NOTHING as elsewhere, as one statement whose text
-    does not depend on the number of campaigns (arrays + unnest), so PostgreSQL keeps it
-    prepared and SQLAlchemy compiles it once."""
-    if not rows:
-        return
-    session.execute(_INSERT_ASSIGNMENTS, {
-        "customer_id": rows[0]["customer_id"], "now": rows[0]["first_exposed_at"],
-        "channel_id": rows[0]["exposure_channel_id"],
-        "campaign_ids": [row["campaign_id"] for row in rows],
-        "arm_ids": [row["arm_id"] for row in rows],
-        "periods": [row["allocation_period"] for row in rows]})
+    return {campaign_id: Exposure(arm_id, count, spent,
+                                  IssuedCode(code, expires, uses, max_uses) if code else None)
+            for campaign_id, arm_id, count, spent, code, expires, uses, max_uses in standing}
 
 
 def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
@@ -151,14 +146,14 @@ def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> dat
 
 
 def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
-               customer: Customer, now: datetime) -> CouponCode:
+               customer_id: int, now: datetime) -> IssuedCode:
     """Give the customer one unique code: the next unissued one of the batch, or a new one.
 
     Claiming is one conditional UPDATE (``SKIP LOCKED`` on PostgreSQL, so concurrent
     claims take different codes); the unique (campaign, customer) index on issued codes
     settles a race between two first exposures of the same customer.
     """
-    assert customer.id is not None and arm.incentive_id is not None
+    assert arm.incentive_id is not None
     expires_at = _code_expiry(arm, campaign, now)
     unissued = (select(CouponCode.id)
                 .where(CouponCode.campaign_id == campaign.id,
@@ -167,18 +162,19 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
                 .order_by(col(CouponCode.id)).limit(1).with_for_update(skip_locked=True))
     claim = (update(CouponCode)
              .where(col(CouponCode.id) == unissued.scalar_subquery())
-             .values(customer_id=customer.id, issued_at=now, expires_at=expires_at)
+             .values(customer_id=customer_id, issued_at=now, expires_at=expires_at)
              .returning(col(CouponCode.id)))
-    issued = (select(CouponCode).where(CouponCode.campaign_id == campaign.id,
-                                       CouponCode.customer_id == customer.id)
-              .execution_options(populate_existing=True))
+    issued = (select(CouponCode.code, CouponCode.expires_at, CouponCode.uses,
+                     CouponCode.max_uses)
+              .where(CouponCode.campaign_id == campaign.id,
+                     CouponCode.customer_id == customer_id))
     for _attempt in range(5):
         try:
             with session.begin_nested():
                 if session.execute(claim).scalar_one_or_none() is None:
                     session.add(CouponCode(
                         code=_fresh_code(arm), incentive_id=arm.incentive_id,
-                        campaign_id=campaign.id, customer_id=customer.id, max_uses=1,
+                        campaign_id=campaign.id, customer_id=customer_id, max_uses=1,
                         issued_at=now, expires_at=expires_at))
                     session.flush()
         except IntegrityError:
@@ -186,10 +182,23 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
             # the random code collided with an existing one (try another).
             existing = session.exec(issued).first()
             if existing is not None:
-                return existing
+                return IssuedCode(*existing)
             continue
-        return session.exec(issued).one()
+        return IssuedCode(*session.exec(issued).one())
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
+
+
+def _issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
+                customer_id: int, now: datetime) -> IssuedCode:
+    if session.get_bind().dialect.name != "postgresql":
+        return issue_code(session, campaign=campaign, arm=arm, customer_id=customer_id, now=now)
+    from campaigns.services import offers_postgresql
+
+    assert arm.incentive_id is not None
+    return IssuedCode(*offers_postgresql.issue_code(
+        session, campaign_id=campaign.id, incentive_id=arm.incentive_id,
+        customer_id=customer_id, expires_at=_code_expiry(arm, campaign, now), now=now,
+        fresh_code=lambda: _fresh_code(arm)))
 
 
 def _fresh_code(arm: ArmConfig) -> str:
@@ -206,52 +215,78 @@ def _shared_code(arm: ArmConfig) -> str | None:
 
 
 def customer_offers(
-    session: Session, *, snapshot: Snapshot, customer: Customer, channel_key: str | None,
-    stage_key: str | None, now: datetime,
+    session: Session, *, snapshot: Snapshot, external_id: str,
+    attributes: CustomerAttributes, channel_key: str | None, stage_key: str | None,
+    now: datetime,
 ) -> list[OfferView]:
-    """Resolve, expose and describe the customer's offers (see the module docstring)."""
-    chosen = resolve_stacking(_candidates(snapshot, customer=customer, stage_key=stage_key,
-                                          now=now))
-    if not chosen:
-        return []
+    """Resolve, expose and describe the customer's offers (see the module docstring).
+
+    An unknown customer is created with ``attributes``. On PostgreSQL the customer and the
+    exposures are one statement each, run on the request's connection without the ORM
+    (:mod:`campaigns.services.offers_postgresql`); elsewhere through the ORM.
+    """
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
-    exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
-                       now=now)
-    offers = []
-    for campaign in chosen:
-        exposure = exposures.get(campaign.id)
-        arm = campaign.arm(exposure.assignment.arm_id) if exposure else None
-        if exposure is None or arm is None or arm.is_control:
-            continue
-        left = None
-        if campaign.per_customer_limit is not None:
-            left = campaign.per_customer_limit - exposure.assignment.redemption_count
-            if left <= 0:
-                continue
-        if campaign.budget_minor is not None:
-            remaining = campaign.budget_minor - exposure.spent_minor
-            if remaining <= 0 or remaining < arm.unit_cost_minor:
-                continue
-        assert arm.offer is not None and arm.incentive_type is not None
-        code_value: str | None = None
-        expires_at = campaign.ends_at
-        if arm.needs_code:
-            code_value = _shared_code(arm)
-            if code_value is None:
-                code = exposure.code
-                if code is None:
-                    code = issue_code(session, campaign=campaign, arm=arm, customer=customer,
-                                      now=now)
-                code_value, expires_at = code.code, code.expires_at or campaign.ends_at
-                if code.expires_at is not None and code.expires_at <= now:
-                    continue
-                if code.max_uses is not None and code.uses >= code.max_uses:
-                    continue
-        offers.append(OfferView(
-            campaign_id=campaign.id, campaign_name=campaign.name, arm=arm.name,
-            incentive_type=arm.incentive_type, title=arm.offer.title,
-            description=arm.offer.description, terms=arm.offer.terms,
-            benefit=dict(arm.offer.benefit_summary), code=code_value, expires_at=expires_at,
-            redemptions_left=left,
-        ))
-    return offers
+    if session.get_bind().dialect.name == "postgresql":
+        from campaigns.services import offers_postgresql
+
+        customer_id, customer_attrs = offers_postgresql.get_or_create_customer(
+            session, external_id=external_id, attributes=attributes)
+        chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attrs,
+                                              stage_key=stage_key, now=now))
+        if not chosen:
+            return []
+        exposures = offers_postgresql.expose(
+            session, rows=_assignment_rows(chosen, external_id=external_id),
+            campaign_ids=[campaign.id for campaign in chosen], customer_id=customer_id,
+            channel_id=channel_id, now=now)
+    else:
+        customer = get_or_create_customer(session, external_id=external_id,
+                                          attributes=attributes)
+        assert customer.id is not None
+        customer_id = customer.id
+        chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes(customer),
+                                              stage_key=stage_key, now=now))
+        if not chosen:
+            return []
+        exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
+                           now=now)
+    return [offer for campaign in chosen
+            if (offer := _offer(session, campaign, exposures.get(campaign.id),
+                                customer_id=customer_id, now=now)) is not None]
+
+
+def _offer(session: Session, campaign: CampaignConfig, exposure: Exposure | None, *,
+           customer_id: int, now: datetime) -> OfferView | None:
+    """What the customer is offered in one campaign, or None (control, limits, budget)."""
+    arm = campaign.arm(exposure.arm_id) if exposure else None
+    if exposure is None or arm is None or arm.is_control:
+        return None
+    left = None
+    if campaign.per_customer_limit is not None:
+        left = campaign.per_customer_limit - exposure.redemption_count
+        if left <= 0:
+            return None
+    if campaign.budget_minor is not None:
+        remaining = campaign.budget_minor - exposure.spent_minor
+        if remaining <= 0 or remaining < arm.unit_cost_minor:
+            return None
+    assert arm.offer is not None and arm.incentive_type is not None
+    code_value: str | None = None
+    expires_at = campaign.ends_at
+    if arm.needs_code:
+        code_value = _shared_code(arm)
+        if code_value is None:
+            code = exposure.code or _issue_code(session, campaign=campaign, arm=arm,
+                                                customer_id=customer_id, now=now)
+            code_value, expires_at = code.code, code.expires_at or campaign.ends_at
+            if code.expires_at is not None and code.expires_at <= now:
+                return None
+            if code.max_uses is not None and code.uses >= code.max_uses:
+                return None
+    return OfferView(
+        campaign_id=campaign.id, campaign_name=campaign.name, arm=arm.name,
+        incentive_type=arm.incentive_type, title=arm.offer.title,
+        description=arm.offer.description, terms=arm.offer.terms,
+        benefit=dict(arm.offer.benefit_summary), code=code_value, expires_at=expires_at,
+        redemptions_left=left,
+    )

@@ -39,7 +39,7 @@ from campaigns.models import (
 )
 from campaigns.services.campaigns import transition
 from campaigns.services.catalog import Snapshot, load_snapshot
-from campaigns.services.customers import get_or_create_customer
+from campaigns.services.customers import CustomerAttributes
 from campaigns.services.epoch import read_config_epoch
 from campaigns.services.offers import customer_offers
 from campaigns.services.redemptions import (
@@ -81,9 +81,9 @@ def exposed(session: Session, campaign: Campaign, arm: str, *, prefix: str = "C"
             ) -> tuple[str, str | None]:
     """A customer in ``arm`` who has been shown the offer: (external id, coupon code)."""
     external_id = customer_id_in_arm(session, campaign, arm, prefix=prefix)
-    customer = get_or_create_customer(session, external_id=external_id)
-    offers = customer_offers(session, snapshot=snapshot(session), customer=customer,
-                             channel_key="web", stage_key=None, now=utcnow())
+    offers = customer_offers(session, snapshot=snapshot(session), external_id=external_id,
+                             attributes=CustomerAttributes(), channel_key="web",
+                             stage_key=None, now=utcnow())
     offer = next(o for o in offers if o.campaign_id == campaign.id)
     return external_id, offer.code
 

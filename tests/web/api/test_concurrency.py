@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns.models import Campaign, IncentiveStock, LotteryEntry, LotteryWinner, Redemption
 from campaigns.services.apikeys import create_api_key
@@ -251,3 +251,62 @@ class TestRedeemAndRollBackTogether:
                                    .where(Redemption.campaign_id == campaign.id,
                                           Redemption.status == "applied")).one()
         assert spent == applied == 2 * len(customers) * 100
+
+
+class TestFirstExposure:
+    @pytest.mark.parametrize("known", [False, True], ids=["new customers", "known customers"])
+    def test_concurrent_first_sightings_create_one_customer_one_arm_one_code(
+            self, server, keys, known: bool) -> None:
+        """20 customers (unknown, or known but never exposed), 10 requests each at once: each
+        customer is created once, assigned once and given one code, from the batch while it
+        lasts (8 codes for 20 customers) and freshly made after; every response agrees."""
+        from campaigns.models import Arm, Assignment, CouponCode, Customer
+        from campaigns.services.coupons import generate_coupon_batch
+
+        def build(s: Session) -> Campaign:
+            campaign = make_running_campaign(s, name=f"first sight {known}",
+                                             priority=60 + known,
+                                             arms=[control_arm(weight=1), coupon_arm(weight=99)])
+            arm = s.exec(select(Arm).where(Arm.campaign_id == campaign.id,
+                                           Arm.name == "web coupon")).one()
+            generate_coupon_batch(s, campaign=campaign, arm=arm, count=8, actor="test")
+            return campaign
+
+        campaign = setup(server, build)
+        customers = setup(server, lambda s: list(dict.fromkeys(
+            customer_id_in_arm(s, campaign, "web coupon", prefix=f"FIRST-{known}-", start=i * 2)
+            for i in range(40))))[:20]
+        assert len(customers) == 20
+        if known:
+            setup(server, lambda s: [make_customer(s, external_id=c, segment="consumer",
+                                                   tenure_months=3) for c in customers])
+        wait_for_catalog()
+        responses = fire(server, [
+            ("GET", f"/api/v1/customers/{c}/offers?segment=consumer&tenure_months=3", {},
+             keys["storefront"]) for c in customers * 10])
+        assert statuses(responses) == {200: 200}, [r.text for r in responses[:3]]
+        offered: dict[str, set[tuple[str, str]]] = {}
+        for response in responses:
+            body = response.json()
+            mine = [o for o in body["offers"] if o["campaign_id"] == campaign.id]
+            assert len(mine) == 1, body
+            offered.setdefault(body["customer_id"], set()).add((mine[0]["arm"], mine[0]["code"]))
+        assert all(len(answers) == 1 for answers in offered.values()), offered
+        codes = {next(iter(answers))[1] for answers in offered.values()}
+        assert len(codes) == 20
+        with Session(server.engine) as session:
+            rows = session.exec(select(Customer).where(
+                col(Customer.external_id).in_(customers))).all()
+            assert len(rows) == 20 and {r.segment for r in rows} == {"consumer"}
+            assert {r.tenure_months for r in rows} == {3}
+            ids = [r.id for r in rows]
+            assert session.exec(select(func.count()).select_from(Assignment).where(
+                Assignment.campaign_id == campaign.id,
+                col(Assignment.customer_id).in_(ids))).one() == 20
+            issued = session.exec(select(CouponCode).where(
+                CouponCode.campaign_id == campaign.id,
+                col(CouponCode.customer_id).is_not(None))).all()
+            assert {c.code for c in issued} == codes
+            assert session.exec(select(func.count()).select_from(CouponCode).where(
+                CouponCode.campaign_id == campaign.id,
+                col(CouponCode.customer_id).is_(None))).one() == 0  # the batch was used first
