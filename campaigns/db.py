@@ -45,18 +45,35 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: Seconds to wait for a new PostgreSQL connection. psycopg's own default is 130 s: with a
+#: database that does not answer, every request would hang for two minutes, not fail fast.
+CONNECT_TIMEOUT_SECONDS = 3
+#: Seconds a request waits for a pooled connection before giving up (SQLAlchemy's default
+#: is 30). The web layer's DatabaseGate keeps API requests from queueing here at all.
+POOL_TIMEOUT_SECONDS = 5
+
+
 def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
-    """Create an engine for ``url`` with the settings each backend needs."""
+    """Create an engine for ``url`` with the settings each backend needs.
+
+    On PostgreSQL, every pooled connection is pinged (one round trip of an empty query)
+    when it is checked out, so connections that died while idle in the pool (database
+    restarted, backend terminated, proxy restarted) are replaced instead of failing the
+    request. A ``connect_timeout`` in the URL's query wins over the default here.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if schema:
         connect_args["options"] = f"-c search_path={schema}"
     return create_engine(
@@ -64,7 +81,11 @@ def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) ->
         connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
         pool_pre_ping=True,
+        # Statement parameters (coupon codes, key hashes) stay out of error messages,
+        # which end up in logs.
+        hide_parameters=True,
     )
 
 

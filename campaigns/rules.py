@@ -790,6 +790,9 @@ _DECIMAL_DATA = re.compile(r"-?[0-9]+\.[0-9]+")
 # Nodes may nest deeper than the text depth (an Or in an And costs one pair of parentheses),
 # so this only stops runaway recursion; re-parsing the canonical text applies the real limit.
 _MAX_DATA_DEPTH: Final = 2 * MAX_RULE_DEPTH + 2
+# An integer of this many bits has more digits than a rule may have characters (4 bits per
+# digit overestimates log2(10)), yet fewer than the 4300 Python converts to text by default.
+_MAX_DATA_INT_BITS: Final = 4 * MAX_RULE_LENGTH
 
 
 def _value_to_data(value: Value) -> object:
@@ -819,11 +822,26 @@ def _node_to_data(node: Node) -> dict[str, Any]:
     return {"type": kind, "items": [_node_to_data(item) for item in node.items]}
 
 
+def _shown(value: object) -> str:
+    """A short description of a value from outside, for a message (any value, any size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"(an integer of {value.bit_length():,} bits)"
+    if value is not None and not isinstance(value, str | int | float | Decimal):
+        return f"(a {type(value).__name__})"  # its repr could be huge, or fail
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _bad_data(msg: str) -> InvalidRule:
     return _fail(f"malformed rule data: {msg}", "invalid_data")
 
 
 def _value_from_data(data: object, where: str) -> Value:
+    if isinstance(data, int) and not isinstance(data, bool) \
+            and data.bit_length() > _MAX_DATA_INT_BITS:
+        # Too long for any rule text, and too long for Python to print as digits at all.
+        raise _bad_data(f"{where} is a number too long for a rule "
+                        f"(more than {MAX_RULE_LENGTH} digits)")
     if isinstance(data, str | bool | int):
         return data
     if isinstance(data, Mapping) and set(data) == {"decimal"}:
@@ -952,7 +970,7 @@ class Rule:
             raise _bad_data("expected an object")
         version = data.get("version")
         if isinstance(version, bool) or version != DATA_VERSION:
-            raise _bad_data(f"unsupported version {version!r}; expected {DATA_VERSION}")
+            raise _bad_data(f"unsupported version {_shown(version)}; expected {DATA_VERSION}")
         _expect_keys(data, {"version", "tree"}, "the rule")
         tree = _node_from_data(data["tree"], "tree", 0)
         return _rule_from_tree(tree, attributes, channel_keys, "malformed rule data")

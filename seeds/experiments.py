@@ -98,6 +98,7 @@ _MAX_SEGMENT_NAME = 100
 _MAX_SEGMENT_VALUE = 200
 
 _WHOLE_PERCENT = re.compile(r"\d{1,3}")
+NUL = "\x00"
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``progress(phase, done, total)``; the phase is ``"checking"`` or ``"importing"``."""
@@ -348,6 +349,12 @@ class _Checker:
 
     def check_options(self) -> None:
         spec = self.spec
+        for option, value in (("--name", spec.name), ("--control", spec.control),
+                              *self.roles(), *(("--weights", label)
+                                               for label in spec.weights or {})):
+            if value is not None and NUL in value:
+                self.fail(option, f"{option}: {value!r} contains the NUL character, which "
+                          "cannot be stored", "nul_character")
         if not spec.name:
             self.fail("--name", "--name: the campaign needs a name", "missing")
         elif len(spec.name) > _MAX_CAMPAIGN_NAME:
@@ -413,6 +420,13 @@ class _Checker:
                       f"{_rows(bad, self.frame[column])}; import it as continuous or "
                       "recode it", "not_binary")
 
+    def check_text(self, option: str, column: str, cells: pd.Series) -> None:
+        """Text cells that will be stored must not hold NUL (PostgreSQL cannot store it)."""
+        bad = cells.str.contains(NUL, regex=False)
+        if bad.any():
+            self.fail(column, f"column '{column}' ({option}): the NUL character (\\u0000) at "
+                      f"{_rows(bad)}; it cannot be stored", "nul_character")
+
     def check_lengths(self, option: str, column: str, cells: pd.Series, limit: int) -> None:
         long = cells.str.len() > limit
         if long.any():
@@ -422,6 +436,7 @@ class _Checker:
     def check_arms(self, labels: pd.Series) -> list[str] | None:
         """The arm labels, control first; None (with problems recorded) if unusable."""
         column = self.spec.arm_column
+        self.check_text("--arm-column", column, labels)
         self.check_lengths("--arm-column", column, labels, _MAX_ARM_NAME)
         found = sorted(labels.unique().tolist(), key=_natural_key)
         shown = ", ".join(f"'{label}'" for label in found[:20])
@@ -446,6 +461,7 @@ class _Checker:
     def check_ids(self, ids: pd.Series) -> None:
         column = self.spec.id_column
         assert column is not None
+        self.check_text("--id-column", column, ids)
         self.check_lengths("--id-column", column, ids, _MAX_UNIT_KEY)
         repeated = ids.duplicated(keep=False)
         if repeated.any():
@@ -542,6 +558,7 @@ def _check(session: Session, frame: pd.DataFrame, spec: ExperimentSpec,
     for segment in spec.segments:
         cells = checker.nonempty("--segment", segment)
         if cells is not None:
+            checker.check_text("--segment", segment, cells)
             checker.check_lengths("--segment", segment, cells, _MAX_SEGMENT_VALUE)
             checked.segments[segment] = cells.tolist()
     if spec.score_column:

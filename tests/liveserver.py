@@ -43,13 +43,15 @@ class LiveServer:
     workers: int = 2
 
     def start(self) -> None:
-        log = open(Path(self.env["CHANNELSHIFT_DATA_DIR"]) / "server.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-             "--no-access-log", "--log-level", "warning"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        """Start uvicorn (a master and its workers in a process group of their own) and wait
+        until it answers /readyz."""
+        with open(Path(self.env["CHANNELSHIFT_DATA_DIR"]) / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory",
+                 "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", str(self.workers), "--no-access-log", "--log-level", "warning"],
+                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -63,23 +65,70 @@ class LiveServer:
             time.sleep(0.2)
         raise RuntimeError("server did not become ready in 60 s")
 
+    def processes(self) -> list[int]:
+        """The live processes of the server's group: the uvicorn master and its workers."""
+        if self.process is None:
+            return []
+        return group_members(self.process.pid)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the whole process group (``SIGKILL``: a crash, nothing is flushed or
+        closed) and wait until no process of it is left, so a restart finds the port free
+        and no old worker still answering."""
         if self.process is None:
             return
+        group = self.process.pid
         with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
+            os.killpg(group, sig)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while group_members(group):
+            if time.monotonic() > deadline:
+                with suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                raise RuntimeError(f"processes {group_members(group)} of the server outlived "
+                                   "its master")
+            time.sleep(0.05)
         self.process = None
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        """Stop every server process with ``sig`` (by default: kill -9, a crash) and start
+        a new server on the same schema and port."""
+        self.stop(sig)
+        self.start()
+
+
+def group_members(group: int) -> list[int]:
+    """Pids of the running (not zombie) processes in process group ``group`` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(entry.name))
+    return members
 
 
 @contextmanager
-def live_server(database_url: str, data_dir: Path, *, workers: int = 2
+def live_server(database_url: str, data_dir: Path, *, workers: int = 2, start: bool = True
                 ) -> Iterator[LiveServer]:
-    """Start a server on a new schema of ``database_url``; drop the schema afterwards."""
+    """Start a server on a new schema of ``database_url``; drop the schema afterwards.
+
+    With ``start=False`` the schema is migrated but the server not started: the caller
+    sets up its data first (the workers then load it at start, no waiting for their
+    configuration refresh) and calls :meth:`LiveServer.start` itself.
+    """
     schema = f"cs_live_{secrets.token_hex(4)}"
     admin = build_engine(database_url)
     with admin.begin() as connection:
@@ -100,7 +149,8 @@ def live_server(database_url: str, data_dir: Path, *, workers: int = 2
     server = LiveServer(url=f"http://127.0.0.1:{port}", engine=engine, env=env, port=port,
                         workers=workers)
     try:
-        server.start()
+        if start:
+            server.start()
         yield server
     finally:
         server.stop()

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from starlette.types import ASGIApp
 
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
@@ -21,6 +22,7 @@ from web.observability import (
     BodySizeLimit,
     DatabaseGate,
     install_observability,
+    outermost_layers,
 )
 from web.ui import install_ui
 
@@ -37,6 +39,17 @@ def _pool_capacity(engine: Engine) -> int:
     if callable(size):
         return max(1, int(size()) + max(0, int(overflow)))
     return 10
+
+
+class ChannelShiftApp(FastAPI):
+    """FastAPI with the request id, access log and security headers around everything.
+
+    Starlette's ServerErrorMiddleware (the 500 handler) sits outside every
+    ``add_middleware`` layer; wrapping the built stack puts these layers outside it too.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return outermost_layers(self, super().build_middleware_stack())
 
 
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None,
@@ -59,7 +72,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         finally:
             await guardrails.stop()
 
-    app = FastAPI(
+    app = ChannelShiftApp(
         title="ChannelShift",
         version="0.1.0",
         summary="Incentive campaigns that move customers to the right channel, "
@@ -74,8 +87,9 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
                                           else 0.0)
     install_error_handlers(app)
-    app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
     install_observability(app)
+    # Outermost first: ChannelShiftApp's own layers, then the 500 handler, then these.
+    app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")
     app.include_router(docs.router)

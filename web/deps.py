@@ -14,7 +14,13 @@ from sqlmodel import Session
 
 from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
-from web.errors import ApiError
+from web.api.guards import refuse_nul_characters
+from web.errors import (
+    ApiError,
+    DatabaseUnavailable,
+    is_database_unavailable,
+    log_database_unavailable,
+)
 
 
 def _finish(session: Session, *, commit: bool) -> None:
@@ -34,14 +40,49 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     is sent: a client that was told "redeemed" can rely on the redemption being durable.
     Opening a Session does no I/O, so it happens on the event loop; the commit (or
     rollback) and close run together in one trip to the thread pool.
+
+    A database that fails under the request (unreachable, restarting, connection cut) turns
+    into :class:`~web.errors.DatabaseUnavailable`: a 503 with Retry-After for the API and
+    the UI alike. The pool has already discarded the broken connection, so the next request
+    gets a fresh one.
     """
     session = Session(request.app.state.engine, expire_on_commit=False)
     try:
         yield session
-    except BaseException:
-        await run_in_threadpool(_finish, session, commit=False)
+    except BaseException as error:
+        try:
+            await run_in_threadpool(_finish, session, commit=False)
+        except Exception as rollback_error:
+            if not is_database_unavailable(rollback_error):
+                raise
+        if isinstance(error, Exception) and not isinstance(error, DatabaseUnavailable) \
+                and is_database_unavailable(error):
+            log_database_unavailable(request, error)
+            raise DatabaseUnavailable() from error
         raise
-    await run_in_threadpool(_finish, session, commit=True)
+    if not (session.in_transaction() or session.new or session.dirty or session.deleted):
+        # The route committed its own work (the hot routes do, on their thread): closing
+        # is bookkeeping without I/O, so it needs no trip to the thread pool.
+        session.close()
+        return
+    try:
+        await run_in_threadpool(_finish, session,
+                                commit=not getattr(request.state, "roll_back", False))
+    except Exception as error:
+        if not is_database_unavailable(error):
+            raise
+        log_database_unavailable(request, error)
+        raise DatabaseUnavailable() from error
+
+
+def roll_back_request(request: Request) -> None:
+    """Have the request's unit of work rolled back although the route returned a response.
+
+    For route classes that turn an exception into a response themselves (the UI's problem
+    pages): the session dependency never sees the exception and would otherwise commit
+    whatever the failed route had already flushed.
+    """
+    request.state.roll_back = True
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -135,6 +176,8 @@ def require_scope(*scopes: ApiScope) -> Callable[..., Awaitable[Caller]]:
                            f"this route needs a {' or '.join(sorted(allowed))} key; "
                            f"this key has scope {caller.scope.value}")
         request.state.caller = caller
+        # Input is looked at only once the caller is known to be allowed here.
+        await refuse_nul_characters(request)
         return caller
 
     return dependency

@@ -2,17 +2,22 @@
 
 Every error body has the same shape: ``{"code", "message", "errors": [{loc, msg, type}]}``.
 Unexpected exceptions become a 500 that carries the request id and is logged with its
-traceback; nothing is swallowed into a vague 400.
+traceback; nothing is swallowed into a vague 400. A database that cannot be reached (down,
+restarting, connection cut, pool exhausted) is not a bug in the request: it is a 503 with
+``Retry-After``, and the client retries (with the same Idempotency-Key where it sent one).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns import errors as domain
@@ -43,6 +48,72 @@ class ApiError(Exception):
         self.message = message
         self.errors = errors or []
         self.headers = headers or {}
+
+
+#: What a 503 for an unreachable database tells clients to wait before retrying.
+DATABASE_RETRY_AFTER_SECONDS = 2
+DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable right now; try again in a few seconds"
+
+
+class DatabaseUnavailable(StarletteHTTPException):
+    """The database could not be reached while serving the request: 503 with Retry-After.
+
+    The session dependency raises it (from the driver's error, already logged) when the
+    database fails under a request. It is an HTTP exception so that the marketer UI's pages,
+    which render HTTP exceptions with their status, answer 503 too; the API answers with
+    the usual JSON error body. Whether a write that failed this way took effect is unknown
+    to the server: a redemption retried with the same Idempotency-Key has exactly one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(503, DATABASE_UNAVAILABLE_MESSAGE,
+                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
+#: Errors that mean "the database is not reachable or not answering", not "bad request".
+#: OperationalError covers refused and timed-out connections, connections cut mid-query
+#: and server shutdown; the pool's TimeoutError means every connection is stuck.
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.TimeoutError, psycopg.OperationalError)
+#: SQLite's OperationalError also means "too many SQL variables" and other bugs; only these
+#: say the file cannot be used right now.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error",
+                       "database or disk is full")
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) says the database is unreachable."""
+    if isinstance(error, DatabaseUnavailable):
+        return True
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        sqlite_error = getattr(seen, "orig", None) if isinstance(seen, sa_exc.DBAPIError) \
+            else seen
+        if isinstance(sqlite_error, sqlite3.OperationalError):
+            return any(text in str(sqlite_error).lower() for text in _SQLITE_UNAVAILABLE)
+        if isinstance(seen, _UNAVAILABLE):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sa_exc.PendingRollbackError) and seen.code == "8s2b":
+            # The connection was lost mid-transaction, and the transaction is used again:
+            # a UI page's commit after its page already showed the disconnect.
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def log_database_unavailable(request: Request, error: BaseException) -> None:
+    """One warning line, no traceback: an outage makes many of these and none is a bug."""
+    # The driver's first line only: SQLAlchemy's full text carries the statement's
+    # parameters, which may hold coupon codes.
+    original = getattr(error, "orig", None) or error
+    first_line = (str(original).strip().splitlines() or [""])[0][:200]
+    logger.warning("database unavailable: %s: %s", type(original).__name__, first_line,
+                   extra={"request_id": getattr(request.state, "request_id", None),
+                          "route": str(getattr(request.scope.get("route"), "path", None)
+                                       or "unmatched")})
 
 
 def status_for(error: domain.ChannelShiftError) -> int:
@@ -100,6 +171,16 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
                         status_code=error.status_code, headers=getattr(error, "headers", None))
 
 
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    if not is_database_unavailable(error):
+        return await _unexpected(request, error)
+    if not isinstance(error, DatabaseUnavailable):
+        log_database_unavailable(request, error)
+    return JSONResponse(error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE, None,
+                                   request), status_code=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     logger.exception("unhandled error", extra={"request_id": request_id,
@@ -114,4 +195,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # DBAPIError: only those whose connection was invalidated; the rest go on to a 500.
+    for unavailable in (DatabaseUnavailable, sa_exc.DBAPIError, *_UNAVAILABLE):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -37,6 +37,7 @@ from campaigns.errors import FieldError
 from campaigns.services.catalog import load_snapshot
 from campaigns.services.epoch import read_config_epoch
 from campaigns.services.events import (
+    MAX_MINOR,
     EventBatchResult,
     EventRecord,
     EventValidator,
@@ -53,6 +54,7 @@ MAX_LISTED_ERRORS = 20
 DEFAULT_BATCH_SIZE = 10_000
 
 _WHOLE_NUMBER = re.compile(r"[+-]?\d+")
+_MAX_MONEY_DIGITS = 30
 _PROGRESS_EVERY = 2_000  # rows between progress-bar updates
 
 
@@ -171,6 +173,13 @@ class CsvFile:
             if not value:
                 continue
             if name in MONEY_COLUMNS and _WHOLE_NUMBER.fullmatch(value):
+                digits = len(value.lstrip("+-"))
+                if digits > _MAX_MONEY_DIGITS:
+                    # Far beyond any amount (and, past 4,300 digits, beyond what Python
+                    # turns into a number at all): refused without converting it.
+                    return [RowError(line, name, f"{name} must be at most "
+                                     f"{MAX_MINOR:,} minor units; got a number of "
+                                     f"{digits:,} digits")]
                 value = int(value)  # anything else stays text and is refused as money
             raw[name] = value
         return raw

@@ -1,9 +1,12 @@
-"""Structured JSON logs with request ids, and Prometheus metrics.
+"""Structured JSON logs with request ids, Prometheus metrics, and security headers.
 
 Logs name the route template (``/api/v1/customers/{customer_id}/offers``), never the raw
 path or body, so no API key, password or coupon code can end up in them. With several
 worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``channelshift serve`` does) and
 ``/metrics`` aggregates all of them.
+
+:func:`outermost_layers` wraps the whole application, Starlette's own 500 handler
+included, so every response leaves with a request id and the security headers.
 """
 
 from __future__ import annotations
@@ -136,12 +139,84 @@ class RequestContext:
 
 
 def install_observability(app: FastAPI) -> None:
+    """Metrics and the /metrics route; the request layers come from :func:`outermost_layers`."""
     app.state.metrics = Metrics()
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+#: Pages (the marketer UI, /docs): scripts, styles, images and fonts from this site only,
+#: no inline script or handler, no plugins, no framing.
+PAGE_CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+#: Everything that is not a page (JSON, CSV, exports, static files, redirects): a browser
+#: that opens one directly may run, load or frame nothing from it.
+RESOURCE_CONTENT_SECURITY_POLICY = "default-src 'none'; base-uri 'none'; " \
+    "form-action 'none'; frame-ancestors 'none'"
+
+#: Sent with every response unless the route set the header itself.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """Security headers on every response, whoever made it (pure ASGI).
+
+    HTML gets :data:`PAGE_CONTENT_SECURITY_POLICY`, anything else the stricter
+    :data:`RESOURCE_CONTENT_SECURITY_POLICY`. A header the route already set is left as it
+    is: a route that needs something stricter (or different) says so itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def _with_defaults(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        present = {name.lower(): value for name, value in headers}
+        content_type = present.get(b"content-type", b"").lower()
+        policy = PAGE_CONTENT_SECURITY_POLICY if content_type.startswith(b"text/html") \
+            else RESOURCE_CONTENT_SECURITY_POLICY
+        defaults = {"content-security-policy": policy, **SECURITY_HEADERS}
+        return headers + [(name.encode(), value.encode()) for name, value in defaults.items()
+                          if name.encode() not in present]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = self._with_defaults(list(message.get("headers", [])))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def outermost_layers(app: FastAPI, inner: ASGIApp) -> ASGIApp:
+    """The layers around everything, Starlette's 500 handler included.
+
+    ``add_middleware`` puts a layer *inside* ServerErrorMiddleware, so the response it
+    makes for an unexpected exception would leave without a request id or security
+    headers; :class:`web.app.ChannelShiftApp` wraps its stack in these instead.
+    """
+    return SecurityHeaders(RequestContext(inner, metrics=app.state.metrics))
 
 
 class DatabaseGate:

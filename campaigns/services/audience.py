@@ -121,50 +121,113 @@ class _Compiler:
             return not_(self.node(node.item))
         if node.attribute.startswith(CUSTOM_PREFIX):
             return _CustomAttribute(node.attribute[len(CUSTOM_PREFIX):], self.postgres).test(node)
-        return _column_test(node)
+        return _column_test(node, postgres=self.postgres)
 
 
-def _column_test(node: Compare | Membership) -> ColumnElement[bool]:
+def _unstorable(value: Value, *, postgres: bool) -> bool:
+    """Text PostgreSQL cannot store (it holds NUL), so no stored value equals it.
+
+    It is left out of the statement rather than bound: the driver refuses to send it.
+    """
+    return postgres and isinstance(value, str) and "\x00" in value
+
+
+def _column_test(node: Compare | Membership, *, postgres: bool) -> ColumnElement[bool]:
     """A comparison on a built-in attribute; the parser has checked the value types."""
     column_name = ATTRIBUTE_COLUMNS[node.attribute]
     column = CU.c[column_name]
     integer = column_name in INTEGER_COLUMNS
     if isinstance(node, Membership):
-        values = _whole_values(node.values) if integer else list(node.values)
+        values = _whole_values(node.values) if integer else [
+            value for value in node.values if not _unstorable(value, postgres=postgres)]
         found = column.in_(values) if values else false()
         return and_(column.is_not(None), not_(found) if node.negated else found)
     if integer:
         return and_(column.is_not(None), _integer_compare(column, node.op, node.value))
+    if _unstorable(node.value, postgres=postgres):
+        return and_(column.is_not(None), true() if node.op == "!=" else false())
     return and_(column.is_not(None), _compare(column, node.op, node.value))
 
 
+#: Integer columns (and SQLite's JSON integers) are 64-bit: no stored value lies outside.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _whole_values(values: Iterable[Value]) -> list[int]:
-    """The values an integer can equal: whole numbers (``2.0`` is 2, ``2.5`` matches none)."""
+    """The values an integer can equal: whole numbers (``2.0`` is 2, ``2.5`` matches none).
+
+    Whole numbers beyond 64 bits are left out: no stored integer equals them (and SQLite
+    could not even bind them).
+    """
     whole = []
     for value in values:
         if isinstance(value, bool):
             continue
         if isinstance(value, int):
-            whole.append(value)
+            number = value
         elif isinstance(value, Decimal) and value == value.to_integral_value():
-            whole.append(int(value))
+            number = int(value)
+        else:
+            continue
+        if INT64_MIN <= number <= INT64_MAX:
+            whole.append(number)
     return whole
 
 
 def _integer_compare(column: Any, op: str, value: Value) -> ColumnElement[bool]:
-    """``integer op number`` exactly, rewritten as a comparison with a whole number."""
+    """``integer op number`` exactly, rewritten as a comparison with a 64-bit whole number."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return true() if op == "!=" else false()
     if isinstance(value, int) or value == value.to_integral_value():
-        return _compare(column, op, int(value))
+        whole = int(value)
+        if whole > INT64_MAX:  # above every stored integer
+            return true() if op in ("<", "<=", "!=") else false()
+        if whole < INT64_MIN:  # below every stored integer
+            return true() if op in (">", ">=", "!=") else false()
+        return _compare(column, op, whole)
     floor, ceiling = math.floor(value), math.ceil(value)
     if op == "==":
         return false()
     if op == "!=":
         return true()
     # No integer equals a fractional value: x < 7.5 is x <= 7, x > 7.5 is x >= 8.
-    return {"<": column <= floor, "<=": column <= floor,
-            ">": column >= ceiling, ">=": column >= ceiling}[op]
+    return {"<": _integer_compare(column, "<=", floor), "<=": _integer_compare(column, "<=", floor),
+            ">": _integer_compare(column, ">=", ceiling),
+            ">=": _integer_compare(column, ">=", ceiling)}[op]
+
+
+def _float_compare(column: Any, op: str, value: int | Decimal) -> ColumnElement[bool]:
+    """``double op number`` as the rule means it: the double read as its shortest decimal.
+
+    :meth:`Rule.evaluate` compares a float by its shortest decimal form (``0.3`` is 0.3, not
+    the binary fraction nearest to it). Let ``f`` be the double nearest to ``value`` and
+    ``r`` the shortest decimal of ``f``. Reading doubles as their shortest decimals keeps
+    their order, so a double ``d`` compares with ``value`` as ``d`` compares with ``f``,
+    except when ``d == f`` and ``r`` is not ``value`` (``0.30000000000000001`` has
+    ``f = 0.3``, whose shortest decimal ``0.3`` is smaller): then no double equals
+    ``value``, and ``f`` itself lies on the side of ``value`` that ``r`` does.
+    """
+    try:
+        nearest = float(value)
+    except OverflowError:  # beyond every double
+        nearest = math.inf if value > 0 else -math.inf
+    if math.isinf(nearest):
+        above = nearest > 0
+        if op in ("==",):
+            return false()
+        if op == "!=":
+            return true()
+        return true() if (op in ("<", "<=")) == above else false()
+    shortest = Decimal(repr(nearest))
+    if shortest == value:
+        return _compare(column, op, nearest)
+    if op == "==":
+        return false()
+    if op == "!=":
+        return true()
+    if op in ("<", "<="):
+        return column <= nearest if shortest < value else column < nearest
+    return column >= nearest if shortest > value else column > nearest
 
 
 def _compare(left: Any, op: str, right: Any) -> ColumnElement[bool]:
@@ -220,16 +283,22 @@ class _CustomAttribute:
             else:
                 test = self.type == ("true" if value else "false")
         elif isinstance(value, str):
-            test = and_(self._is("string"), self.text == value)
+            test = false() if _unstorable(value, postgres=self.postgres) \
+                else and_(self._is("string"), self.text == value)
         else:
-            test = and_(self._is("number"), self.number() == self._number_param(value))
+            test = self.number_test("==", value)
         return func.coalesce(test, false())
 
-    def _number_param(self, value: int | Decimal) -> Any:
+    def number_test(self, op: str, value: int | Decimal) -> ColumnElement[bool]:
+        """The attribute is a number and ``number op value`` holds, as the rule means it."""
         if self.postgres:
-            return cast(str(value), Numeric())  # exact, whatever the number of digits
-        # SQLite stores JSON numbers as 64-bit integers or doubles and compares them so.
-        return value if isinstance(value, int) else float(value)
+            # jsonb keeps a number's decimal digits: compared exactly, whatever their count.
+            return and_(self._is("number"), _compare(self.number(), op,
+                                                     cast(str(value), Numeric())))
+        # SQLite keeps a JSON number as a 64-bit integer or a double: each is compared
+        # exactly with the rule's number (a double as its shortest decimal, as evaluate does).
+        return or_(and_(self.type == "integer", _integer_compare(self.text, op, value)),
+                   and_(self.type == "real", _float_compare(self.text, op, value)))
 
     def test(self, node: Compare | Membership) -> ColumnElement[bool]:
         if isinstance(node, Membership):
@@ -242,8 +311,7 @@ class _CustomAttribute:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int | Decimal):
             return false()
-        ordered = _compare(self.number(), node.op, self._number_param(value))
-        return func.coalesce(and_(self._is("number"), ordered), false())
+        return func.coalesce(self.number_test(node.op, value), false())
 
 
 # --------------------------------------------------------------------------- counting

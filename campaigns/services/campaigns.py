@@ -43,6 +43,7 @@ from campaigns.schemas import ArmCreate, ArmWeights, CampaignCreate, CampaignUpd
 from campaigns.services.audit import record_audit
 from campaigns.services.goals import get_goal, validate_rule
 from campaigns.services.incentives import create_incentive, get_incentive
+from campaigns.services.inputs import get_row, refuse_nulls
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
 
@@ -62,9 +63,13 @@ LIVE_EDITABLE = frozenset({"name", "description", "ends_at", "budget_minor", "pr
 
 WEIGHT_TOTAL = 100
 
+#: Settings a campaign may be without (null clears them); the others always have a value.
+NULLABLE_SETTINGS = frozenset({"starts_at", "ends_at", "budget_minor", "per_customer_limit",
+                               "eligibility_rule", "control_opt_out_reason"})
+
 
 def get_campaign(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
+    campaign = get_row(session, Campaign, campaign_id)
     if campaign is None:
         raise CampaignNotFound(campaign_id)
     return campaign
@@ -182,6 +187,7 @@ def update_campaign(
 ) -> Campaign:
     data = parse_input(CampaignUpdate, campaign_update, what="campaign")
     changes = data.model_dump(exclude_unset=True)
+    refuse_nulls(changes, nullable=NULLABLE_SETTINGS, what="campaign")
     status = CampaignStatus(campaign.status)
     if status is S.ENDED:
         raise Conflict("an ended campaign cannot be changed", code="campaign_ended")

@@ -7,12 +7,16 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from campaigns.errors import Conflict, FieldError, NotFound
+from campaigns.errors import Conflict, FieldError, NotFound, ValidationFailed
 from campaigns.models import Channel, ChannelCost, Stage
 from campaigns.schemas import ChannelCostSet, ChannelCreate, ChannelUpdate, StageCreate
 from campaigns.services.audit import record_audit
+from campaigns.services.inputs import refuse_nulls
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
+
+#: A stage's position is a 32-bit integer column.
+MIN_POSITION, MAX_POSITION = -(2**31), 2**31 - 1
 
 DEFAULT_STAGES = (
     ("pre_sale", "Pre-sale", 1),
@@ -60,6 +64,11 @@ def ensure_default_stages(session: Session) -> list[Stage]:
 def create_stage(session: Session, *, stage_create: StageCreate | Mapping[str, Any],
                  actor: str) -> Stage:
     data = parse_input(StageCreate, stage_create, what="stage")
+    if not MIN_POSITION <= data.position <= MAX_POSITION:
+        # The column is a 32-bit integer: PostgreSQL would refuse a larger one mid-insert.
+        raise ValidationFailed("the stage is not valid", [FieldError(
+            ("position",), f"position must be between {MIN_POSITION:,} and {MAX_POSITION:,}",
+            "out_of_range")])
     if session.exec(select(Stage).where(Stage.key == data.key)).first():
         raise Conflict(f"stage '{data.key}' already exists",
                        [FieldError(("key",), "a stage with this key already exists", "duplicate")])
@@ -94,6 +103,7 @@ def update_channel(
 ) -> Channel:
     data = parse_input(ChannelUpdate, channel_update, what="channel")
     changes = data.model_dump(exclude_unset=True, mode="json")
+    refuse_nulls(changes, nullable=(), what="channel")
     for name, value in changes.items():
         setattr(channel, name, value)
     session.add(channel)

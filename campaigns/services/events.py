@@ -75,10 +75,12 @@ INTERACTION: Final = "interaction"
 CONVERSION: Final = "conversion"
 EVENT_TYPES = (INTERACTION, CONVERSION)
 
-_MAX_MINOR = 10**15
+#: The largest amount (in minor units) an event may carry.
+MAX_MINOR = 10**15
 # Rows per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 5_000
 _LOTTERY = "lottery"
+NUL = "\x00"
 _LOYALTY = "loyalty"
 
 
@@ -106,8 +108,8 @@ def _iso_text(value: Any) -> Any:
 
 
 # Field before the validator, so the JSON schema shows minimum / maximum.
-Money = Annotated[int, Field(ge=0, le=_MAX_MINOR), BeforeValidator(_strict_money)]
-SignedMoney = Annotated[int, Field(ge=-_MAX_MINOR, le=_MAX_MINOR),
+Money = Annotated[int, Field(ge=0, le=MAX_MINOR), BeforeValidator(_strict_money)]
+SignedMoney = Annotated[int, Field(ge=-MAX_MINOR, le=MAX_MINOR),
                         BeforeValidator(_strict_money)]
 EventTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 EventId = Annotated[str, Field(min_length=1, max_length=200)]
@@ -242,7 +244,10 @@ class EventValidator:
         if model is None:
             return [FieldError(("type",), f"type must be 'interaction' or 'conversion'; "
                                f"got {type_key!r}", "event_type")]
-        errors: list[FieldError] = []
+        # PostgreSQL cannot store NUL in text; no event field has a use for it.
+        errors = [FieldError((name,), f"{name} cannot contain the NUL character (\\u0000)",
+                             "nul_character")
+                  for name, value in raw.items() if isinstance(value, str) and NUL in value]
         try:
             event = model.model_validate(raw)
         except ValidationError as error:

@@ -13,6 +13,7 @@ from campaigns.rules import Rule, parse_optional_rule
 from campaigns.schemas import GoalCreate
 from campaigns.services.audit import record_audit
 from campaigns.services.channels import channel_by_key, channel_keys, stage_by_key
+from campaigns.services.inputs import get_row
 from campaigns.validation import parse_input
 
 
@@ -28,7 +29,7 @@ def validate_rule(session: Session, text: str | None, *, field: str) -> Rule:
 
 
 def get_goal(session: Session, goal_id: int) -> MigrationGoal:
-    goal = session.get(MigrationGoal, goal_id)
+    goal = get_row(session, MigrationGoal, goal_id)
     if goal is None:
         raise NotFound(f"migration goal {goal_id} does not exist",
                        [FieldError(("goal_id",), f"unknown goal {goal_id}", "not_found")],

@@ -12,6 +12,7 @@ from campaigns.incentives import validate_incentive
 from campaigns.models import Incentive, IncentiveStock
 from campaigns.schemas import IncentiveCreate
 from campaigns.services.audit import record_audit
+from campaigns.services.inputs import get_row
 from campaigns.validation import parse_input
 
 
@@ -52,7 +53,7 @@ def create_incentive(
 
 def get_incentive(session: Session, incentive_id: int, *, field: str = "incentive_id"
                   ) -> Incentive:
-    incentive = session.get(Incentive, incentive_id)
+    incentive = get_row(session, Incentive, incentive_id)
     if incentive is None:
         raise NotFound(f"incentive {incentive_id} does not exist",
                        [FieldError((field,), f"unknown incentive {incentive_id}", "not_found")],

@@ -35,6 +35,7 @@ from campaigns.models import (
     LotteryWinner,
 )
 from campaigns.services.audit import record_audit
+from campaigns.services.inputs import get_row
 
 ALGORITHM = "weighted-mt19937-v1"
 
@@ -97,7 +98,7 @@ def draw_winners(ticket_list: list[tuple[int, int]], prizes: list[tuple[str, int
 
 def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None = None,
              now: datetime) -> LotteryDraw:
-    campaign = session.get(Campaign, campaign_id)
+    campaign = get_row(session, Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} does not exist", code="campaign_not_found")
     if seed is not None and (not 8 <= len(seed) <= 128
@@ -152,7 +153,7 @@ def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None
 
 
 def draw_result(session: Session, *, campaign_id: int, draw_id: int) -> dict[str, object]:
-    draw = session.get(LotteryDraw, draw_id)
+    draw = get_row(session, LotteryDraw, draw_id)
     if draw is None or draw.campaign_id != campaign_id:
         raise NotFound(f"draw {draw_id} of campaign {campaign_id} does not exist",
                        code="draw_not_found")
@@ -170,7 +171,7 @@ def draw_result(session: Session, *, campaign_id: int, draw_id: int) -> dict[str
 
 def verify_draw(session: Session, *, campaign_id: int, draw_id: int) -> dict[str, object]:
     """Re-run the recorded draw from its seed and compare with the stored winners."""
-    draw = session.get(LotteryDraw, draw_id)
+    draw = get_row(session, LotteryDraw, draw_id)
     if draw is None or draw.campaign_id != campaign_id:
         raise NotFound(f"draw {draw_id} of campaign {campaign_id} does not exist",
                        code="draw_not_found")

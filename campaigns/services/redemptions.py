@@ -55,7 +55,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
 from campaigns.db import insert_ignore
@@ -92,7 +92,7 @@ from campaigns.types import UTCDateTime
 class RedemptionRequest(InputModel):
     customer_id: ExternalId
     channel: Key
-    campaign_id: int | None = None
+    campaign_id: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     order_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     order_amount_minor: MinorUnits | None = None
@@ -453,19 +453,27 @@ def _compact(sql: str) -> str:
 #: row is ``approved`` (running, budget left), and every write after it is conditional on
 #: that insert, so a refusal writes nothing. A key conflict (a concurrent retry) inserts nothing
 #: either. Nullable parameters are cast: a NULL has no type of its own.
+#:
+#: The ``charge_*`` updates compute the new value from the locked row (``(SELECT spent_minor
+#: FROM campaign_row) + :cost_minor``), not from the column (``spent_minor + :cost_minor``).
+#: The column would be read from the version the statement's snapshot sees, and when a
+#: concurrent rollback committed after that snapshot PostgreSQL checks the CHECK
+#: constraints on the tuple computed from that stale version before it re-reads the latest
+#: one: a redemption that fits the budget failed with ``ck_campaign_budget_not_overspent``
+#: (a 500). The locked row is the latest version and nobody can change it before commit.
 REDEEM_AT_ONCE = text(_compact("""
 WITH code_row AS MATERIALIZED (
-  SELECT id FROM coupon_code
+  SELECT id, uses FROM coupon_code
   WHERE id = :code_id AND (max_uses IS NULL OR uses < max_uses)
   FOR NO KEY UPDATE
 ), limit_row AS MATERIALIZED (
-  SELECT id FROM assignment
+  SELECT id, redemption_count FROM assignment
   WHERE id = :assignment_id
     AND (CAST(:per_customer_limit AS int) IS NULL OR redemption_count < :per_customer_limit)
     AND (CAST(:code_id AS bigint) IS NULL OR EXISTS (SELECT FROM code_row))
   FOR NO KEY UPDATE
 ), stock_row AS MATERIALIZED (
-  SELECT id FROM incentive_stock
+  SELECT id, used FROM incentive_stock
   WHERE incentive_id = :stock_incentive_id AND used < total
     AND EXISTS (SELECT FROM limit_row)
   ORDER BY id LIMIT 1
@@ -491,16 +499,16 @@ WITH code_row AS MATERIALIZED (
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING id
 ), charge_code AS (
-  UPDATE coupon_code SET uses = uses + 1
+  UPDATE coupon_code SET uses = (SELECT uses FROM code_row) + 1
   WHERE id = :code_id AND EXISTS (SELECT FROM redemption_row)
 ), charge_limit AS (
-  UPDATE assignment SET redemption_count = redemption_count + 1
+  UPDATE assignment SET redemption_count = (SELECT redemption_count FROM limit_row) + 1
   WHERE id = :assignment_id AND EXISTS (SELECT FROM redemption_row)
 ), charge_stock AS (
-  UPDATE incentive_stock SET used = used + 1
+  UPDATE incentive_stock SET used = (SELECT used FROM stock_row) + 1
   WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redemption_row)
 ), charge_budget AS (
-  UPDATE campaign SET spent_minor = spent_minor + :cost_minor
+  UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor
   WHERE id = :campaign_id AND EXISTS (SELECT FROM redemption_row)
 ), grant_trial AS (
   INSERT INTO trial_grant (customer_id, campaign_id, incentive_id, redemption_id, product,
@@ -533,6 +541,43 @@ SELECT (SELECT id FROM redemption_row) AS redemption_id,
                  bindparam("trial_ends_at", type_=UTCDateTime))
 
 _TRIAL_UNIQUE = "uq_trial_grant_customer_id_incentive_id"
+#: Runs of :data:`REDEEM_AT_ONCE` when PostgreSQL picks it as a deadlock victim.
+DEADLOCK_ATTEMPTS = 3
+_DEADLOCK_DETECTED = "40P01"
+
+
+def _execute_at_once(session: Session, params: dict[str, Any]) -> Row[Any]:
+    """Run :data:`REDEEM_AT_ONCE`, again if PostgreSQL broke a deadlock by aborting it.
+
+    Two redemptions of one busy campaign can deadlock inside PostgreSQL (seen under load,
+    about one in fifty): the statement locks the campaign row's latest version, then its
+    UPDATE meets the older version its snapshot sees; when a foreign-key check (an exposure,
+    a code issued) left a MultiXact on that version, PostgreSQL takes the tuple lock on it
+    before going on, and a second redemption that waits for our row lock holds that tuple
+    lock. The aborted statement wrote nothing, so running it again is exactly the retry the
+    client would make. In autocommit it is its own transaction; inside a transaction (the
+    request's, when its API key or configuration check began one) it runs in a savepoint,
+    so that the transaction survives the abort.
+    """
+    autocommitting = _autocommitting(session)
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            if autocommitting:
+                return session.execute(REDEEM_AT_ONCE, params).one()
+            with session.begin_nested():
+                return session.execute(REDEEM_AT_ONCE, params).one()
+        except IntegrityError:
+            raise
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED \
+                    or attempt == DEADLOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _autocommitting(session: Session) -> bool:
+    options = session.connection().get_execution_options()
+    return bool(options.get("isolation_level") == "AUTOCOMMIT")
 
 
 def _apply_at_once(session: Session, plan: _Plan) -> int | None:
@@ -553,7 +598,7 @@ def _apply_at_once(session: Session, plan: _Plan) -> int | None:
         "lottery_entries": int(plan.extra.get("lottery_entries", 0)),
     }
     try:
-        outcome = session.execute(REDEEM_AT_ONCE, params).one()
+        outcome = _execute_at_once(session, params)
     except IntegrityError as error:
         if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == _TRIAL_UNIQUE:
             raise _trial_already_granted() from None

@@ -23,7 +23,7 @@ from analytics.economics import (
 )
 from campaigns.errors import FieldError, ValidationFailed
 from campaigns.models import ApiScope
-from web.api.schemas import ErrorPublic
+from web.api.schemas import ErrorPublic, error_responses
 from web.deps import Caller, SessionDep, require_scope
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
@@ -149,6 +149,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
                 [{"loc": ["query", "since"], "msg": "since needs a timezone, e.g. "
                   "2026-01-31T09:00:00Z for UTC; got '2026-01-31T09:00:00'",
                   "type": "datetime_parsing"}]),
+    503: error_responses()[503],
 }
 
 SINCE_DESCRIPTION = ("Start of the period, inclusive: a date (its midnight UTC) or an ISO "

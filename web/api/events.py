@@ -15,6 +15,7 @@ from campaigns.services.events import (
     InteractionIn,
     ingest_events,
 )
+from web.api.schemas import error_responses, inline_refs
 from web.deps import SessionDep, StorefrontCaller
 from web.errors import ApiError
 
@@ -55,7 +56,8 @@ def raw_events(body: bytes) -> list[Any]:
     """The ``events`` list of a batch body: 422 if it is not one, 413 if it is too long."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:
+        # Not JSON, not UTF-8, or a number of more digits than Python reads (4,300).
         raise ValidationFailed("the request body is not valid JSON",
                                [FieldError(("body",), f"not valid JSON: {error}",
                                            "json_invalid")]) from None
@@ -88,24 +90,6 @@ def raw_events(body: bytes) -> list[Any]:
 BatchBody = Annotated[bytes, Depends(batch_body)]
 
 
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its ``$defs`` references inlined (for openapi_extra)."""
-    definitions = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(definitions[ref.rsplit("/", 1)[-1]])
-            return {key: walk(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [walk(value) for value in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    return result
-
-
 # The body is read and checked by hand (413 before validation, errors located as
 # ["events", index, field]), so its schema is declared for the OpenAPI document here.
 BATCH_BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
@@ -113,8 +97,8 @@ BATCH_BODY_DOC = {"requestBody": {"required": True, "content": {"application/jso
         "type": "object", "required": ["events"], "additionalProperties": False,
         "properties": {"events": {
             "type": "array", "minItems": 1, "maxItems": MAX_BATCH_EVENTS,
-            "items": {"oneOf": [_inlined(InteractionIn.model_json_schema()),
-                                _inlined(ConversionIn.model_json_schema())]}}},
+            "items": {"oneOf": [inline_refs(InteractionIn.model_json_schema()),
+                                inline_refs(ConversionIn.model_json_schema())]}}},
     },
     "example": {"events": [
         {"type": "interaction", "event_id": "desk-20260131-0001", "customer_id": "C1042",
@@ -132,13 +116,11 @@ BATCH_BODY_DOC = {"requestBody": {"required": True, "content": {"application/jso
     response_model=EventBatchPublic,
     summary="Report a batch of channel events and conversions",
     openapi_extra=BATCH_BODY_DOC,
-    responses={
-        401: {"description": "No API key, or an unknown or revoked one"},
-        403: {"description": "The key is not a storefront key"},
-        413: {"description": f"More than {MAX_BATCH_EVENTS:,} events, or a body over 16 MiB"},
-        422: {"description": "Some event is bad; errors name each one as "
-              "[\"events\", index, field]. Nothing was recorded."},
-    },
+    responses=error_responses(413, descriptions={
+        403: "The key is not a storefront key",
+        413: f"More than {MAX_BATCH_EVENTS:,} events, or a body over 16 MiB",
+        422: "Some event is bad; errors name each one as [\"events\", index, field]. "
+             "Nothing was recorded."}),
 )
 def report_events(request: Request, session: SessionDep, caller: StorefrontCaller,
                   body: BatchBody) -> EventBatchPublic:

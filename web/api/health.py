@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from campaigns.db import check_schema_current
 from campaigns.errors import SchemaOutOfDate
+from web.errors import DATABASE_RETRY_AFTER_SECONDS, error_body
 
 router = APIRouter(tags=["operations"])
 
@@ -27,11 +28,18 @@ def readyz(request: Request) -> JSONResponse:
     try:
         check_schema_current(engine)
     except SchemaOutOfDate as error:
-        return JSONResponse({"status": "not_ready", "reason": error.message}, status_code=503,
-                            headers={"Retry-After": "5"})
+        return _not_ready(request, error.code, error.message, retry_after=5)
     except SQLAlchemyError as error:
-        return JSONResponse(
-            {"status": "not_ready", "reason": f"database unreachable: {type(error).__name__}"},
-            status_code=503, headers={"Retry-After": "5"},
-        )
+        # Unreachable, restarting, or every pooled connection busy: a load balancer stops
+        # sending traffic here until the database answers again.
+        return _not_ready(request, "database_unavailable",
+                          f"database unreachable: {type(error).__name__}",
+                          retry_after=DATABASE_RETRY_AFTER_SECONDS)
     return JSONResponse({"status": "ready", "database": engine.dialect.name})
+
+
+def _not_ready(request: Request, code: str, reason: str, *, retry_after: int) -> JSONResponse:
+    """A 503 whose body is the API's usual error body plus the probe's status and reason."""
+    return JSONResponse({"status": "not_ready", "reason": reason,
+                         **error_body(code, reason, None, request)},
+                        status_code=503, headers={"Retry-After": str(retry_after)})

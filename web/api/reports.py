@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from analytics.exports import ExportFormat, export_bytes, export_filename
 from analytics.report import build_report, choose_segment
 from campaigns.errors import FieldError, ValidationFailed
-from web.api.schemas import ErrorPublic
+from web.api.schemas import MAX_ID, ErrorPublic, error_responses
 from web.deps import AnalyticsCaller, SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
@@ -98,6 +98,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
               "errors": [{"loc": ["query", "alpha"],
                           "msg": "Input should be less than or equal to 0.5",
                           "type": "less_than_equal"}]}}}},
+    503: error_responses()[503],
 }
 
 
@@ -115,7 +116,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 def campaign_report(
     caller: AnalyticsCaller, session: SessionDep,
-    campaign_id: Annotated[int, Path(ge=1, description="The campaign's id.")],
+    campaign_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The campaign's id.")],
     export_format: Annotated[ExportFormat, Query(
         alias="format", description="json, csv, xlsx or html.")] = ExportFormat.JSON,
     alpha: Annotated[float, Query(

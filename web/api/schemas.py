@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from campaigns.models import CampaignStatus
 from campaigns.schemas import InputModel
+from campaigns.services.inputs import MAX_ID as MAX_ID  # the largest id a path may name
 
 T = TypeVar("T")
 
@@ -288,7 +289,6 @@ class CouponBatchPublic(BaseModel):
 
 # --- errors -----------------------------------------------------------------------------
 
-
 class FieldErrorPublic(BaseModel):
     loc: list[str | int] = Field(description="Path to the field, e.g. [\"body\", \"count\"].")
     msg: str
@@ -302,3 +302,83 @@ class ErrorPublic(BaseModel):
     message: str
     errors: list[FieldErrorPublic] = Field(default_factory=list)
     request_id: str | None = None
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                "required": True, "schema": {"type": "string"}}}
+
+#: status -> (description, example body, headers) of the errors the API answers with.
+ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    400: ("The body could not be read as text (it is not UTF-8)", {
+        "code": "http_error", "message": "There was an error parsing the body", "errors": []},
+        {}),
+    401: ("No API key, or an unknown or revoked one", {
+        "code": "unauthenticated", "message": "send an API key as 'Authorization: Bearer <key>'",
+        "errors": []}, {}),
+    403: ("An API key of another scope", {
+        "code": "wrong_scope", "message": "this route needs a management key; this key has "
+        "scope storefront", "errors": []}, {}),
+    404: ("The id or key in the path (or a record the request names) does not exist", {
+        "code": "campaign_not_found", "message": "campaign 42 does not exist", "errors": []},
+        {}),
+    409: ("Valid, but the current state does not allow it (duplicate, wrong status, spent)", {
+        "code": "invalid_transition",
+        "message": "the campaign cannot become scheduled: set a budget above zero",
+        "errors": [{"loc": ["budget_minor"], "msg": "set a budget above zero",
+                    "type": "missing"}]}, {}),
+    413: ("The body is larger than the limit (16 MiB)", {
+        "code": "payload_too_large", "message": "the request body is larger than 16777216 "
+        "bytes", "errors": []}, {}),
+    422: ("Invalid input; `errors` names each bad field by its `loc`", {
+        "code": "validation_failed", "message": "invalid request: body.count",
+        "errors": [{"loc": ["body", "count"],
+                    "msg": "Input should be less than or equal to 1000000",
+                    "type": "less_than_equal"}]}, {}),
+    429: ("Too many requests; wait as long as Retry-After says", {
+        "code": "rate_limited", "message": "too many failed code validations; try later",
+        "errors": []}, _RETRY_AFTER),
+    503: ("The database is unavailable (or not yet migrated); retry after Retry-After "
+          "seconds", {"code": "database_unavailable", "message": "the database is unavailable "
+                      "right now; try again in a few seconds", "errors": []}, _RETRY_AFTER),
+}
+
+
+def error_responses(*statuses: int, body: bool = False,
+                    descriptions: dict[int, str] | None = None
+                    ) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for an authenticated route: 401, 403, 422, 503 and ``statuses``.
+
+    Each documents the error body the API really sends (:class:`ErrorPublic`), not
+    FastAPI's default shape. ``body=True`` adds what a route that reads a JSON body can
+    answer before looking at it: 400 (not UTF-8 text) and 413 (too large).
+    ``descriptions`` replaces the generic description of a status.
+    """
+    wanted = {401, 403, 422, 503, *statuses, *((400, 413) if body else ())}
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(wanted):
+        description, example, headers = ERROR_EXAMPLES[status]
+        documented[status] = {
+            "model": ErrorPublic,
+            "description": (descriptions or {}).get(status, description),
+            "content": {"application/json": {"example": example}},
+            **({"headers": headers} if headers else {}),
+        }
+    return documented
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references inlined (for openapi_extra)."""
+    definitions = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(definitions[ref.rsplit("/", 1)[-1]])
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session, col, select
 
 from campaigns.models import Assignment, Incentive, PointsLedger, TrialGrant
@@ -19,7 +19,6 @@ from campaigns.services.customers import (
     CustomerAttributes,
     ExternalId,
     customer_by_external_id,
-    get_or_create_customer,
 )
 from campaigns.services.offers import customer_offers
 from campaigns.services.ratelimit import Limit, count_in_window, record_event
@@ -32,6 +31,7 @@ from campaigns.services.redemptions import (
 )
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
+from web.api.schemas import MAX_ID, error_responses, inline_refs
 from web.deps import SessionDep, StorefrontCaller
 from web.errors import ApiError
 
@@ -78,6 +78,18 @@ class OffersOut(BaseModel):
                     "redemptions_left": 1}]}]}}
 
 
+#: Attributes of a customer seen for the first time, accepted as query parameters.
+NEW_CUSTOMER_FIELDS = ("segment", "value_tier", "loyalty_tier", "preferred_channel", "region",
+                       "age_band", "tenure_months", "is_new")
+
+
+def _new_customer_parameters() -> list[dict[str, Any]]:
+    properties = CustomerAttributes.model_json_schema()["properties"]
+    return [{"name": name, "in": "query", "required": False, "schema": properties[name],
+             "description": "Used only when the customer is created by this request."}
+            for name in NEW_CUSTOMER_FIELDS]
+
+
 @router.get(
     "/customers/{customer_id}/offers", response_model=OffersOut,
     summary="The offers to show this customer now",
@@ -91,24 +103,17 @@ class OffersOut(BaseModel):
         "given as query parameters (`segment`, `value_tier`, `loyalty_tier`, "
         "`preferred_channel`, `region`, `age_band`, `tenure_months`, `is_new`); for a known "
         "customer those parameters are ignored."),
-    responses={401: {"description": "No or unknown API key"},
-               403: {"description": "Key of another scope"},
-               422: {"description": "Bad parameter; `errors` names it"}},
+    responses=error_responses(descriptions={
+        403: "Key of another scope (offers need a storefront key)",
+        422: "Bad parameter, or an unknown channel or stage; `errors` names it"}),
+    openapi_extra={"parameters": _new_customer_parameters()},
 )
 def get_offers(
     request: Request, session: SessionDep, caller: StorefrontCaller,
     customer_id: CustomerIdPath,
     channel: Annotated[str | None, Query(max_length=40, description="Channel key.")] = None,
     stage: Annotated[str | None, Query(max_length=40, description="Stage key.")] = None,
-    segment: Annotated[str | None, Query(max_length=40)] = None,
-    value_tier: Annotated[str | None, Query(max_length=20)] = None,
-    loyalty_tier: Annotated[str | None, Query(max_length=40)] = None,
-    preferred_channel: Annotated[str | None, Query(max_length=40)] = None,
-    region: Annotated[str | None, Query(max_length=40)] = None,
-    age_band: Annotated[str | None, Query(max_length=20)] = None,
-    tenure_months: Annotated[int, Query(ge=0, le=2400)] = 0,
-    is_new: bool = False,
-) -> OffersOut:
+) -> Response:
     snapshot = request.app.state.catalog.snapshot(session)
     errors = []
     if channel is not None and channel not in snapshot.channel_ids:
@@ -117,21 +122,46 @@ def get_offers(
     if stage is not None and stage not in snapshot.stage_ids:
         errors.append({"loc": ["query", "stage"], "msg": f"unknown stage '{stage}'",
                        "type": "not_found"})
-    if errors:
+    attributes = _new_customer_attributes(request, errors)
+    if errors or attributes is None:
         raise ApiError(422, "validation_failed", "invalid request", errors)
-    attributes = parse_input(CustomerAttributes, {
-        "segment": segment, "value_tier": value_tier, "loyalty_tier": loyalty_tier,
-        "preferred_channel": preferred_channel, "region": region, "age_band": age_band,
-        "tenure_months": tenure_months, "is_new": is_new}, what="customer attributes")
-    customer = get_or_create_customer(session, external_id=customer_id, attributes=attributes)
-    offers = customer_offers(session, snapshot=snapshot, customer=customer, channel_key=channel,
-                             stage_key=stage, now=utcnow())
-    return OffersOut(customer_id=customer_id, channel=channel, stage=stage,
-                     offers=[OfferOut(**offer.__dict__) for offer in offers])
+    offers = customer_offers(session, snapshot=snapshot, external_id=customer_id,
+                             attributes=attributes, channel_key=channel, stage_key=stage,
+                             now=utcnow())
+    session.commit()  # here, on the route's thread: the dependency then has nothing to do
+    # Built from values this code made, so serialised without validating them again.
+    body = OffersOut.model_construct(
+        customer_id=customer_id, channel=channel, stage=stage,
+        offers=[OfferOut.model_construct(**offer.__dict__) for offer in offers])
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+def _new_customer_attributes(request: Request, errors: list[dict[str, Any]]
+                             ) -> CustomerAttributes | None:
+    """The attributes an unknown customer is created with, from the query string.
+
+    Read by hand rather than declared one by one: FastAPI's per-parameter work was a
+    measurable share of the busiest route. They are documented through
+    ``NEW_CUSTOMER_PARAMETERS``, and a bad one is named like any other parameter.
+    """
+    query = request.query_params
+    raw = {name: query[name] for name in NEW_CUSTOMER_FIELDS if name in query}
+    try:
+        return CustomerAttributes.model_validate(raw)
+    except ValidationError as error:
+        errors.extend({"loc": ["query", *(str(part) for part in item["loc"])],
+                       "msg": item["msg"].removeprefix("Value error, "), "type": item["type"]}
+                      for item in error.errors())
+        return None
 
 
 REDEMPTION_EXAMPLE = {"customer_id": "C000042", "campaign_id": 1, "code": "WEBK7M2Q9XHT",
                       "channel": "web", "order_id": "ORD-1001", "order_amount_minor": 5990}
+
+
+REPLAYED_HEADER = {"Idempotent-Replayed": {
+    "description": "true when this is the stored answer to an earlier identical request",
+    "required": True, "schema": {"type": "string", "enum": ["true", "false"]}}}
 
 
 class RedemptionOut(BaseModel):
@@ -162,12 +192,19 @@ class RedemptionOut(BaseModel):
         "response (with header `Idempotent-Replayed: true`) and has no further effect; the "
         "same key with another body is refused with 422."),
     responses={
-        200: {"description": "Replay of an earlier identical request"},
-        404: {"description": "Unknown code, customer or channel"},
-        409: {"description": "Code used, budget spent, limit reached, not offered, control "
-                             "group, campaign not running"},
-        422: {"description": "Bad body, missing Idempotency-Key, or key reused"},
+        200: {"model": RedemptionOut, "description": "Replay of an earlier identical request",
+              "headers": REPLAYED_HEADER},
+        201: {"headers": REPLAYED_HEADER},
+        **error_responses(404, 409, body=True, descriptions={
+            404: "Unknown code, customer or channel",
+            409: "Code used, budget spent, limit reached, not offered, control group, "
+                 "campaign not running",
+            422: "Bad body, missing Idempotency-Key, or key reused"}),
     },
+    # The body is validated by the route (after the Idempotency-Key), so its schema is
+    # declared here for the OpenAPI document.
+    openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": inline_refs(RedemptionRequest.model_json_schema())}}}},
 )
 def post_redemption(
     request: Request, session: SessionDep, caller: StorefrontCaller,
@@ -185,6 +222,9 @@ def post_redemption(
     data = parse_input(RedemptionRequest, body, what="redemption")
     # On PostgreSQL the redemption is one atomic statement: PostgreSQL commits it as it
     # finishes, so the campaign row it locks is not held while the response is built.
+    # What the key lookup may have read is committed first, or the redemption would join
+    # that transaction and hold the campaign row until the request ends.
+    session.commit()
     with autocommit(session):
         outcome = redeem(session, snapshot=request.app.state.catalog.snapshot(session),
                          idempotency_key=f"{caller.api_key_id}:{idempotency_key}",
@@ -209,10 +249,10 @@ class RollbackOut(BaseModel):
     summary="Roll back a redemption (order cancelled); exactly once",
     description="Restores budget, the customer's limit, the code and stock. Calling it again "
     "changes nothing and says `already_rolled_back: true`.",
-    responses={404: {"description": "Unknown redemption"}},
+    responses=error_responses(404, descriptions={404: "Unknown redemption"}),
 )
 def post_rollback(session: SessionDep, caller: StorefrontCaller,
-                  redemption_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+                  redemption_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
     return rollback_redemption(session, redemption_id=redemption_id, now=utcnow())
 
 
@@ -265,7 +305,8 @@ def _validate_now(request: Request, session: Session, caller_id: int, client: st
         "every answer takes the same minimum time so timing does not reveal which. More than "
         f"{VALIDATION_FAILURES.max_events} failed validations a minute from one key or one "
         "client address are refused with 429 and a Retry-After header."),
-    responses={429: {"description": "Too many failed validations; see Retry-After"}},
+    responses=error_responses(429, body=True, descriptions={
+        429: "Too many failed validations; see Retry-After"}),
 )
 async def post_validate(request: Request, session: SessionDep, caller: StorefrontCaller,
                         data: ValidateIn) -> JSONResponse:
@@ -296,7 +337,7 @@ class TrialsOut(BaseModel):
 
 @router.get("/customers/{customer_id}/trials", response_model=TrialsOut,
             summary="The customer's free trials, active and past",
-            responses={404: {"description": "Unknown customer"}})
+            responses=error_responses(404, descriptions={404: "Unknown customer"}))
 def get_trials(session: SessionDep, caller: StorefrontCaller,
                customer_id: CustomerIdPath) -> TrialsOut:
     customer = customer_by_external_id(session, customer_id)
@@ -337,7 +378,7 @@ def _loyalty_ladder(session: Session, customer_id: int) -> list[dict[str, Any]] 
 
 @router.get("/customers/{customer_id}/loyalty", response_model=LoyaltyOut,
             summary="Points balance, tier and recent ledger entries",
-            responses={404: {"description": "Unknown customer"}})
+            responses=error_responses(404, descriptions={404: "Unknown customer"}))
 def get_loyalty(session: SessionDep, caller: StorefrontCaller,
                 customer_id: CustomerIdPath) -> LoyaltyOut:
     customer = customer_by_external_id(session, customer_id)

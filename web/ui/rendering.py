@@ -1,15 +1,16 @@
-"""Pages: the Jinja environment, the UI route class, security headers and problem pages.
+"""Pages: the Jinja environment, the UI route class, page headers and problem pages.
 
 Every UI response leaves through :class:`UiRoute`, which adds the cookies the request
-decided on and the security headers (a Content-Security-Policy without
-``'unsafe-inline'``: the templates carry no inline script, handler or style), and turns
-the problems a request can meet (anonymous, wrong role, bad CSRF token, not found, an
-unexpected error) into HTML pages rather than the API's JSON bodies.
+decided on, the page Content-Security-Policy (no ``'unsafe-inline'``: the templates carry
+no inline script, handler or style; downloads get it too) and ``Cache-Control:
+no-store``, and turns the problems a request can meet (anonymous, wrong role, bad CSRF
+token, not found, an unexpected error) into HTML pages rather than the API's JSON bodies.
+The other security headers come from :class:`web.observability.SecurityHeaders`, which
+every response of the app passes through.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -31,7 +32,15 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.errors import ChannelShiftError, NotFound
-from web.api.docs import STATIC_DIR, vendor_path
+from web.api.docs import static_url, vendor_path
+from web.deps import roll_back_request
+from web.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    DatabaseUnavailable,
+    is_database_unavailable,
+    log_database_unavailable,
+)
+from web.observability import PAGE_CONTENT_SECURITY_POLICY
 from web.ui.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -52,25 +61,13 @@ logger = logging.getLogger("channelshift.ui")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
-#: Scripts and styles come from this site's files only; no inline code, no framing.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "font-src 'self'",
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+#: The policy of every UI response, downloads included (the other security headers,
+#: nosniff, frame denial and the referrer policy, come from
+#: :class:`web.observability.SecurityHeaders` on every response, pages or not).
+CONTENT_SECURITY_POLICY = PAGE_CONTENT_SECURITY_POLICY
 
-SECURITY_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
     # Pages show business data: never keep them in a cache (nor in the back button after
     # sign-out).
     "Cache-Control": "no-store",
@@ -140,13 +137,6 @@ def points(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "—"
     return f"{value * 100:+.{digits}f} pp"
-
-
-@lru_cache(maxsize=64)
-def static_url(path: str) -> str:
-    """URL of one of our own static files, with a content hash so caches refresh on change."""
-    content = (STATIC_DIR / path).read_bytes()
-    return f"/static/{path}?v={hashlib.sha256(content).hexdigest()[:12]}"
 
 
 @lru_cache(maxsize=16)
@@ -234,6 +224,14 @@ def _sign_in_redirect(request: Request) -> Response:
 
 def problem_response(request: Request, error: Exception) -> Response:
     """The page for an exception raised while serving a UI route."""
+    if is_database_unavailable(error):
+        if not isinstance(error, DatabaseUnavailable):
+            log_database_unavailable(request, error)
+        page = _problem_page(request, status_code=503, title="Temporarily unavailable",
+                             message="The database is unavailable right now.",
+                             hint="Wait a few seconds and try again.")
+        page.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return page
     if isinstance(error, SignInRequired):
         return _sign_in_redirect(request)
     if isinstance(error, PermissionDenied):
@@ -273,8 +271,8 @@ def problem_response(request: Request, error: Exception) -> Response:
 
 
 def finish(request: Request, response: Response) -> Response:
-    """Add the security headers and the cookies the request decided on."""
-    for name, value in SECURITY_HEADERS.items():
+    """Add the page headers and the cookies the request decided on."""
+    for name, value in PAGE_HEADERS.items():
         response.headers.setdefault(name, value)
     secure = request.url.scheme == "https"
     for change in pending_cookies(request):
@@ -301,6 +299,9 @@ class UiRoute(APIRoute):
             try:
                 response = await handle(request)
             except Exception as error:  # every failure of a page becomes a page
+                # The session dependency does not see the exception: without this it would
+                # commit what the failed page had already flushed.
+                roll_back_request(request)
                 response = problem_response(request, error)
             return finish(request, response)
 

@@ -86,7 +86,7 @@ class TestOffers:
                                                           storefront_key) -> None:
         response = offers(client, storefront_key, "NEW-2", value_tier="diamond")
         assert response.status_code == 422
-        assert response.json()["errors"][0]["loc"] == ["value_tier"]
+        assert response.json()["errors"][0]["loc"] == ["query", "value_tier"]
         assert session.exec(select(Customer).where(Customer.external_id == "NEW-2")).first() \
             is None
 

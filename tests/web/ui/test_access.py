@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute
 from campaigns.models import Role
 from campaigns.services.apikeys import create_api_key
 from tests.builders import make_campaign, make_channel
-from tests.web.ui.conftest import make_user
+from tests.web.ui.conftest import csrf_token, make_user
+from web.ui.auth import CSRF_HEADER
 from web.ui.permissions import PUBLIC, ROLE_PERMISSIONS, ROUTE_PERMISSIONS
 from web.ui.rendering import UiRoute
 
@@ -126,6 +127,39 @@ class TestWrongRole:
                     opened += 1
         assert opened >= 20
 
+    def test_permitted_roles_pass_the_role_check_on_every_form(self, ui_app, as_role, params
+                                                               ) -> None:
+        """Unsafe routes: a permitted role is stopped only by a missing CSRF token.
+
+        With the token, the request reaches the page itself (which may still refuse the
+        made-up form, but never with 403 or a trip to the sign-in page).
+        """
+        checked = set()
+        tokens: dict[Role, str] = {}
+        for route, method, path in calls(ui_app, params):
+            if method == "GET" or route.permission is PUBLIC:
+                continue
+            for role, granted in ROLE_PERMISSIONS.items():
+                if route.permission not in granted:
+                    continue
+                browser = as_role(role)
+                if role not in tokens:
+                    tokens[role] = csrf_token(browser.get("/goals").text)
+                refused = browser.request(method, path, data={"name": "x"})
+                assert refused.status_code == 403, (role, method, path, refused.status_code)
+                assert "This form could not be accepted" in refused.text, (role, path)
+                assert "Access denied" not in refused.text
+                if route.name != "ui.logout":  # signing out is tested in test_sessions
+                    response = browser.request(method, path, data={"name": "x"},
+                                               headers={CSRF_HEADER: tokens[role]})
+                    assert response.status_code not in (401, 403, 500), (role, path,
+                                                                    response.text[:300])
+                    location = urlsplit(response.headers.get("location", ""))
+                    assert location.path != "/login", (role, path)
+                checked.add((route.name, method, role))
+        assert {role for _, _, role in checked} == set(ROLE_PERMISSIONS)
+        assert len(checked) >= 20
+
     def test_navigation_offers_only_permitted_pages(self, as_role) -> None:
         viewer = as_role(Role.VIEWER).get("/").text
         assert 'href="/channels"' in viewer and 'href="/users"' not in viewer
@@ -134,6 +168,44 @@ class TestWrongRole:
         assert 'href="/users"' in admin and 'href="/api-keys"' in admin
         channels = as_role(Role.VIEWER).get("/channels").text
         assert "New channel" not in channels
+
+
+class TestEveryRouteForEveryRole:
+    """The walks above leave no (route, method, visitor) out: anonymous and all four roles."""
+
+    def test_the_matrix_is_complete(self, ui_app, params) -> None:
+        visitors: list[Role | None] = [None, *ROLE_PERMISSIONS]
+        matrix = {(route.name, method, visitor): walk_for(route, method, visitor)
+                  for route, method, _ in calls(ui_app, params) for visitor in visitors}
+        assert "unchecked" not in matrix.values(), [
+            cell for cell, walk in matrix.items() if walk == "unchecked"]
+        assert set(ROLE_PERMISSIONS) == set(Role)
+        assert len(matrix) == 5 * len(calls(ui_app, params))
+
+
+def walk_for(route: UiRoute, method: str, visitor: Role | None) -> str:
+    """Which test of this file checks what ``visitor`` gets from ``method route``."""
+    if route.permission is PUBLIC:
+        return "TestPublic"
+    if visitor is None:
+        return "TestAnonymous"
+    if route.permission not in ROLE_PERMISSIONS[visitor]:
+        return "TestWrongRole.test_every_route_answers_403_without_data"
+    if method == "GET":
+        return "TestWrongRole.test_permitted_roles_open_every_page"
+    if method == "POST":
+        return "TestWrongRole.test_permitted_roles_pass_the_role_check_on_every_form"
+    return "unchecked"
+
+
+class TestPublic:
+    def test_the_sign_in_page_is_open_to_anonymous_visitors(self, new_client) -> None:
+        anonymous = new_client()
+        assert anonymous.get("/login").status_code == 200
+        # a sign-in form without its token is refused, not processed
+        refused = anonymous.post("/login", data={"username": "x", "password": "y"})
+        assert refused.status_code == 403
+        assert "This form could not be accepted" in refused.text
 
 
 class TestPolicy:

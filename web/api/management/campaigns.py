@@ -23,6 +23,7 @@ from campaigns.services.incentives import get_incentive
 from web.api.management.common import CurrentCampaign, PageDep, errors, paginate
 from web.api.management.present import arm_public, campaign_public, campaigns_public
 from web.api.schemas import (
+    MAX_ID,
     ArmPublic,
     AuditEntryPublic,
     CampaignPublic,
@@ -33,7 +34,7 @@ from web.deps import ManagementCaller, SessionDep
 
 router = APIRouter(tags=["campaigns"])
 
-ArmIdPath = Annotated[int, Path(ge=1, description="The arm's id.")]
+ArmIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The arm's id.")]
 
 CAMPAIGN_CREATE_EXAMPLES = {
     "with_arms": {
@@ -76,7 +77,7 @@ def list_campaigns(
              description="Arms may define their incentive inline (`incentive`) or reuse one "
              "(`incentive_id`). Every campaign needs a control arm unless it opts out with a "
              "reason; that, the weights and the schedule are checked when it leaves draft.",
-             responses=errors(404, 409, 422))
+             responses=errors(404, 409, body=True))
 def create_campaign_route(
     caller: ManagementCaller, session: SessionDep,
     campaign_create: Annotated[CampaignCreate, Body(openapi_examples=CAMPAIGN_CREATE_EXAMPLES)],
@@ -97,7 +98,7 @@ def get_campaign_route(caller: ManagementCaller, session: SessionDep,
               summary="Change a campaign",
               description="Only the fields sent change. A running or paused campaign may "
               "change only its name, description, end time, budget and priority (409 names "
-              "the others); an ended one nothing.", responses=errors(404, 409, 422))
+              "the others); an ended one nothing.", responses=errors(404, 409, body=True))
 def update_campaign_route(
     caller: ManagementCaller, session: SessionDep, campaign: CurrentCampaign,
     campaign_update: Annotated[CampaignUpdate, Body(openapi_examples={
@@ -127,7 +128,7 @@ def delete_campaign_route(caller: ManagementCaller, session: SessionDep,
              summary="Add an arm to a draft campaign",
              description="Only while the campaign is a draft (409 otherwise). The weights "
              "must add up to 100 again before the campaign is scheduled.",
-             responses=errors(404, 409, 422))
+             responses=errors(404, 409, body=True))
 def add_arm_route(
     caller: ManagementCaller, session: SessionDep, campaign: CurrentCampaign,
     arm_create: Annotated[ArmCreate, Body(openapi_examples={
@@ -159,7 +160,7 @@ def remove_arm_route(caller: ManagementCaller, session: SessionDep, campaign: Cu
             description="Name every arm; weights add up to 100. Before anyone is exposed the "
             "weights are replaced; afterwards a new allocation period starts: exposed "
             "customers keep their arm, newcomers are split by the new weights.",
-            responses=errors(404, 409, 422))
+            responses=errors(404, 409, body=True))
 def set_weights_route(
     caller: ManagementCaller, session: SessionDep, campaign: CurrentCampaign,
     weights: Annotated[ArmWeights, Body(openapi_examples={
@@ -176,7 +177,7 @@ def set_weights_route(
              description="draft -> scheduled -> running <-> paused -> ended (scheduled may go "
              "back to draft or be ended). Scheduling and starting run every readiness check; "
              "a refusal is a 409 whose `errors` list each reason.",
-             responses=errors(404, 409, 422))
+             responses=errors(404, 409, body=True))
 def transition_route(
     caller: ManagementCaller, session: SessionDep, campaign: CurrentCampaign,
     request: Annotated[TransitionRequest, Body(openapi_examples={

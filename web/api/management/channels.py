@@ -38,7 +38,7 @@ def list_channels(caller: ManagementCaller, session: SessionDep, page: PageDep
 
 
 @router.post("/channels", response_model=ChannelPublic, status_code=201,
-             summary="Create a channel", responses=errors(409, 422))
+             summary="Create a channel", responses=errors(409, body=True))
 def create_channel_route(
     caller: ManagementCaller, session: SessionDep,
     channel_create: Annotated[ChannelCreate, Body(openapi_examples={
@@ -64,7 +64,7 @@ def get_channel(caller: ManagementCaller, session: SessionDep, key: ChannelKeyPa
 @router.patch("/channels/{key}", response_model=ChannelPublic,
               summary="Rename, re-kind, or (de)activate a channel",
               description="Only the fields sent change; the key never changes.",
-              responses=errors(404, 422))
+              responses=errors(404, body=True))
 def update_channel_route(
     caller: ManagementCaller, session: SessionDep, key: ChannelKeyPath,
     channel_update: Annotated[ChannelUpdate, Body(openapi_examples={
@@ -90,7 +90,7 @@ def list_stages(caller: ManagementCaller, session: SessionDep, page: PageDep
 
 
 @router.post("/stages", response_model=StagePublic, status_code=201, summary="Create a stage",
-             responses=errors(409, 422))
+             responses=errors(409, body=True))
 def create_stage_route(
     caller: ManagementCaller, session: SessionDep,
     stage_create: Annotated[StageCreate, Body(openapi_examples={
@@ -120,7 +120,7 @@ def list_channel_costs(caller: ManagementCaller, session: SessionDep, page: Page
 @router.put("/channel-costs", response_model=ChannelCostPublic,
             summary="Set the cost of one interaction on a channel at a stage",
             description="Creates the cost or replaces it; the previous value is kept in the "
-            "audit log.", responses=errors(404, 422))
+            "audit log.", responses=errors(404, body=True))
 def set_channel_cost_route(
     caller: ManagementCaller, session: SessionDep,
     cost: Annotated[ChannelCostSet, Body(openapi_examples={

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from campaigns.models import Campaign
 from campaigns.services.campaigns import get_campaign
-from web.api.schemas import ErrorPublic
+from web.api.schemas import MAX_ID, error_responses
 from web.deps import ManagementCaller, SessionDep, get_session
 
 #: Largest page a list endpoint returns.
@@ -38,7 +38,7 @@ def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT,
                                 description=f"Rows per page, at most {MAX_LIMIT}.")]
     = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip.")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 
@@ -56,7 +56,7 @@ def paginate(session: Session, statement: Any, page: PageParams) -> tuple[list[A
 
 
 def current_campaign(
-    campaign_id: Annotated[int, Path(ge=1, description="The campaign's id.")],
+    campaign_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The campaign's id.")],
     session: SessionDep, caller: ManagementCaller,
 ) -> Campaign:
     """The campaign named in the path (404 if there is none), for a management caller only.
@@ -72,40 +72,16 @@ CurrentCampaign = Annotated[Campaign, Depends(current_campaign)]
 
 # --- documented errors ------------------------------------------------------------------
 
-_ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any]]] = {
-    401: ("No API key, or an unknown or revoked one", {
-        "code": "unauthenticated", "message": "send an API key as 'Authorization: Bearer <key>'",
-        "errors": []}),
-    403: ("An API key of another scope (management routes need a management key)", {
-        "code": "wrong_scope", "message": "this route needs a management key; this key has "
-        "scope storefront", "errors": []}),
-    404: ("The id or key in the path does not exist", {
-        "code": "campaign_not_found", "message": "campaign 42 does not exist", "errors": []}),
-    409: ("Valid, but the current state does not allow it (duplicate, wrong status)", {
-        "code": "invalid_transition",
-        "message": "the campaign cannot become scheduled: set a budget above zero",
-        "errors": [{"loc": ["budget_minor"], "msg": "set a budget above zero",
-                    "type": "missing"}]}),
-    422: ("Invalid input; `errors` names each bad field by its `loc`", {
-        "code": "validation_failed", "message": "invalid request: body.count",
-        "errors": [{"loc": ["body", "count"],
-                    "msg": "Input should be less than or equal to 1000000",
-                    "type": "less_than_equal"}]}),
-}
 
-
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` with examples: auth errors, 422 and the given statuses.
+def errors(*statuses: int, body: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a management route: auth errors, 422, 503 and ``statuses``.
 
     Every management route takes a parameter or a body, so every one can answer 422; it is
     documented with the body the API really sends instead of FastAPI's default shape.
+    ``body=True`` for routes that read a JSON body (they can also answer 400 and 413).
     """
-    documented: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({401, 403, 422, *statuses}):
-        description, example = _ERROR_EXAMPLES[status]
-        documented[status] = {"model": ErrorPublic, "description": description,
-                              "content": {"application/json": {"example": example}}}
-    return documented
+    return error_responses(*statuses, body=body, descriptions={
+        403: "An API key of another scope (management routes need a management key)"})
 
 
 # --- CSV ----------------------------------------------------------------------------------

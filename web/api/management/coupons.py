@@ -15,7 +15,7 @@ from campaigns.services.coupons import (
     generate_coupon_batch,
 )
 from web.api.management.common import CurrentCampaign, StreamSessionDep, csv_response, errors
-from web.api.schemas import CouponBatchCreate, CouponBatchPublic
+from web.api.schemas import MAX_ID, CouponBatchCreate, CouponBatchPublic
 from web.deps import ManagementCaller, SessionDep
 
 router = APIRouter(tags=["coupon codes and exports"])
@@ -36,10 +36,10 @@ def _csv_docs(example: str, what: str) -> dict[int | str, dict[str, object]]:
     "coupon, which must be in batch mode (409 otherwise). Codes follow the coupon's prefix, "
     "length and look-alike-free charset and are unique across all campaigns. They are not "
     "issued yet: a customer gets one on first exposure, which is also when its expiry "
-    "starts.", responses=errors(404, 409, 422))
+    "starts.", responses=errors(404, 409, body=True))
 def create_coupon_batch(
     caller: ManagementCaller, session: SessionDep, campaign: CurrentCampaign,
-    arm_id: Annotated[int, Path(ge=1, description="The arm's id.")],
+    arm_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The arm's id.")],
     batch: Annotated[CouponBatchCreate, Body(openapi_examples={
         "mailing": {"summary": "Codes for a mailing of 50,000", "value": {"count": 50000}},
     })],

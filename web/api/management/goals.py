@@ -12,7 +12,7 @@ from campaigns.schemas import GoalCreate
 from campaigns.services.goals import create_goal, get_goal
 from web.api.management.common import PageDep, errors, paginate
 from web.api.management.present import goal_public, goals_public
-from web.api.schemas import GoalPublic, Page
+from web.api.schemas import MAX_ID, GoalPublic, Page
 from web.deps import ManagementCaller, SessionDep
 
 router = APIRouter(tags=["goals"])
@@ -39,7 +39,7 @@ def list_goals(caller: ManagementCaller, session: SessionDep, page: PageDep
              description="Channels and the stage are named by key. `target_uplift` is an "
              "absolute fraction (0.05 = +5 percentage points); send it as a string to keep "
              "it exact. The eligibility rule is checked against known attributes and channels.",
-             responses=errors(404, 409, 422))
+             responses=errors(404, 409, body=True))
 def create_goal_route(
     caller: ManagementCaller, session: SessionDep,
     goal_create: Annotated[GoalCreate, Body(openapi_examples={
@@ -54,5 +54,5 @@ def create_goal_route(
 @router.get("/goals/{goal_id}", response_model=GoalPublic, summary="Get a migration goal",
             responses=errors(404))
 def get_goal_route(caller: ManagementCaller, session: SessionDep,
-                   goal_id: Annotated[int, Path(ge=1)]) -> GoalPublic:
+                   goal_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> GoalPublic:
     return goal_public(session, get_goal(session, goal_id))

@@ -13,7 +13,7 @@ from campaigns.schemas import IncentiveCreate
 from campaigns.services.incentives import create_incentive, get_incentive
 from web.api.management.common import PageDep, errors, paginate
 from web.api.management.present import incentive_public
-from web.api.schemas import IncentivePublic, IncentiveTypePublic, Page
+from web.api.schemas import MAX_ID, IncentivePublic, IncentiveTypePublic, Page
 from web.deps import ManagementCaller, SessionDep
 
 router = APIRouter(tags=["incentives"])
@@ -63,7 +63,7 @@ def list_incentives(
              summary="Create an incentive",
              description="`config` is validated by the incentive's type (see "
              "`GET /api/v1/incentive-types`); each problem is reported at its `loc` under "
-             "`config`.", responses=errors(422))
+             "`config`.", responses=errors(body=True))
 def create_incentive_route(
     caller: ManagementCaller, session: SessionDep,
     incentive_create: Annotated[IncentiveCreate,
@@ -76,5 +76,6 @@ def create_incentive_route(
 @router.get("/incentives/{incentive_id}", response_model=IncentivePublic,
             summary="Get an incentive", responses=errors(404))
 def get_incentive_route(caller: ManagementCaller, session: SessionDep,
-                        incentive_id: Annotated[int, Path(ge=1)]) -> IncentivePublic:
+                        incentive_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+                        ) -> IncentivePublic:
     return incentive_public(get_incentive(session, incentive_id))
