@@ -738,7 +738,22 @@ def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
 
     The status flip ``applied -> rolled_back`` is itself a conditional UPDATE, so of many
     concurrent rollbacks exactly one restores anything; the others see it already done.
+    It runs in a savepoint and again if PostgreSQL picks it as a deadlock victim (a rollback
+    meets a busy campaign's redemptions the way two redemptions do; see
+    :func:`_execute_at_once`): the aborted attempt restored nothing.
     """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with session.begin_nested():
+                return _rollback_once(session, redemption_id=redemption_id, now=now)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED \
+                    or attempt == DEADLOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _rollback_once(session: Session, *, redemption_id: int, now: datetime) -> dict[str, Any]:
     redemption = session.get(Redemption, redemption_id)
     if redemption is None:
         raise NotFound(f"redemption {redemption_id} does not exist", code="redemption_not_found")
