@@ -19,17 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
 from campaigns.services.apikeys import create_api_key
-from campaigns.settings import Settings
 from tests.builders import ACTOR, make_goal
 from tests.liveserver import LiveServer, live_server
-from web.app import MAX_BODY_BYTES, create_app
-from web.deps import get_session
+from tests.web.api.conftest import app, client  # noqa: F401  (fixtures)
+from web.app import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.reliability
 
@@ -48,31 +46,6 @@ ROUTES: dict[str, tuple[str, str, dict[str, str], dict[str, Any]]] = {
                                   "customer_id": "C1", "channel": "web", "stage": "after_sale",
                                   "occurred_at": "2026-01-31T09:00:00Z"}]}),
 }
-
-
-@pytest.fixture
-def app(engine, session: Session) -> FastAPI:
-    """The app on the test's transaction (as tests/web/api/conftest.py builds it)."""
-    app = create_app(engine=engine, check_schema=False,
-                     settings=Settings(config_refresh_seconds=0))
-
-    def test_session() -> Iterator[Session]:
-        session.commit()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-    app.dependency_overrides[get_session] = test_session
-    return app
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
 
 
 @pytest.fixture
@@ -109,7 +82,7 @@ def assert_refused(response: Any) -> None:
 
 @pytest.mark.parametrize("route", list(ROUTES))
 class TestBodyLimit:
-    def test_declared_length_over_the_limit(self, client: TestClient, session: Session,
+    def test_declared_length_over_the_limit(self, client: TestClient, session: Session,  # noqa: F811
                                             keys: dict[str, str], route: str) -> None:
         before = row_counts(session)
         content = padded(ROUTES[route][3], MAX_BODY_BYTES + 1)
@@ -118,7 +91,7 @@ class TestBodyLimit:
         assert_refused(response)
         assert row_counts(session) == before
 
-    def test_streamed_body_over_the_limit(self, client: TestClient, session: Session,
+    def test_streamed_body_over_the_limit(self, client: TestClient, session: Session,  # noqa: F811
                                           keys: dict[str, str], route: str) -> None:
         """No Content-Length (chunked): the limit holds while the body is read."""
         before = row_counts(session)
@@ -134,7 +107,7 @@ class TestBodyLimit:
         assert_refused(response)
         assert row_counts(session) == before
 
-    def test_just_under_the_limit_reaches_the_route(self, client: TestClient,
+    def test_just_under_the_limit_reaches_the_route(self, client: TestClient,  # noqa: F811
                                                     keys: dict[str, str], route: str) -> None:
         response = client.post(ROUTES[route][1],
                                content=padded(ROUTES[route][3], MAX_BODY_BYTES),
