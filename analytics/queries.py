@@ -33,7 +33,10 @@ the adoption timeline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import queue
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -50,10 +53,12 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    true,
     union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Subquery
+from sqlalchemy.sql.selectable import LateralFromClause
 
 from campaigns.models import (
     Arm,
@@ -69,6 +74,7 @@ from campaigns.models import (
     MigrationGoal,
     Redemption,
 )
+from campaigns.settings import get_settings
 
 A = Assignment.__table__  # type: ignore[attr-defined]
 E = ChannelEvent.__table__  # type: ignore[attr-defined]
@@ -154,40 +160,55 @@ def _sum_where(value: ColumnElement[Any], condition: ColumnElement[bool]) -> Col
     return func.coalesce(func.sum(value).filter(condition), 0)
 
 
-def exposures(connection: Connection, window: GoalWindow) -> Subquery:
+#: A half-open range of customer ids, ``[low, high)``: one share of a partitioned report.
+CustomerRange = tuple[int, int]
+
+
+def exposures(connection: Connection, window: GoalWindow,
+              customers: CustomerRange | None = None) -> Subquery:
     """The campaign's exposures, each with its window bounds computed once.
 
     Columns: ``assignment_id``, ``arm_id``, ``customer_id``, ``start`` (first exposure),
     ``end`` (start + window) and ``pre_start`` (start - window). The event join bounds
     each customer's events to ``[pre_start, end)`` with these columns, so the aggregates
     above the join tell the window from the pre-period with one comparison to ``start``.
+    ``customers`` keeps only the exposures of customers in that id range.
     """
     start = A.c.first_exposed_at
-    return (
+    query = (
         select(A.c.id.label("assignment_id"), A.c.arm_id, A.c.customer_id,
                start.label("start"),
                shift_days(connection, start, window.window_days).label("end"),
                shift_days(connection, start, -window.window_days).label("pre_start"))
         .where(A.c.campaign_id == window.campaign_id)
-    ).subquery("exposure")
+    )
+    if customers is not None:
+        query = query.where(A.c.customer_id >= customers[0], A.c.customer_id < customers[1])
+    return query.subquery("exposure")
 
 
-def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bool) -> Subquery:
+def _event_metrics(window: GoalWindow, exposure: Subquery, *,
+                   lateral: bool) -> Subquery | LateralFromClause:
     """Per exposure: event counts and costs, and when the customer adopted.
 
-    One pass over the exposures joined with their customers' events. With
-    ``every_exposure`` (SQLite) the join is a left join, so every exposure has a row
-    (zeros without events) and the rest of the query can be driven from these rows; the
-    rows are grouped by ``(customer_id, arm_id, start)``, which the exposures' index on
-    ``(campaign_id, customer_id)`` delivers in order. Otherwise (PostgreSQL) only
-    exposures with an event in range have a row, grouped by ``assignment_id`` alone: the
-    narrowest sort (or hash) key over every joined event. The join condition already
-    restricts events to the pre-period and the window, so ``occurred_at >= start`` alone
-    says "in the window" and ``occurred_at < start`` "in the pre-period". An event
-    recorded without a cost is charged its channel's configured cost: on SQLite a
-    correlated subquery inside COALESCE, evaluated only for those events; on PostgreSQL
-    ``channel_cost`` is hash-joined (see below).
+    Every exposure gets one row (zeros without events), from its customer's events in
+    ``[pre_start, end)``, which the events' index on ``(customer_id, occurred_at)``
+    delivers as one range per exposure. The bounds already restrict events to the
+    pre-period and the window, so ``occurred_at >= start`` alone says "in the window" and
+    ``occurred_at < start`` "in the pre-period".
 
+    With ``lateral`` (PostgreSQL) the aggregate is a ``LATERAL`` subquery evaluated once
+    per exposure, with ``assignment_id`` and ``customer_id`` as keys: no sort or hash of
+    the joined events at all, so the work grows with the campaign's own events and a
+    range of customers costs its share (see :func:`_partitioned`). A hash join of every
+    event followed by a grouping by exposure, the plan PostgreSQL picks otherwise, sorts
+    or spills every joined event and ends in one process however many it started.
+    Otherwise (SQLite, which has no LATERAL) a left join grouped by ``(customer_id,
+    arm_id, start)``, which the exposures' index on ``(campaign_id, customer_id)``
+    delivers in order, so the grouping streams.
+
+    An event recorded without a cost is charged its channel's configured cost: a
+    correlated subquery inside COALESCE, evaluated only for those events.
     ``adopted_at`` is the first interaction on the target channel at the goal's stage
     within the window (NULL if none): the day the adoption timeline counts it.
     """
@@ -197,103 +218,103 @@ def _event_metrics(window: GoalWindow, exposure: Subquery, *, every_exposure: bo
     at_stage = and_(interaction, E.c.stage_id == window.stage_id)
     on_target = E.c.channel_id == window.target_channel_id
     on_source = E.c.channel_id.in_(window.source_channel_ids or (-1,))
-    joined = exposure.join(E, and_(E.c.customer_id == exposure.c.customer_id,
-                                   E.c.occurred_at >= exposure.c.pre_start,
-                                   E.c.occurred_at < exposure.c.end),
-                           isouter=every_exposure)
-    if every_exposure:
-        configured_cost: Any = (
-            select(CC.c.cost_minor)
-            .where(CC.c.channel_id == E.c.channel_id, CC.c.stage_id == E.c.stage_id)
-            .scalar_subquery())
-        keys: list[Any] = [exposure.c.customer_id, exposure.c.arm_id, exposure.c.start]
-    else:
-        # A correlated subquery in an aggregate's argument is "parallel restricted" on
-        # PostgreSQL: the workers could then only join and sort, and every joined event
-        # would go through one process to be aggregated. Joined (hashed: one row per
-        # channel and stage), the configured cost lets each worker aggregate its events.
-        joined = joined.outerjoin(CC, and_(CC.c.channel_id == E.c.channel_id,
-                                           CC.c.stage_id == E.c.stage_id))
-        configured_cost = CC.c.cost_minor
-        keys = [exposure.c.assignment_id]
+    in_range = and_(E.c.customer_id == exposure.c.customer_id,
+                    E.c.occurred_at >= exposure.c.pre_start,
+                    E.c.occurred_at < exposure.c.end)
+    configured_cost = (
+        select(CC.c.cost_minor)
+        .where(CC.c.channel_id == E.c.channel_id, CC.c.stage_id == E.c.stage_id)
+        .scalar_subquery())
     cost = func.coalesce(E.c.cost_minor, configured_cost, 0)
+    metrics = (
+        _count_where(and_(at_stage, on_target, in_window)).label("target_n"),
+        _count_where(and_(at_stage, in_window)).label("stage_n"),
+        _count_where(and_(at_stage, on_source, in_window)).label("source_n"),
+        _sum_where(cost, and_(interaction, in_window)).label("cost"),
+        _count_where(and_(E.c.kind == "complaint", in_window)).label("complaints"),
+        _count_where(and_(E.c.kind == "churn", in_window)).label("churn_n"),
+        _count_where(and_(at_stage, on_target, in_pre)).label("target_pre_n"),
+        _count_where(and_(at_stage, on_source, in_pre)).label("source_pre_n"),
+        _sum_where(cost, and_(interaction, in_pre)).label("cost_pre"),
+        func.min(E.c.occurred_at).filter(and_(at_stage, on_target, in_window))
+        .label("adopted_at"),
+    )
+    if lateral:
+        return select(*metrics).where(in_range).lateral("events")
+    keys = (exposure.c.customer_id, exposure.c.arm_id, exposure.c.start)
     return (
-        select(
-            *keys,
-            _count_where(and_(at_stage, on_target, in_window)).label("target_n"),
-            _count_where(and_(at_stage, in_window)).label("stage_n"),
-            _count_where(and_(at_stage, on_source, in_window)).label("source_n"),
-            _sum_where(cost, and_(interaction, in_window)).label("cost"),
-            _count_where(and_(E.c.kind == "complaint", in_window)).label("complaints"),
-            _count_where(and_(E.c.kind == "churn", in_window)).label("churn_n"),
-            _count_where(and_(at_stage, on_target, in_pre)).label("target_pre_n"),
-            _count_where(and_(at_stage, on_source, in_pre)).label("source_pre_n"),
-            _sum_where(cost, and_(interaction, in_pre)).label("cost_pre"),
-            func.min(E.c.occurred_at).filter(and_(at_stage, on_target, in_window))
-            .label("adopted_at"),
-        )
-        .select_from(joined)
+        select(*keys, *metrics)
+        .select_from(exposure.outerjoin(E, in_range))
         .group_by(*keys)
     ).subquery("events")
 
 
-def _conversion_metrics(exposure: Subquery) -> Subquery:
-    """Per customer who converted within the window: conversions, revenue and margin."""
+def _conversion_metrics(exposure: Subquery,
+                        customers: CustomerRange | None = None) -> Subquery:
+    """Per customer who converted within the window: conversions, revenue and margin.
+
+    ``customers`` bounds the conversions too, so a range of customers reads only its
+    own conversions (an index range) rather than every conversion to join them.
+    """
+    in_range = [CV.c.customer_id == exposure.c.customer_id,
+                CV.c.occurred_at >= exposure.c.start, CV.c.occurred_at < exposure.c.end]
+    if customers is not None:
+        in_range += [CV.c.customer_id >= customers[0], CV.c.customer_id < customers[1]]
     return (
         select(exposure.c.customer_id, func.count().label("conversions"),
                func.sum(CV.c.revenue_minor).label("revenue"),
                func.sum(func.coalesce(CV.c.margin_minor, CV.c.revenue_minor)).label("margin"),
                _count_where(CV.c.margin_minor.is_(None)).label("margin_imputed"))
-        .select_from(exposure.join(CV, and_(CV.c.customer_id == exposure.c.customer_id,
-                                            CV.c.occurred_at >= exposure.c.start,
-                                            CV.c.occurred_at < exposure.c.end)))
+        .select_from(exposure.join(CV, and_(*in_range)))
         .group_by(exposure.c.customer_id)
     ).subquery("conversions")
 
 
-def _per_customer(connection: Connection, window: GoalWindow,
-                  segments: Sequence[str]) -> Subquery:
+def _per_customer(connection: Connection, window: GoalWindow, segments: Sequence[str],
+                  customers: CustomerRange | None = None) -> Subquery:
     """One row per exposure with every metric and, of the customer's attributes, ``segments``.
 
-    Driven from the exposures or from the per-exposure event aggregate (see below): the
-    other per-customer aggregates (conversions, redemptions, prizes) are joined once on
-    ``customer_id``, which is unique within a campaign. The customer table is joined only
-    when an attribute is asked for.
+    Driven from the exposures (PostgreSQL, with the per-exposure event aggregate joined
+    laterally) or from the per-exposure event rows (SQLite): the other per-customer
+    aggregates (conversions, redemptions, prizes) are joined once on ``customer_id``,
+    which is unique within a campaign. The customer table is joined only when an
+    attribute is asked for. ``customers`` restricts every part to that id range.
     """
-    exposure = exposures(connection, window)
-    # PostgreSQL (before 16) cannot hash the small side of a parallel left join: it would hash every
-    # event (in batches spilled to disk). There the events are inner-joined and the
-    # exposures drive the query. SQLite joins by index lookups either way, and driving
-    # from the per-exposure rows spares it materialising and indexing them for a re-join.
-    every_exposure = connection.dialect.name != "postgresql"
-    events = _event_metrics(window, exposure, every_exposure=every_exposure)
-    conversions = _conversion_metrics(exposure)
+    exposure = exposures(connection, window, customers)
+    lateral = connection.dialect.name == "postgresql"
+    events = _event_metrics(window, exposure, lateral=lateral)
+    conversions = _conversion_metrics(exposure, customers)
+
+    def in_customers(column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        return [] if customers is None else [column >= customers[0], column < customers[1]]
+
     redemptions = (
         select(R.c.customer_id, func.sum(R.c.cost_minor).label("incentive_cost"))
-        .where(R.c.campaign_id == window.campaign_id, R.c.status == "applied")
+        .where(R.c.campaign_id == window.campaign_id, R.c.status == "applied",
+               *in_customers(R.c.customer_id))
         .group_by(R.c.customer_id)
     ).subquery("redemptions")
     prizes = (
         select(LW.c.customer_id, func.sum(LW.c.value_minor).label("prize_value"))
         .select_from(LW.join(LD, LD.c.id == LW.c.draw_id))
-        .where(LD.c.campaign_id == window.campaign_id)
+        .where(LD.c.campaign_id == window.campaign_id, *in_customers(LW.c.customer_id))
         .group_by(LW.c.customer_id)
     ).subquery("prizes")
 
     def zero_if_none(column: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.coalesce(column, 0)
 
-    driver: Any = events if every_exposure else exposure
+    driver: Any = exposure if lateral else events
     customer_id, arm_id, start = driver.c.customer_id, driver.c.arm_id, driver.c.start
-    counts = {name: events.c[name] if every_exposure else zero_if_none(events.c[name])
-              for name in ("target_n", "stage_n", "source_n", "cost", "complaints",
-                           "target_pre_n", "source_pre_n", "cost_pre")}
+    # Both forms give every exposure a row with zero counts when it has no events.
+    counts = {name: events.c[name] for name in ("target_n", "stage_n", "source_n", "cost",
+                                                  "complaints", "target_pre_n",
+                                                  "source_pre_n", "cost_pre")}
     cost = counts["cost"]
     margin = zero_if_none(conversions.c.margin)
     incentive_cost = (zero_if_none(redemptions.c.incentive_cost)
                       + zero_if_none(prizes.c.prize_value))
-    joined = driver if every_exposure else exposure.outerjoin(
-        events, events.c.assignment_id == exposure.c.assignment_id)
+    joined = exposure.join(events, true()) if lateral else driver
     joined = (joined.outerjoin(conversions, conversions.c.customer_id == customer_id)
               .outerjoin(redemptions, redemptions.c.customer_id == customer_id)
               .outerjoin(prizes, prizes.c.customer_id == customer_id))
@@ -393,9 +414,46 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
     statement then adds the cells up two ways (per arm and segment value: the
     statistics; per arm and adoption day) and counts the exposures per arm and day from
     the assignments, so only those rows reach Python and the figures are identical to
-    :func:`arm_statistics`.
+    :func:`arm_statistics`. On PostgreSQL a large campaign's customers are split into
+    ranges summed on several connections at once (:func:`_partitioned`); every figure
+    is a sum, so the ranges' rows add up to exactly the single statement's.
     """
-    per, segment_value = _grouped_customers(connection, campaign_id, segment)
+    if segment is not None and segment not in SEGMENT_COLUMNS:
+        raise ValueError(f"unknown segment column '{segment}'; use one of "
+                         f"{', '.join(SEGMENT_COLUMNS)}")
+    window = goal_window(connection, campaign_id)
+    names = ["n", *(column.name for column in _sums(_per_customer(connection, window, ())))]
+
+    def statement(on: Connection, customers: CustomerRange | None) -> Any:
+        return _statistics_and_adoption(on, window, segment, names, customers)
+
+    rows: list[dict[str, Any]] = []
+    daily = DailyAdoption(exposed={}, adopted={})
+    for mapping in _partitioned(connection, campaign_id, statement, names):
+        if mapping["part"] == 0:
+            rows.append(_plain({"arm_id": mapping["arm_id"], "arm": mapping["arm"],
+                                "is_control": mapping["is_control"],
+                                "segment_value": mapping["segment_value"],
+                                **{name: mapping[name] for name in names}}))
+        else:
+            counts = daily.exposed if mapping["part"] == 1 else daily.adopted
+            counts[(mapping["arm_id"], as_date(mapping["day"]))] = int(mapping["n"])
+    return rows, daily
+
+
+def _statistics_and_adoption(connection: Connection, window: GoalWindow,
+                             segment: str | None, names: Sequence[str],
+                             customers: CustomerRange | None) -> Any:
+    """The statement behind :func:`arm_statistics_and_adoption`, for every customer of the
+    campaign or those in the id range ``customers``.
+
+    Rows: ``part`` (0: statistics per arm and segment value; 1: exposures per arm and
+    day; 2: adoptions per arm and day), ``arm_id``, ``position``, ``segment_value``,
+    ``day``, then ``names`` (``n`` and the sums), then ``arm`` and ``is_control``.
+    """
+    per = _per_customer(connection, window, (segment,) if segment else (), customers)
+    segment_value = (cast(per.c[segment], Integer) if segment == "is_new"
+                     else per.c[segment]) if segment else literal("all")
     days = select(per, segment_value.label("segment_value"),
                   utc_day(connection, per.c.adopted_at).label("adopted_day")
                   ).subquery("per_customer_days")
@@ -403,7 +461,6 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
     keys = (days.c.arm_id, days.c.segment_value, days.c.adopted_day)
     # A few cells per arm and segment value (one per adoption day), hashed.
     cells = (select(*keys, func.count().label("n"), *sums).group_by(*keys)).cte("cells")
-    names = ["n", *(column.name for column in sums)]
     position = (select(_ARM.c.position).where(_ARM.c.id == cells.c.arm_id)
                 .scalar_subquery())
     no_value = null()
@@ -418,27 +475,124 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
                .group_by(cells.c.arm_id, cells.c.adopted_day))
     # Exposures by day need no events: the assignments alone.
     exposed_day = utc_day(connection, A.c.first_exposed_at)
+    in_range = ([] if customers is None
+                else [A.c.customer_id >= customers[0], A.c.customer_id < customers[1]])
     exposed = (select(literal(1), A.c.arm_id, no_value, no_value, exposed_day,
                       func.count(), *(no_value for _ in names[1:]))
-               .where(A.c.campaign_id == campaign_id)
+               .where(A.c.campaign_id == window.campaign_id, *in_range)
                .group_by(A.c.arm_id, exposed_day))
     union = union_all(statistics, exposed, adopted).subquery("parts")
-    query = (select(union, _ARM.c.name.label("arm"), _ARM.c.is_control)
-             .select_from(union.join(_ARM, _ARM.c.id == union.c.arm_id))
-             .order_by(union.c.part, union.c.position, union.c.segment_value, union.c.day))
-    rows: list[dict[str, Any]] = []
-    daily = DailyAdoption(exposed={}, adopted={})
-    for row in connection.execute(query):
-        mapping = row._mapping
-        if mapping["part"] == 0:
-            rows.append(_plain({"arm_id": mapping["arm_id"], "arm": mapping["arm"],
-                                "is_control": mapping["is_control"],
-                                "segment_value": mapping["segment_value"],
-                                **{name: mapping[name] for name in names}}))
-        else:
-            counts = daily.exposed if mapping["part"] == 1 else daily.adopted
-            counts[(mapping["arm_id"], as_date(mapping["day"]))] = int(mapping["n"])
-    return rows, daily
+    return (select(union, _ARM.c.name.label("arm"), _ARM.c.is_control)
+            .select_from(union.join(_ARM, _ARM.c.id == union.c.arm_id))
+            .order_by(union.c.part, union.c.position, union.c.segment_value, union.c.day))
+
+
+#: Below this many exposures a report is one statement on the caller's connection.
+PARTITION_MIN_EXPOSURES = 200_000
+#: Customer ranges per connection: a range that happens to hold more customers (or more
+#: events) than the others only delays the connection that drew it.
+RANGES_PER_CONNECTION = 4
+#: work_mem of a range's transaction: its per-exposure rows are grouped into cells.
+RANGE_WORK_MEM = "64MB"
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+
+
+def report_parallelism(connection: Connection) -> int:
+    """How many connections a large report on ``connection``'s database may use.
+
+    ``CHANNELSHIFT_REPORT_PARALLELISM`` when set, else as many processes as PostgreSQL
+    lets one query use (``max_parallel_workers_per_gather`` + 1); 1 on SQLite.
+    """
+    if connection.dialect.name != "postgresql":
+        return 1
+    configured = get_settings().report_parallelism
+    if configured is not None:
+        return configured
+    workers = connection.exec_driver_sql(
+        "SELECT current_setting('max_parallel_workers_per_gather')::int").scalar_one()
+    return max(1, min(8, int(workers) + 1))
+
+
+def _partitioned(connection: Connection, campaign_id: int,
+                 statement: Callable[[Connection, CustomerRange | None], Any],
+                 names: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``statement`` for the whole campaign, in its order.
+
+    A small campaign (under :data:`PARTITION_MIN_EXPOSURES`; or SQLite, or a
+    :func:`report_parallelism` of 1) runs ``statement(connection, None)``. Otherwise the
+    campaign's customer ids are cut into equal ranges that that many new connections of
+    the same engine take in turn, each in a REPEATABLE READ transaction that imports the
+    caller's snapshot
+    (``pg_export_snapshot``, as ``pg_dump --jobs`` does): every range reads exactly
+    the database the caller sees, even while events keep arriving. Rows with the same
+    ``part``, ``arm_id``, ``segment_value`` and ``day`` are added up over ``names``.
+
+    Why not PostgreSQL's own parallel query: the per-exposure aggregate is a LATERAL
+    subquery, which PostgreSQL (to 17) runs in one process; and the plans it can run
+    in parallel (a hash join of every event, then a grouping by exposure) end with
+    every exposure's row funnelled through a single process before the joins and sums
+    that follow.
+    """
+    workers = report_parallelism(connection)
+    bounds = None
+    if workers > 1:
+        bounds = connection.execute(
+            select(func.count(), func.min(A.c.customer_id), func.max(A.c.customer_id))
+            .where(A.c.campaign_id == campaign_id)).one()
+    if bounds is None or bounds[0] < max(1, PARTITION_MIN_EXPOSURES):
+        return [dict(row._mapping) for row in connection.execute(statement(connection, None))]
+    snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+    low, high = int(bounds[1]), int(bounds[2]) + 1
+    count = workers * RANGES_PER_CONNECTION
+    step = -(-(high - low) // count)
+    ranges: queue.SimpleQueue[CustomerRange] = queue.SimpleQueue()
+    for first in range(low, high, step):
+        ranges.put((first, min(first + step, high)))
+
+    def work() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        with connection.engine.connect() as own:
+            own = own.execution_options(isolation_level="REPEATABLE READ")
+            with own.begin():
+                own.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                # The ranges are the parallelism: no parallel workers on top of them. And
+                # no JIT: compiling the statement's expressions costs seconds per range
+                # (its estimated cost crosses jit_optimize_above_cost), more than the
+                # per-exposure work it would speed up.
+                own.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+                own.exec_driver_sql("SET LOCAL jit = off")
+                # Enough memory to hash a range's cells instead of sorting them on disk.
+                own.exec_driver_sql(f"SET LOCAL work_mem = '{RANGE_WORK_MEM}'")
+                while True:
+                    try:
+                        customers = ranges.get_nowait()
+                    except queue.Empty:
+                        return found
+                    found.extend(dict(row._mapping)
+                                 for row in own.execute(statement(own, customers)))
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
+        parts = [future.result() for future in [pool.submit(work) for _ in range(workers)]]
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in (row for part in parts for row in part):
+        key = (row["part"], row["arm_id"], row["segment_value"], row["day"])
+        total = merged.get(key)
+        if total is None:
+            merged[key] = row
+            continue
+        for name in names:
+            if row[name] is not None:
+                total[name] = row[name] if total[name] is None else total[name] + row[name]
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        # The statement's ORDER BY, NULLs last as PostgreSQL sorts them.
+        return (row["part"], row["position"] is None, row["position"],
+                row["segment_value"] is None, row["segment_value"],
+                row["day"] is None, row["day"])
+
+    return sorted(merged.values(), key=order)
 
 
 def _grouped_customers(connection: Connection, campaign_id: int,

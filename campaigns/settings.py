@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         "check off, e.g. when cron runs `channelshift guardrails check` instead.",
     )
 
+    report_parallelism: int | None = Field(
+        default=None, ge=1, le=16,
+        description="PostgreSQL: how many connections a large campaign's report splits its "
+        "customers over (each reading the same snapshot). Unset: the server's "
+        "max_parallel_workers_per_gather + 1, as many processes as one query may use there.",
+    )
+
     @field_validator("database_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str | None) -> str | None:
