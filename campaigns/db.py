@@ -8,6 +8,7 @@ which commits when the block succeeds and rolls back when it raises.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,7 +77,7 @@ def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) ->
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if schema:
         connect_args["options"] = f"-c search_path={schema}"
-    return create_engine(
+    engine = create_engine(
         url,
         connect_args=connect_args,
         pool_size=pool_size,
@@ -87,6 +88,20 @@ def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) ->
         # which end up in logs.
         hide_parameters=True,
     )
+    _connect_args[engine] = connect_args
+    return engine
+
+
+#: The driver arguments :func:`build_engine` added to each PostgreSQL engine's URL.
+_connect_args: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def psycopg_connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """``psycopg.connect`` arguments reaching the same database, as the same schema, with
+    the same timeouts as ``engine``'s own connections: for a pool of psycopg's own."""
+    _args, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs.pop("context", None)  # SQLAlchemy's own type adapters; psycopg's defaults here
+    return {**kwargs, **_connect_args.get(engine, {})}
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

@@ -6,14 +6,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import psycopg
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import Engine
 from sqlmodel import Session
 
+from campaigns.db import POOL_TIMEOUT_SECONDS, psycopg_connect_kwargs
 from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
+from campaigns.services.offers_postgresql import Database, SessionConnection
 from web.api.guards import refuse_nul_characters
 from web.errors import (
     ApiError,
@@ -86,6 +91,76 @@ def roll_back_request(request: Request) -> None:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+T = TypeVar("T")
+
+
+class AsyncPool:
+    """psycopg's async connection pool, for the routes that run on the event loop.
+
+    Requests on the offers route wait for the database without holding a thread: no trip
+    to the thread pool and back, no GIL hand-off, per round trip. Its connections are in
+    autocommit (see :mod:`campaigns.services.offers_postgresql`) and are not pinged when
+    taken from the pool; instead a unit of work that fails on a connection error is run
+    once more after the pool has tested its idle connections and dropped the dead ones,
+    so a pool left stale by a database restart heals without an error reaching a client. Work given to :meth:`run` must therefore be safe to
+    repeat. A database that stays unreachable is :class:`DatabaseUnavailable` (503) within
+    the pool's timeout.
+    """
+
+    def __init__(self, engine: Engine, *, size: int) -> None:
+        self.pool = AsyncConnectionPool(
+            kwargs={**psycopg_connect_kwargs(engine), "autocommit": True},
+            min_size=1, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
+            name="channelshift-async")
+
+    async def open(self) -> None:
+        # Not waiting: the server starts (and /healthz answers) while the database is down.
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def run(self, request: Request, work: Callable[[Database], Awaitable[T]]) -> T:
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as connection:
+                    return await work(connection)
+            except PoolTimeout as error:
+                log_database_unavailable(request, error)
+                raise DatabaseUnavailable() from error
+            except psycopg.OperationalError as error:
+                if attempt == 1:
+                    # The other idle connections probably died with this one (a database
+                    # restart): test them all (one empty query each) and drop the dead
+                    # before trying again.
+                    await self.pool.check()
+                    continue
+                log_database_unavailable(request, error)
+                raise DatabaseUnavailable() from error
+        raise AssertionError("unreachable")
+
+
+class SessionRunner:
+    """Runs async database work on the request's session instead of the async pool: what
+    the API tests put in place of :func:`async_database`, so that each request runs in the
+    test's own transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def run(self, request: Request, work: Callable[[Database], Awaitable[T]]) -> T:
+        return await work(SessionConnection(self.session))
+
+
+async def async_database(request: Request) -> AsyncPool | SessionRunner | None:
+    """The async pool on PostgreSQL (opened by the app's lifespan), None on SQLite or without
+    a lifespan: the routes then take their ORM path on a thread."""
+    pool: AsyncPool | None = getattr(request.state, "async_pool", None)
+    return pool
+
+
+AsyncDatabase = Annotated[AsyncPool | SessionRunner | None, Depends(async_database)]
 
 
 @dataclass(frozen=True)

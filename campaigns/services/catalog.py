@@ -193,6 +193,14 @@ class Catalog:
                 self._checked_at = now
         return self._epoch
 
+    def current(self) -> Snapshot | None:
+        """The cached snapshot if no database read is due, else None (call :meth:`snapshot`
+        then, on a thread): lets the routes on the event loop skip the thread pool."""
+        current = self._snapshot
+        if current is None or self.epoch_due() or current.epoch != self._epoch:
+            return None
+        return current
+
     def snapshot(self, session: Session) -> Snapshot:
         epoch = self.epoch(session)
         current = self._snapshot

@@ -112,7 +112,8 @@ def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Custo
     of every assignment (the unique (campaign, customer) key makes the first exposure win;
     a concurrent request for the same customer waits for it and keeps its arm and time),
     then one SELECT of the assignments with the campaigns' spend and any issued code.
-    PostgreSQL does both in one statement (see :mod:`campaigns.services.offers_postgresql`).
+    The storefront route on PostgreSQL does both in one statement (see
+    :mod:`campaigns.services.offers_postgresql`).
     """
     assert customer.id is not None
     rows = _assignment_rows(campaigns, external_id=customer.external_id)
@@ -137,7 +138,7 @@ def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Custo
             for campaign_id, arm_id, count, spent, code, expires, uses, max_uses in standing}
 
 
-def _code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
+def code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
     days = getattr(arm.config, "expires_days", None)
     if days:
         expiry = now + timedelta(days=days)
@@ -154,7 +155,7 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
     settles a race between two first exposures of the same customer.
     """
     assert arm.incentive_id is not None
-    expires_at = _code_expiry(arm, campaign, now)
+    expires_at = code_expiry(arm, campaign, now)
     unissued = (select(CouponCode.id)
                 .where(CouponCode.campaign_id == campaign.id,
                        CouponCode.incentive_id == arm.incentive_id,
@@ -173,7 +174,7 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
             with session.begin_nested():
                 if session.execute(claim).scalar_one_or_none() is None:
                     session.add(CouponCode(
-                        code=_fresh_code(arm), incentive_id=arm.incentive_id,
+                        code=fresh_code(arm), incentive_id=arm.incentive_id,
                         campaign_id=campaign.id, customer_id=customer_id, max_uses=1,
                         issued_at=now, expires_at=expires_at))
                     session.flush()
@@ -188,20 +189,7 @@ def issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
 
 
-def _issue_code(session: Session, *, campaign: CampaignConfig, arm: ArmConfig,
-                customer_id: int, now: datetime) -> IssuedCode:
-    if session.get_bind().dialect.name != "postgresql":
-        return issue_code(session, campaign=campaign, arm=arm, customer_id=customer_id, now=now)
-    from campaigns.services import offers_postgresql
-
-    assert arm.incentive_id is not None
-    return IssuedCode(*offers_postgresql.issue_code(
-        session, campaign_id=campaign.id, incentive_id=arm.incentive_id,
-        customer_id=customer_id, expires_at=_code_expiry(arm, campaign, now), now=now,
-        fresh_code=lambda: _fresh_code(arm)))
-
-
-def _fresh_code(arm: ArmConfig) -> str:
+def fresh_code(arm: ArmConfig) -> str:
     # At least 40 random bits: a collision with an existing code is vanishingly rare, and the
     # unique index would refuse it (the caller's savepoint then retries).
     config = arm.config
@@ -221,43 +209,38 @@ def customer_offers(
 ) -> list[OfferView]:
     """Resolve, expose and describe the customer's offers (see the module docstring).
 
-    An unknown customer is created with ``attributes``. On PostgreSQL the customer and the
-    exposures are one statement each, run on the request's connection without the ORM
-    (:mod:`campaigns.services.offers_postgresql`); elsewhere through the ORM.
+    An unknown customer is created with ``attributes``. This is the ORM form, for any
+    database; the storefront route on PostgreSQL runs the same steps as a few statements
+    on an async connection (:mod:`campaigns.services.offers_postgresql`).
     """
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
-    if session.get_bind().dialect.name == "postgresql":
-        from campaigns.services import offers_postgresql
-
-        customer_id, customer_attrs = offers_postgresql.get_or_create_customer(
-            session, external_id=external_id, attributes=attributes)
-        chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attrs,
-                                              stage_key=stage_key, now=now))
-        if not chosen:
-            return []
-        exposures = offers_postgresql.expose(
-            session, rows=_assignment_rows(chosen, external_id=external_id),
-            campaign_ids=[campaign.id for campaign in chosen], customer_id=customer_id,
-            channel_id=channel_id, now=now)
-    else:
-        customer = get_or_create_customer(session, external_id=external_id,
-                                          attributes=attributes)
-        assert customer.id is not None
-        customer_id = customer.id
-        chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes(customer),
-                                              stage_key=stage_key, now=now))
-        if not chosen:
-            return []
-        exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
-                           now=now)
-    return [offer for campaign in chosen
-            if (offer := _offer(session, campaign, exposures.get(campaign.id),
-                                customer_id=customer_id, now=now)) is not None]
+    customer = get_or_create_customer(session, external_id=external_id, attributes=attributes)
+    assert customer.id is not None
+    chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes(customer),
+                                          stage_key=stage_key, now=now))
+    if not chosen:
+        return []
+    exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
+                       now=now)
+    offers = []
+    for campaign in chosen:
+        standing = offered_arm(campaign, exposures.get(campaign.id))
+        if standing is None:
+            continue
+        arm, exposure, left = standing
+        code = None
+        if needs_own_code(arm):
+            code = exposure.code or issue_code(session, campaign=campaign, arm=arm,
+                                               customer_id=customer.id, now=now)
+        if (offer := describe_offer(campaign, arm, left, code, now=now)) is not None:
+            offers.append(offer)
+    return offers
 
 
-def _offer(session: Session, campaign: CampaignConfig, exposure: Exposure | None, *,
-           customer_id: int, now: datetime) -> OfferView | None:
-    """What the customer is offered in one campaign, or None (control, limits, budget)."""
+def offered_arm(campaign: CampaignConfig, exposure: Exposure | None
+                ) -> tuple[ArmConfig, Exposure, int | None] | None:
+    """The treatment arm the customer may be offered in ``campaign`` and the redemptions
+    left, or None (not exposed, control, limit used up, budget cannot pay one more)."""
     arm = campaign.arm(exposure.arm_id) if exposure else None
     if exposure is None or arm is None or arm.is_control:
         return None
@@ -270,19 +253,27 @@ def _offer(session: Session, campaign: CampaignConfig, exposure: Exposure | None
         remaining = campaign.budget_minor - exposure.spent_minor
         if remaining <= 0 or remaining < arm.unit_cost_minor:
             return None
+    return arm, exposure, left
+
+
+def needs_own_code(arm: ArmConfig) -> bool:
+    """Whether the arm's offer carries a code of the customer's own (not a shared code)."""
+    return arm.needs_code and _shared_code(arm) is None
+
+
+def describe_offer(campaign: CampaignConfig, arm: ArmConfig, left: int | None,
+                   code: IssuedCode | None, *, now: datetime) -> OfferView | None:
+    """The offer as the storefront shows it; None when the customer's code is spent or
+    expired. ``code`` is the customer's own code when :func:`needs_own_code`."""
     assert arm.offer is not None and arm.incentive_type is not None
-    code_value: str | None = None
+    code_value: str | None = _shared_code(arm) if arm.needs_code else None
     expires_at = campaign.ends_at
-    if arm.needs_code:
-        code_value = _shared_code(arm)
-        if code_value is None:
-            code = exposure.code or _issue_code(session, campaign=campaign, arm=arm,
-                                                customer_id=customer_id, now=now)
-            code_value, expires_at = code.code, code.expires_at or campaign.ends_at
-            if code.expires_at is not None and code.expires_at <= now:
-                return None
-            if code.max_uses is not None and code.uses >= code.max_uses:
-                return None
+    if code is not None:
+        code_value, expires_at = code.code, code.expires_at or campaign.ends_at
+        if code.expires_at is not None and code.expires_at <= now:
+            return None
+        if code.max_uses is not None and code.uses >= code.max_uses:
+            return None
     return OfferView(
         campaign_id=campaign.id, campaign_name=campaign.name, arm=arm.name,
         incentive_type=arm.incentive_type, title=arm.offer.title,

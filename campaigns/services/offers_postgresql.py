@@ -1,11 +1,20 @@
 """The offers hot path on PostgreSQL: one statement for the customer, one for the exposures.
 
-The same work as :func:`campaigns.services.customers.get_or_create_customer` and
-:func:`campaigns.services.offers.expose`, written as data-modifying CTEs so that each is a
-single round trip, and run on the request's own connection (inside its transaction)
-through the driver, without the ORM: on a storefront's busiest route, building and
-tracking ORM objects cost more than PostgreSQL's work. The statements are prepared once
-per connection; their text does not depend on the number of campaigns.
+The same work as :func:`campaigns.services.offers.customer_offers`, written as
+data-modifying CTEs so that each step is a single round trip, and run through psycopg's
+async driver without the ORM: on a storefront's busiest route, building and tracking ORM
+objects, and handing every round trip to a thread and back, cost more than PostgreSQL's
+work. The statements are prepared once per connection; their text does not depend on the
+number of campaigns.
+
+The server runs them on connections of its own async pool in autocommit: each statement is
+its own transaction, so a request costs two or three round trips and no BEGIN or COMMIT.
+That is safe because every step stands alone: a customer created by a request that then
+fails is simply found by the next one; exposures are inserted and read back in one
+statement; a code is claimed for a customer already exposed, and a customer exposed
+without a code gets one on the next request. The same code runs inside a caller's
+transaction (:class:`SessionConnection`), where a failed code claim is undone by a
+savepoint.
 
 A CTE's ``SELECT`` does not see rows its own ``INSERT`` wrote, nor rows a concurrent
 transaction committed after the statement started. Both statements therefore return the
@@ -15,16 +24,31 @@ statement in the rare race where another request inserted the same row meanwhile
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import Connection
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from sqlmodel import Session
 
+from campaigns.services.catalog import CampaignConfig, Snapshot
 from campaigns.services.customers import CustomerAttributes
+from campaigns.services.offers import (
+    Exposure,
+    IssuedCode,
+    OfferView,
+    _assignment_rows,
+    _candidates,
+    code_expiry,
+    describe_offer,
+    fresh_code,
+    needs_own_code,
+    offered_arm,
+    resolve_stacking,
+)
 from campaigns.types import utcnow
 
 _CUSTOMER_COLUMNS = ("id, segment, value_tier, loyalty_tier, preferred_channel, region, "
@@ -82,27 +106,76 @@ SELECT {_STANDING_COLUMNS} FROM s {_STANDING_JOINS}
 _STANDING = f"SELECT {_STANDING_COLUMNS} FROM ({_EXISTING_ASSIGNMENTS}) AS s {_STANDING_JOINS}"  # noqa: S608
 
 
-def _driver(session: Session) -> Connection[Any]:
-    """The psycopg connection under the session's current transaction."""
-    connection = session.connection().connection.driver_connection
-    assert isinstance(connection, Connection)
-    return connection
+class Rows(Protocol):
+    async def fetchone(self) -> Any: ...
+
+    async def fetchall(self) -> list[Any]: ...
+
+
+class Database(Protocol):
+    """What the hot path needs of a connection: psycopg's ``AsyncConnection`` has it."""
+
+    @property
+    def autocommit(self) -> bool: ...
+
+    async def execute(self, query: str, params: dict[str, Any], *,
+                      prepare: bool | None = None) -> Rows: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class _SyncRows:
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = rows
+
+    async def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    async def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+
+class SessionConnection:
+    """A SQLAlchemy session's psycopg connection, inside its transaction, as a
+    :class:`Database`: the API tests run each request in the test's own transaction.
+
+    Statements run synchronously (they block the event loop while they wait), which is
+    fine where a test drives one request at a time and nowhere else.
+    """
+
+    autocommit = False
+
+    def __init__(self, session: Session) -> None:
+        connection = session.connection().connection.driver_connection
+        assert isinstance(connection, Connection)
+        self._connection = connection
+
+    async def execute(self, query: str, params: dict[str, Any], *,
+                      prepare: bool | None = None) -> _SyncRows:
+        cursor = self._connection.execute(query, params, prepare=prepare)
+        return _SyncRows(cursor.fetchall() if cursor.description is not None else [])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        with self._connection.transaction():
+            yield
 
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def get_or_create_customer(session: Session, *, external_id: str,
-                           attributes: CustomerAttributes) -> tuple[int, dict[str, object]]:
+async def get_or_create_customer(database: Database, *, external_id: str,
+                                 attributes: CustomerAttributes
+                                 ) -> tuple[int, dict[str, object]]:
     """The customer's id and the attributes eligibility rules see (created if unseen)."""
-    connection = _driver(session)
     params = {"external_id": external_id, **attributes.model_dump(exclude={"attributes"}),
               "attributes": Jsonb(attributes.attributes), "now": utcnow()}
-    row = connection.execute(_GET_OR_CREATE_CUSTOMER, params, prepare=True).fetchone()
+    row = await (await database.execute(_GET_OR_CREATE_CUSTOMER, params, prepare=True)
+                 ).fetchone()
     if row is None:
         # A concurrent first sighting inserted the customer after this statement began.
-        row = connection.execute(_FIND_CUSTOMER, params, prepare=True).fetchone()
+        row = await (await database.execute(_FIND_CUSTOMER, params, prepare=True)).fetchone()
     if row is None:
         raise RuntimeError(f"customer '{external_id}' could be neither found nor created")
     values = dict(zip(_ATTRIBUTE_NAMES, row[1:], strict=True))
@@ -110,25 +183,19 @@ def get_or_create_customer(session: Session, *, external_id: str,
     return int(row[0]), values
 
 
-def expose(session: Session, *, rows: list[tuple[int, int, int]], campaign_ids: list[int],
-           customer_id: int, channel_id: int | None, now: datetime) -> dict[int, Any]:
-    """Record first exposures of ``rows`` (campaign, arm, period) and read the standing.
-
-    Returns :class:`campaigns.services.offers.Exposure` per campaign id.
-    """
-    from campaigns.services.offers import Exposure, IssuedCode
-
+async def expose(database: Database, *, rows: list[tuple[int, int, int]], customer_id: int,
+                 channel_id: int | None, now: datetime) -> dict[int, Exposure]:
+    """Record first exposures of ``rows`` (campaign, arm, period) and read the standing."""
     if not rows:
         return {}
-    connection = _driver(session)
     params = {"customer_id": customer_id, "now": now, "channel_id": channel_id,
               "campaign_ids": [row[0] for row in rows], "arm_ids": [row[1] for row in rows],
               "periods": [row[2] for row in rows]}
-    standing = connection.execute(_EXPOSE, params, prepare=True).fetchall()
+    standing = await (await database.execute(_EXPOSE, params, prepare=True)).fetchall()
     if len(standing) < len(rows):
         # Another request exposed this customer concurrently and committed after this
         # statement began: its rows are visible to a new statement.
-        standing = connection.execute(_STANDING, params, prepare=True).fetchall()
+        standing = await (await database.execute(_STANDING, params, prepare=True)).fetchall()
     return {
         campaign_id: Exposure(arm_id, count, spent,
                               IssuedCode(code, _utc(expires), uses, max_uses) if code else None)
@@ -167,27 +234,60 @@ WHERE campaign_id = %(campaign_id)s AND customer_id = %(customer_id)s
 """
 
 
-def issue_code(session: Session, *, campaign_id: int, incentive_id: int, customer_id: int,
-               expires_at: datetime | None, now: datetime,
-               fresh_code: Callable[[], str]) -> tuple[str, datetime | None, int, int | None]:
+async def _claim(database: Database, params: dict[str, Any]) -> Any:
+    try:
+        if database.autocommit:
+            return await (await database.execute(_ISSUE_CODE, params, prepare=True)).fetchone()
+        # Inside a transaction a unique violation would abort it: a savepoint keeps the
+        # failure to the claim.
+        async with database.transaction():
+            return await (await database.execute(_ISSUE_CODE, params, prepare=True)).fetchone()
+    except UniqueViolation:
+        return None
+
+
+async def issue_code(database: Database, *, campaign: CampaignConfig, arm: Any,
+                     customer_id: int, now: datetime) -> IssuedCode:
     """Claim the batch's next unissued code for the customer, or create one."""
-    connection = _driver(session)
-    params: dict[str, Any] = {"campaign_id": campaign_id, "incentive_id": incentive_id,
-                              "customer_id": customer_id, "now": now, "expires_at": expires_at}
+    assert arm.incentive_id is not None
+    params: dict[str, Any] = {"campaign_id": campaign.id, "incentive_id": arm.incentive_id,
+                              "customer_id": customer_id, "now": now,
+                              "expires_at": code_expiry(arm, campaign, now)}
     for _attempt in range(5):
-        try:
-            # A savepoint: if a concurrent request issued this customer's code first, the
-            # claim breaks the unique index and only the savepoint is rolled back.
-            with connection.transaction():
-                row = connection.execute(_ISSUE_CODE, params | {"code": fresh_code()},
-                                         prepare=True).fetchone()
-        except UniqueViolation:
-            row = None
+        row = await _claim(database, params | {"code": fresh_code(arm)})
         if row is None:
             # Someone else's code for this customer (read it), or a random code that
             # collided with an existing one (try another).
-            row = connection.execute(_ISSUED_CODE, params, prepare=True).fetchone()
+            row = await (await database.execute(_ISSUED_CODE, params, prepare=True)).fetchone()
         if row is not None:
             code, expires, uses, max_uses = row
-            return code, _utc(expires), uses, max_uses
+            return IssuedCode(code, _utc(expires), uses, max_uses)
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
+
+
+async def customer_offers(database: Database, *, snapshot: Snapshot, external_id: str,
+                          attributes: CustomerAttributes, channel_key: str | None,
+                          stage_key: str | None, now: datetime) -> list[OfferView]:
+    """:func:`campaigns.services.offers.customer_offers` in two or three statements."""
+    channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
+    customer_id, customer_attributes = await get_or_create_customer(
+        database, external_id=external_id, attributes=attributes)
+    chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes,
+                                          stage_key=stage_key, now=now))
+    if not chosen:
+        return []
+    exposures = await expose(database, rows=_assignment_rows(chosen, external_id=external_id),
+                             customer_id=customer_id, channel_id=channel_id, now=now)
+    offers = []
+    for campaign in chosen:
+        standing = offered_arm(campaign, exposures.get(campaign.id))
+        if standing is None:
+            continue
+        arm, exposure, left = standing
+        code = None
+        if needs_own_code(arm):
+            code = exposure.code or await issue_code(database, campaign=campaign, arm=arm,
+                                                     customer_id=customer_id, now=now)
+        if (offer := describe_offer(campaign, arm, left, code, now=now)) is not None:
+            offers.append(offer)
+    return offers

@@ -28,9 +28,7 @@ import csv
 import io
 import itertools
 import os
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -39,12 +37,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner, Result
 
-from campaigns import migrate
-from campaigns.db import build_engine, dispose_engines
+from campaigns.db import dispose_engines
 from campaigns.errors import InvalidRule
 from campaigns.models import (
     Campaign,
@@ -62,6 +59,7 @@ from campaigns.services.customers import customer_attributes
 from campaigns.settings import get_settings
 from tests.builders import ACTOR, make_channel, make_goal
 from tests.campaigns.test_events import assign, lottery_arm, loyalty_arm, running_campaign
+from tests.scratch import scratch_database
 from web.cli import app as cli
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -84,42 +82,6 @@ def _count(name: str) -> None:
 
 
 # --- a database the CLI writes to ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scratch:
-    engine: Engine
-    url: str
-    schema: str | None
-
-
-@contextmanager
-def scratch_database(database: tuple[str, str | None], directory: Path) -> Iterator[Scratch]:
-    """A migrated database of this run's backend that only the caller uses, dropped after.
-
-    What is written there is committed for real (the CLI commits, the ASGI probes read with
-    connections of their own), so it must not be the suite's shared database.
-    """
-    url, _ = database
-    schema = None
-    admin = None
-    if url.startswith("sqlite"):
-        url = f"sqlite:///{(directory / 'scratch.sqlite3').as_posix()}"
-    else:
-        schema = f"cs_scratch_{secrets.token_hex(4)}"
-        admin = build_engine(url)
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema)
-    try:
-        migrate.upgrade(engine)
-        yield Scratch(engine, url, schema)
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 @pytest.fixture(scope="module")

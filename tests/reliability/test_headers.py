@@ -211,11 +211,14 @@ class TestEveryRoute:
                   api.post("/api/v1/coupons/validate", json={"code": ""},
                            headers=storefront)],
         }
+        # the ORM path (SQLite) and the async one (PostgreSQL)
         monkeypatch.setattr(web.api.storefront, "customer_offers", explode)
+        monkeypatch.setattr(web.api.storefront, "offers_postgresql", explode)
         monkeypatch.setattr(web.ui.pages.goals, "_choices", explode)
         expected[500] = [api.get("/api/v1/customers/C1/offers", headers=storefront),
                          admin.get("/goals/new")]
         monkeypatch.setattr(web.api.storefront, "customer_offers", database_gone)
+        monkeypatch.setattr(web.api.storefront, "offers_postgresql", database_gone)
         expected[503] = [api.get("/api/v1/customers/C1/offers", headers=storefront)]
         expected[307] = [api.get("/healthz/"), api.get("/api/v1/channels/")]  # trailing slash
         expected[303] = [browsers["anonymous"].get("/goals")]  # to the sign-in page

@@ -76,7 +76,7 @@ from tests.builders import (
     make_running_campaign,
     percent_arm,
 )
-from tests.reliability.test_fuzz_inputs import scratch_database
+from tests.scratch import scratch_database
 from web import deps
 from web.api import storefront
 from web.app import create_app
@@ -347,6 +347,9 @@ def world(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFac
         app = create_app(engine=engine, check_schema=False,
                          settings=Settings(config_refresh_seconds=0))
         app.dependency_overrides[deps.get_session] = sessions.dependency
+        if engine.dialect.name == "postgresql":
+            app.dependency_overrides[deps.async_database] = \
+                lambda: deps.SessionRunner(sessions.current)
         # Every validation answer waits 50 ms so timing reveals nothing; not needed here.
         floor = storefront.VALIDATION_FLOOR_SECONDS
         storefront.VALIDATION_FLOOR_SECONDS = 0.0

@@ -20,7 +20,8 @@ from campaigns.services.customers import (
     ExternalId,
     customer_by_external_id,
 )
-from campaigns.services.offers import customer_offers
+from campaigns.services.offers import OfferView, customer_offers
+from campaigns.services.offers_postgresql import customer_offers as offers_postgresql
 from campaigns.services.ratelimit import Limit, count_in_window, record_event
 from campaigns.services.redemptions import (
     RedemptionRequest,
@@ -32,7 +33,7 @@ from campaigns.services.redemptions import (
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
 from web.api.schemas import MAX_ID, error_responses, inline_refs
-from web.deps import SessionDep, StorefrontCaller
+from web.deps import AsyncDatabase, SessionDep, StorefrontCaller
 from web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["storefront"])
@@ -108,13 +109,14 @@ def _new_customer_parameters() -> list[dict[str, Any]]:
         422: "Bad parameter, or an unknown channel or stage; `errors` names it"}),
     openapi_extra={"parameters": _new_customer_parameters()},
 )
-def get_offers(
-    request: Request, session: SessionDep, caller: StorefrontCaller,
+async def get_offers(
+    request: Request, session: SessionDep, caller: StorefrontCaller, database: AsyncDatabase,
     customer_id: CustomerIdPath,
     channel: Annotated[str | None, Query(max_length=40, description="Channel key.")] = None,
     stage: Annotated[str | None, Query(max_length=40, description="Stage key.")] = None,
 ) -> Response:
-    snapshot = request.app.state.catalog.snapshot(session)
+    catalog = request.app.state.catalog
+    snapshot = catalog.current() or await run_in_threadpool(catalog.snapshot, session)
     errors = []
     if channel is not None and channel not in snapshot.channel_ids:
         errors.append({"loc": ["query", "channel"], "msg": f"unknown channel '{channel}'",
@@ -125,15 +127,29 @@ def get_offers(
     attributes = _new_customer_attributes(request, errors)
     if errors or attributes is None:
         raise ApiError(422, "validation_failed", "invalid request", errors)
-    offers = customer_offers(session, snapshot=snapshot, external_id=customer_id,
-                             attributes=attributes, channel_key=channel, stage_key=stage,
-                             now=utcnow())
-    session.commit()  # here, on the route's thread: the dependency then has nothing to do
+    now = utcnow()
+    if database is None:
+        # SQLite: the ORM path, on a thread, committed there.
+        offers = await run_in_threadpool(
+            _offers_in_session, session, snapshot=snapshot, external_id=customer_id,
+            attributes=attributes, channel_key=channel, stage_key=stage, now=now)
+    else:
+        # PostgreSQL: on the event loop. Every step stands alone, so repeating the whole on
+        # a fresh connection after a connection error is safe (see AsyncPool.run).
+        offers = await database.run(request, lambda connection: offers_postgresql(
+            connection, snapshot=snapshot, external_id=customer_id, attributes=attributes,
+            channel_key=channel, stage_key=stage, now=now))
     # Built from values this code made, so serialised without validating them again.
     body = OffersOut.model_construct(
         customer_id=customer_id, channel=channel, stage=stage,
         offers=[OfferOut.model_construct(**offer.__dict__) for offer in offers])
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+def _offers_in_session(session: Session, **arguments: Any) -> list[OfferView]:
+    offers = customer_offers(session, **arguments)
+    session.commit()  # here, on the route's thread: the dependency then has nothing to do
+    return offers
 
 
 def _new_customer_attributes(request: Request, errors: list[dict[str, Any]]

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from campaigns.services.apikeys import create_api_key
 from campaigns.settings import Settings
 from web.app import create_app
-from web.deps import get_session
+from web.deps import SessionRunner, async_database, get_session
 
 
 @pytest.fixture
@@ -35,6 +35,8 @@ def app(engine, session: Session) -> FastAPI:
             raise
 
     app.dependency_overrides[get_session] = test_session
+    if engine.dialect.name == "postgresql":
+        app.dependency_overrides[async_database] = lambda: SessionRunner(session)
     return app
 
 

@@ -518,7 +518,7 @@ class TestConfigurationCache:
 
         from campaigns.settings import Settings
         from web.app import create_app
-        from web.deps import get_session
+        from web.deps import SessionRunner, async_database, get_session
 
         app = create_app(engine=engine, check_schema=False,
                          settings=Settings(config_refresh_seconds=60))
@@ -529,6 +529,8 @@ class TestConfigurationCache:
             session.commit()
 
         app.dependency_overrides[get_session] = test_session
+        app.dependency_overrides[async_database] = lambda: SessionRunner(session) \
+            if engine.dialect.name == "postgresql" else None
         statements: list[str] = []
 
         def record(conn, cursor, statement, *args) -> None:

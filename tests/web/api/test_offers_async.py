@@ -1,0 +1,178 @@
+"""The offers route on PostgreSQL's async pool: what the server runs, on committed data.
+
+The other API tests run each request inside the test's own transaction, through the same
+async code on the session's connection. Here the app runs its lifespan, so requests go
+through psycopg's async pool in autocommit, as in production: the offers must be what the
+ORM path gives, exposures and codes must be recorded once under concurrent first requests,
+and a pool whose connections the database killed must heal without an error.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from campaigns.assignment import choose_arm
+from campaigns.models import Assignment, Campaign, CouponCode, Customer
+from campaigns.services.apikeys import create_api_key
+from campaigns.services.campaigns import campaign_arms
+from campaigns.settings import Settings
+from tests.builders import control_arm, coupon_arm, make_goal, make_running_campaign, percent_arm
+from tests.scratch import Scratch, scratch_database
+from web.app import create_app
+
+pytestmark = pytest.mark.postgres_only
+
+
+@dataclass(frozen=True)
+class World:
+    scratch: Scratch
+    application_name: str
+    key: dict[str, str]
+    gold_only: Campaign  # stackable, priority 90, value_tier == gold
+    coupons: Campaign  # exclusive, priority 50, everyone
+
+
+@pytest.fixture(scope="module")
+def world(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[World]:
+    assert database[0].startswith("postgresql"), "the async pool is PostgreSQL's"
+    name = f"cs_async_{secrets.token_hex(4)}"
+    with scratch_database(database, Path(tmp_path_factory.mktemp("async")), prefix=name,
+                          query=f"application_name={name}") as scratch:
+        with Session(scratch.engine, expire_on_commit=False) as session:
+            gold_only = make_running_campaign(
+                session, name="Gold web push", stacking="stackable", priority=90,
+                goal=make_goal(session, name="Gold to web", rule="value_tier == gold"),
+                arms=[control_arm(weight=30), percent_arm(weight=70)], budget_minor=10**9)
+            coupons = make_running_campaign(
+                session, name="Coupons for all", priority=50, per_customer_limit=1,
+                arms=[control_arm(weight=30), coupon_arm(weight=70)])
+            key = create_api_key(session, name="shop", scope="storefront", actor="test").secret
+            session.commit()
+        yield World(scratch, name, {"Authorization": f"Bearer {key}"}, gold_only, coupons)
+
+
+@pytest.fixture
+def app(world: World):
+    return create_app(engine=world.scratch.engine, check_schema=False,
+                      settings=Settings(config_refresh_seconds=0))
+
+
+def expected_arms(world: World, external_id: str, value_tier: str) -> dict[int, str]:
+    """Campaign id -> arm name the customer must be assigned to. A gold customer is in the
+    stackable gold campaign only: an exclusive campaign below a stackable one is left out."""
+    with Session(world.scratch.engine) as session:
+        campaigns = [world.gold_only if value_tier == "gold" else world.coupons]
+        return {campaign.id: choose_arm(
+                    salt=campaign.salt, customer_id=external_id,
+                    arms=[(arm.name, arm.weight) for arm in campaign_arms(session, campaign)],
+                    period=campaign.allocation_period)
+                for campaign in campaigns if campaign.id is not None}
+
+
+def get(client: TestClient, world: World, customer: str, **params: str) -> dict:
+    response = client.get(f"/api/v1/customers/{customer}/offers",
+                          params={"stage": "after_sale", "channel": "web", **params},
+                          headers=world.key)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assignments(world: World, customer: str) -> dict[int, tuple[str, datetime]]:
+    with Session(world.scratch.engine) as session:
+        rows = session.exec(
+            select(Assignment.campaign_id, Campaign.name, Assignment.first_exposed_at)
+            .join(Customer, col(Customer.id) == Assignment.customer_id)
+            .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
+            .where(Customer.external_id == customer)).all()
+        arm_names = {arm.id: arm.name for campaign in (world.gold_only, world.coupons)
+                     for arm in campaign_arms(session, campaign)}
+        arms = dict(session.exec(
+            select(Assignment.campaign_id, Assignment.arm_id)
+            .join(Customer, col(Customer.id) == Assignment.customer_id)
+            .where(Customer.external_id == customer)).all())
+    return {campaign_id: (arm_names[arms[campaign_id]], exposed)
+            for campaign_id, _name, exposed in rows}
+
+
+class TestSameOffersAsTheOrmPath:
+    @pytest.mark.parametrize("path", ["async pool", "orm"])
+    def test_offers_exposures_and_codes(self, world: World, app, path: str) -> None:
+        # Entering the client runs the lifespan, which opens the async pool; without it the
+        # route takes the ORM path on a thread.
+        client = TestClient(app)
+        with client if path == "async pool" else nullcontext():
+            for i in range(24):
+                customer, tier = f"{path[0]}{i}", ("gold", "bronze")[i % 2]
+                body = get(client, world, customer, value_tier=tier)
+                arms = expected_arms(world, customer, tier)
+                treated = {campaign_id for campaign_id, arm in arms.items() if arm != "control"}
+                assert {offer["campaign_id"] for offer in body["offers"]} == treated
+                for offer in body["offers"]:
+                    assert offer["arm"] == arms[offer["campaign_id"]]
+                    if offer["campaign_id"] == world.coupons.id:
+                        assert offer["code"].startswith("WEB")
+                        assert offer["redemptions_left"] == 1
+                    else:
+                        assert offer["code"] is None
+                        assert offer["benefit"]["percent_bp"] == 1000
+                exposed = assignments(world, customer)
+                assert {cid: arm for cid, (arm, _at) in exposed.items()} == arms
+                # A second visit: the same offers, code included; first exposure kept.
+                assert get(client, world, customer, value_tier="gold") == body
+                assert assignments(world, customer) == exposed
+
+    def test_known_customer_keeps_attributes(self, world: World, app) -> None:
+        with TestClient(app) as client:
+            get(client, world, "K1", value_tier="bronze")
+            again = get(client, world, "K1", value_tier="gold")  # ignored: already known
+        assert set(assignments(world, "K1")) == {world.coupons.id}
+        assert all(offer["campaign_id"] == world.coupons.id for offer in again["offers"])
+
+
+class TestConcurrentFirstVisits:
+    def test_one_customer_one_exposure_one_code(self, world: World, app) -> None:
+        customer = next(f"R{i}" for i in range(1000)
+                        if expected_arms(world, f"R{i}", "bronze")[world.coupons.id]
+                        != "control")
+        with TestClient(app) as client, ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(
+                lambda _i: get(client, world, customer, value_tier="bronze"), range(48)))
+        assert all(body == bodies[0] for body in bodies)
+        assert len(assignments(world, customer)) == 1
+        with Session(world.scratch.engine) as session:
+            codes = session.exec(
+                select(CouponCode.code).join(Customer,
+                                             col(Customer.id) == CouponCode.customer_id)
+                .where(Customer.external_id == customer)).all()
+            customers = session.exec(select(Customer.id)
+                                     .where(Customer.external_id == customer)).all()
+        assert codes == [bodies[0]["offers"][0]["code"]]
+        assert len(customers) == 1
+
+
+class TestPoolHeals:
+    def test_connections_killed_by_the_database(self, world: World, app) -> None:
+        """Stale pooled connections are replaced without an error reaching a client."""
+        with TestClient(app) as client:
+            for i in range(5):
+                get(client, world, f"H{i}")
+            with world.scratch.engine.begin() as connection:
+                killed = connection.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"),
+                    {"name": world.application_name}).scalar_one()
+            assert killed >= 1
+            for i in range(5, 15):
+                get(client, world, f"H{i}")
