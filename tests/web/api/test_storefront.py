@@ -218,6 +218,12 @@ class TestOffers:
         session.add(coupon_campaign)
         session.flush()
         assert offers(client, storefront_key, customer).json()["offers"] == []
+        # exposed, but no code is issued for an offer that is not shown
+        exposed = session.exec(select(Customer).where(Customer.external_id == customer)).one()
+        assert session.exec(select(Assignment).where(
+            Assignment.customer_id == exposed.id)).one()
+        assert session.exec(select(CouponCode).where(
+            CouponCode.customer_id == exposed.id)).all() == []
 
 
 class TestRedemptions:
