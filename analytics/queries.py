@@ -59,7 +59,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Subquery
+from sqlalchemy.sql.elements import Cast
 from sqlalchemy.sql.selectable import LateralFromClause
 
 from campaigns.models import (
@@ -162,6 +164,18 @@ def _sum_where(value: ColumnElement[Any], condition: ColumnElement[bool]) -> Col
     return _money_sum(func.sum(value).filter(condition))
 
 
+class _PostgresCast(Cast[Any]):
+    """A CAST only PostgreSQL needs: SQLite's integers are 64-bit, its sums of integers
+    integers, and a cast there is work for nothing."""
+
+    inherit_cache = True
+
+
+@compiles(_PostgresCast, "sqlite")
+def _no_cast_on_sqlite(element: _PostgresCast, compiler: Any, **kwargs: Any) -> str:
+    return str(compiler.process(element.clause, **kwargs))
+
+
 def _money_sum(total: ColumnElement[Any]) -> ColumnElement[Any]:
     """A per-customer sum of amounts in minor units, as a 64-bit integer (0 for none).
 
@@ -170,16 +184,17 @@ def _money_sum(total: ColumnElement[Any]) -> ColumnElement[Any]:
     integer and float arithmetic over a million customers. One customer's amounts are far
     below 2**63.
     """
-    return cast(func.coalesce(total, 0), BigInteger)
+    return _PostgresCast(func.coalesce(total, 0), BigInteger)
 
 
 def _product(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
-    """``left * right`` in double precision, for sums of squares and cross-products.
+    """``left * right`` in double precision on PostgreSQL, for sums of squares and
+    cross-products.
 
     A product of two amounts can overflow 64 bits where their sums never would, and exact
     digits beyond a double's 15 to 16 do not change a variance or a covariance.
     """
-    return cast(left, Float) * cast(right, Float)
+    return _PostgresCast(left, Float) * _PostgresCast(right, Float)
 
 
 #: A half-open range of customer ids, ``[low, high)``: one share of a partitioned report.
