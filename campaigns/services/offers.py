@@ -222,25 +222,52 @@ def customer_offers(
         return []
     exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
                        now=now)
-    offers = []
-    for campaign in chosen:
-        standing = offered_arm(campaign, exposures.get(campaign.id))
-        if standing is None:
-            continue
-        arm, exposure, left = standing
-        code = None
-        if needs_own_code(arm):
-            code = exposure.code or issue_code(session, campaign=campaign, arm=arm,
-                                               customer_id=customer.id, now=now)
-        if (offer := describe_offer(campaign, arm, left, code, now=now)) is not None:
-            offers.append(offer)
-    return offers
+    shown = offers_to_show(chosen, exposures)
+    issued = {offer.campaign.id: issue_code(session, campaign=offer.campaign, arm=offer.arm,
+                                            customer_id=customer.id, now=now)
+              for offer in shown if offer.code_to_issue}
+    return describe_offers(shown, issued, now=now)
+
+
+@dataclass(frozen=True)
+class ToShow:
+    """An offer the customer may see, before its code is known."""
+
+    campaign: CampaignConfig
+    arm: ArmConfig
+    exposure: Exposure
+    redemptions_left: int | None
+
+    @property
+    def code_to_issue(self) -> bool:
+        """Whether the offer needs a code of the customer's own that is not issued yet."""
+        return needs_own_code(self.arm) and self.exposure.code is None
+
+
+def offers_to_show(chosen: list[CampaignConfig], exposures: dict[int, Exposure]
+                   ) -> list[ToShow]:
+    return [ToShow(campaign, *standing) for campaign in chosen
+            if (standing := offered_arm(campaign, exposures.get(campaign.id))) is not None]
+
+
+def describe_offers(shown: list[ToShow], issued: dict[int, IssuedCode], *, now: datetime
+                    ) -> list[OfferView]:
+    """The offers as the storefront shows them; ``issued``: codes just issued, by campaign."""
+    views = []
+    for offer in shown:
+        code = (offer.exposure.code or issued[offer.campaign.id]) \
+            if needs_own_code(offer.arm) else None
+        view = describe_offer(offer.campaign, offer.arm, offer.redemptions_left, code, now=now)
+        if view is not None:
+            views.append(view)
+    return views
 
 
 def offered_arm(campaign: CampaignConfig, exposure: Exposure | None
                 ) -> tuple[ArmConfig, Exposure, int | None] | None:
-    """The treatment arm the customer may be offered in ``campaign`` and the redemptions
-    left, or None (not exposed, control, limit used up, budget cannot pay one more)."""
+    """The treatment arm the customer may be offered in ``campaign``, its exposure and the
+    redemptions left, or None (not exposed, control, limit used up, budget cannot pay one
+    more)."""
     arm = campaign.arm(exposure.arm_id) if exposure else None
     if exposure is None or arm is None or arm.is_control:
         return None

@@ -43,10 +43,9 @@ from campaigns.services.offers import (
     _assignment_rows,
     _candidates,
     code_expiry,
-    describe_offer,
+    describe_offers,
     fresh_code,
-    needs_own_code,
-    offered_arm,
+    offers_to_show,
     resolve_stacking,
 )
 from campaigns.types import utcnow
@@ -278,16 +277,9 @@ async def customer_offers(database: Database, *, snapshot: Snapshot, external_id
         return []
     exposures = await expose(database, rows=_assignment_rows(chosen, external_id=external_id),
                              customer_id=customer_id, channel_id=channel_id, now=now)
-    offers = []
-    for campaign in chosen:
-        standing = offered_arm(campaign, exposures.get(campaign.id))
-        if standing is None:
-            continue
-        arm, exposure, left = standing
-        code = None
-        if needs_own_code(arm):
-            code = exposure.code or await issue_code(database, campaign=campaign, arm=arm,
-                                                     customer_id=customer_id, now=now)
-        if (offer := describe_offer(campaign, arm, left, code, now=now)) is not None:
-            offers.append(offer)
-    return offers
+    shown = offers_to_show(chosen, exposures)
+    issued = {offer.campaign.id: await issue_code(database, campaign=offer.campaign,
+                                                  arm=offer.arm, customer_id=customer_id,
+                                                  now=now)
+              for offer in shown if offer.code_to_issue}
+    return describe_offers(shown, issued, now=now)
