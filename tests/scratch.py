@@ -8,16 +8,19 @@ run's backend instead: a schema of its own on PostgreSQL, a file of its own on S
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from campaigns import migrate
-from campaigns.db import build_engine
+from campaigns.db import build_engine, dispose_engines
+from campaigns.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,26 @@ def scratch_database(database: tuple[str, str | None], directory: Path, *,
             with admin.begin() as connection:
                 connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
             admin.dispose()
+
+
+@contextmanager
+def cli_database(database: tuple[str, str | None], directory: Path,
+                 env: pytest.MonkeyPatch, *, prefix: str = "cs_cli") -> Iterator[Scratch]:
+    """A scratch database that the CLI, run in this process, is pointed at.
+
+    The environment is the test's (``env``) with no other ``CHANNELSHIFT_`` setting, and
+    the cached settings and engines are reset around it.
+    """
+    for name in [name for name in os.environ if name.startswith("CHANNELSHIFT_")]:
+        env.delenv(name)
+    env.setenv("COLUMNS", "300")  # keep rich from wrapping lines the assertions read
+    with scratch_database(database, directory, prefix=prefix) as scratch:
+        env.setenv("CHANNELSHIFT_DATABASE_URL", scratch.url)
+        if scratch.schema:
+            env.setenv("CHANNELSHIFT_DATABASE_SCHEMA", scratch.schema)
+        get_settings.cache_clear()
+        try:
+            yield scratch
+        finally:
+            dispose_engines()
+            get_settings.cache_clear()

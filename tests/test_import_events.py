@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,14 +11,12 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 from typer.testing import CliRunner, Result
 
-from campaigns import migrate
-from campaigns.db import build_engine, dispose_engines
 from campaigns.models import ChannelEvent, Conversion, Customer
 from campaigns.services.channels import set_channel_cost
-from campaigns.settings import get_settings
 from campaigns.types import utcnow
 from tests.builders import ACTOR, make_channel, make_goal
 from tests.campaigns.test_events import assign, loyalty_arm, running_campaign
+from tests.scratch import cli_database
 from web.cli import app
 
 HEADER = "type,event_id,customer_id,channel,stage,occurred_at,kind,cost_minor,revenue_minor," \
@@ -34,39 +30,15 @@ def cli_db(database, tmp_path, monkeypatch) -> Iterator[Engine]:
     Like tests/test_cli.py's ``cli_env``, but the CLI runs in this process, so the cached
     settings and engines are reset around the test.
     """
-    url, _ = database
-    for name in [name for name in os.environ if name.startswith("CHANNELSHIFT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("COLUMNS", "300")  # keep rich from wrapping lines the assertions read
-    schema = None
-    if url.startswith("sqlite"):
-        url = f"sqlite:///{(tmp_path / 'cli.sqlite3').as_posix()}"
-    else:
-        schema = f"cs_import_{secrets.token_hex(4)}"
-        admin = build_engine(url)
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        monkeypatch.setenv("CHANNELSHIFT_DATABASE_SCHEMA", schema)
-    monkeypatch.setenv("CHANNELSHIFT_DATABASE_URL", url)
-    get_settings.cache_clear()
-    engine = build_engine(url, schema=schema)
-    migrate.upgrade(engine)
-    with Session(engine) as session:
-        make_goal(session, target="web", sources=("call_centre",))
-        make_channel(session, key="app")
-        set_channel_cost(session, actor=ACTOR,
-                         cost={"channel": "web", "stage": "after_sale", "cost_minor": 40})
-        session.commit()
-    try:
+    with cli_database(database, tmp_path, monkeypatch, prefix="cs_import") as scratch:
+        engine = scratch.engine
+        with Session(engine) as session:
+            make_goal(session, target="web", sources=("call_centre",))
+            make_channel(session, key="app")
+            set_channel_cost(session, actor=ACTOR,
+                             cost={"channel": "web", "stage": "after_sale", "cost_minor": 40})
+            session.commit()
         yield engine
-    finally:
-        engine.dispose()
-        dispose_engines()
-        get_settings.cache_clear()
-        if schema:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 def write_csv(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "events.csv"

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from campaigns import migrate
-from campaigns.db import build_engine, session_scope
+from campaigns.db import session_scope
 from campaigns.errors import ValidationFailed
 from campaigns.models import (
     Arm,
@@ -40,6 +38,7 @@ from campaigns.services.events import (
 from campaigns.services.incentives import create_incentive
 from campaigns.types import utcnow
 from tests.builders import ACTOR, control_arm, make_campaign, make_channel, make_customer, make_goal
+from tests.scratch import scratch_database
 
 # --------------------------------------------------------------------------- builders
 
@@ -501,25 +500,8 @@ class TestTrialConversion:
 @pytest.fixture
 def fresh_engine(database, tmp_path) -> Iterator[Engine]:
     """A migrated database of this run's backend whose commits other connections see."""
-    url, _ = database
-    schema = None
-    if url.startswith("sqlite"):
-        url = f"sqlite:///{(tmp_path / 'concurrent.sqlite3').as_posix()}"
-    else:
-        schema = f"cs_events_{secrets.token_hex(4)}"
-        admin = build_engine(url)
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema)
-    migrate.upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        if schema:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
+    with scratch_database(database, tmp_path, prefix="cs_events") as scratch:
+        yield scratch.engine
 
 
 def at_once(engine: Engine, batches: list[list[dict[str, Any]]]) -> list[EventBatchResult]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -41,7 +40,6 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner, Result
 
-from campaigns.db import dispose_engines
 from campaigns.errors import InvalidRule
 from campaigns.models import (
     Campaign,
@@ -56,10 +54,9 @@ from campaigns.rules import CUSTOMER_ATTRIBUTES, MAX_RULE_LENGTH, Rule, parse_ru
 from campaigns.services.audience import rule_condition
 from campaigns.services.channels import set_channel_cost
 from campaigns.services.customers import customer_attributes
-from campaigns.settings import get_settings
 from tests.builders import ACTOR, make_channel, make_goal
 from tests.campaigns.test_events import assign, lottery_arm, loyalty_arm, running_campaign
-from tests.scratch import scratch_database
+from tests.scratch import cli_database
 from web.cli import app as cli
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -89,16 +86,10 @@ def cli_db(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFa
            ) -> Iterator[Engine]:
     """The scratch database, with channels, costs and running lottery and loyalty campaigns
     (so imported events earn entries and points), and the CLI pointed at it."""
-    with scratch_database(database, tmp_path_factory.mktemp("fuzz-db")) as scratch, \
-            pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env, \
+            cli_database(database, tmp_path_factory.mktemp("fuzz-db"), env,
+                         prefix="cs_fuzz") as scratch:
         engine = scratch.engine
-        for name in [name for name in os.environ if name.startswith("CHANNELSHIFT_")]:
-            env.delenv(name)
-        env.setenv("COLUMNS", "300")  # keep rich from wrapping the lines read here
-        env.setenv("CHANNELSHIFT_DATABASE_URL", scratch.url)
-        if scratch.schema:
-            env.setenv("CHANNELSHIFT_DATABASE_SCHEMA", scratch.schema)
-        get_settings.cache_clear()
         with Session(engine) as session:
             make_goal(session, target="web", sources=("call_centre",))
             make_channel(session, key="app")
@@ -111,11 +102,7 @@ def cli_db(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFa
                     assign(session, campaign, customer=customer,
                            exposed_at=datetime(2020, 1, 1, tzinfo=UTC))
             session.commit()
-        try:
-            yield engine
-        finally:
-            dispose_engines()
-            get_settings.cache_clear()
+        yield engine
 
 
 def table_counts(engine: Engine) -> dict[str, int]:

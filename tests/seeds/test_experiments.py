@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +13,6 @@ from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 from typer.testing import CliRunner, Result
 
-from campaigns import migrate
-from campaigns.db import build_engine, dispose_engines
 from campaigns.models import (
     Arm,
     ArmAllocation,
@@ -27,7 +23,6 @@ from campaigns.models import (
     ExperimentUnit,
     ExperimentValue,
 )
-from campaigns.settings import get_settings
 from seeds.experiments import (
     MAX_ARMS,
     ExperimentImportRejected,
@@ -38,6 +33,7 @@ from seeds.experiments import (
     rounded_shares,
 )
 from tests.datafiles import shared_data
+from tests.scratch import cli_database
 from web.cli import app
 
 ARTEA = shared_data("artea-a_b-experiment.csv")
@@ -458,34 +454,8 @@ class TestRejected:
 def cli_db(database: tuple[str, str | None], tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """A migrated, empty database of this run's backend that the in-process CLI uses."""
-    url, _ = database
-    for name in [name for name in os.environ if name.startswith("CHANNELSHIFT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("COLUMNS", "300")  # keep rich from wrapping lines the assertions read
-    schema = None
-    admin = None
-    if url.startswith("sqlite"):
-        url = f"sqlite:///{(tmp_path / 'cli.sqlite3').as_posix()}"
-    else:
-        schema = f"cs_experiment_{secrets.token_hex(4)}"
-        admin = build_engine(url)
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        monkeypatch.setenv("CHANNELSHIFT_DATABASE_SCHEMA", schema)
-    monkeypatch.setenv("CHANNELSHIFT_DATABASE_URL", url)
-    get_settings.cache_clear()
-    engine = build_engine(url, schema=schema)
-    migrate.upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        dispose_engines()
-        get_settings.cache_clear()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
+    with cli_database(database, tmp_path, monkeypatch, prefix="cs_experiment") as scratch:
+        yield scratch.engine
 
 
 def run_import(path: Path, *options: str) -> Result:
