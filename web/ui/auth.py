@@ -26,9 +26,10 @@ from campaigns.services.sessions import (
     end_session,
     start_session,
 )
+from web.api.guards import NUL
 from web.deps import SessionDep
 from web.ui.permissions import PUBLIC, Permission, allows
-from web.ui.problems import CsrfRejected, PermissionDenied, SignInRequired
+from web.ui.problems import BadInput, CsrfRejected, PermissionDenied, SignInRequired
 from web.ui.settings import UiSettings, signing_key
 from web.ui.signing import Signer
 
@@ -169,7 +170,25 @@ async def guard(request: Request, visitor: Annotated[Visitor, Depends(load_visit
             raise PermissionDenied(permission)
     if request.method not in SAFE_METHODS:
         await _check_csrf(request, visitor)
+    await _refuse_nul_characters(request)
     return visitor
+
+
+async def _refuse_nul_characters(request: Request) -> None:
+    """A 400 page naming the fields if a path or query parameter, or a form field, holds a
+    NUL character: PostgreSQL cannot store one in text, and would answer with an error
+    after the page had done half its work."""
+    names = [name for name, value in request.path_params.items() if NUL in str(value)]
+    names += [name for name, value in request.query_params.multi_items()
+              if NUL in name or NUL in value]
+    if request.method not in SAFE_METHODS and request.headers.get(
+            "content-type", "").startswith(("application/x-www-form-urlencoded",
+                                            "multipart/form-data")):
+        names += [name for name, value in (await request.form()).multi_items()
+                  if NUL in name or (isinstance(value, str) and NUL in value)]
+    if names:
+        listed = ", ".join(sorted({name.replace(NUL, "\\0") for name in names}))
+        raise BadInput(f"text cannot contain the NUL character (\\0); found in: {listed}")
 
 
 async def _check_csrf(request: Request, visitor: Visitor) -> None:

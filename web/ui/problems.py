@@ -35,5 +35,11 @@ class CsrfRejected(UiProblem):
     status_code = 403
 
 
+class BadInput(UiProblem):
+    """Input no form of ours can send and no page could store (a NUL character)."""
+
+    status_code = 400
+
+
 class PageNotFound(UiProblem):
     status_code = 404

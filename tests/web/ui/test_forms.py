@@ -75,6 +75,29 @@ class TestChannelForms:
         assert 'aria-invalid="true"' in html and 'href="#f-key"' in html
         assert session.exec(select(Channel)).all() == []
 
+    def test_nul_character_is_a_400_page_that_changes_nothing(self, session, admin) -> None:
+        # PostgreSQL cannot store a NUL in text: refused before the page does anything.
+        response = submit(admin, "/channels/new", "/channels",
+                          {"key": "web", "name": "We\x00b", "kind": "web"})
+        assert response.status_code == 400
+        assert "NUL character" in response.text and "found in: name" in response.text
+        assert session.exec(select(Channel)).all() == []
+        assert admin.get("/channels", params={"sort": "\x00"}).status_code == 400
+
+    def test_deadlock_is_a_503_page_that_says_send_again(self, admin, monkeypatch) -> None:
+        import psycopg
+        from sqlalchemy.exc import OperationalError
+
+        import web.ui.pages.goals
+
+        def deadlock(*args: object, **kwargs: object) -> None:
+            raise OperationalError("UPDATE", {}, psycopg.errors.DeadlockDetected("deadlock"))
+
+        monkeypatch.setattr(web.ui.pages.goals, "_choices", deadlock)
+        response = admin.get("/goals/new")
+        assert response.status_code == 503 and response.headers["retry-after"]
+        assert "collided with another change" in response.text
+
     def test_duplicate_key_is_a_field_error(self, session, admin) -> None:
         make_channel(session, key="web")
         response = submit(admin, "/channels/new", "/channels",
