@@ -63,7 +63,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         if isinstance(error, Exception) and not isinstance(error, DatabaseUnavailable) \
                 and is_database_unavailable(error):
             log_database_unavailable(request, error)
-            raise DatabaseUnavailable() from error
+            raise DatabaseUnavailable.from_error(error) from error
         raise
     if not (session.in_transaction() or session.new or session.dirty or session.deleted):
         # The route committed its own work (the hot routes do, on their thread): closing
@@ -77,7 +77,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         if not is_database_unavailable(error):
             raise
         log_database_unavailable(request, error)
-        raise DatabaseUnavailable() from error
+        raise DatabaseUnavailable.from_error(error) from error
 
 
 def roll_back_request(request: Request) -> None:
@@ -135,7 +135,7 @@ class AsyncPool:
                     return await work(connection)
             except PoolTimeout as error:
                 log_database_unavailable(request, error)
-                raise DatabaseUnavailable() from error
+                raise DatabaseUnavailable.from_error(error) from error
             except psycopg.OperationalError as error:
                 if attempt == 1:
                     # The other idle connections probably died with this one (a database
@@ -144,7 +144,7 @@ class AsyncPool:
                     await self.pool.check()
                     continue
                 log_database_unavailable(request, error)
-                raise DatabaseUnavailable() from error
+                raise DatabaseUnavailable.from_error(error) from error
         raise AssertionError("unreachable")
 
 

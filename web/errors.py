@@ -53,6 +53,8 @@ class ApiError(Exception):
 #: What a 503 for an unreachable database tells clients to wait before retrying.
 DATABASE_RETRY_AFTER_SECONDS = 2
 DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable right now; try again in a few seconds"
+CONFLICT_MESSAGE = ("the request collided with concurrent requests and was undone; "
+                    "send it again")
 
 
 class DatabaseUnavailable(StarletteHTTPException):
@@ -65,9 +67,23 @@ class DatabaseUnavailable(StarletteHTTPException):
     to the server: a redemption retried with the same Idempotency-Key has exactly one.
     """
 
-    def __init__(self) -> None:
-        super().__init__(503, DATABASE_UNAVAILABLE_MESSAGE,
+    def __init__(self, *, conflict: bool = False) -> None:
+        #: PostgreSQL undid the request's work to break a deadlock or a serialization
+        #: failure: the database is fine, and sending the request again will work.
+        self.conflict = conflict
+        super().__init__(503, CONFLICT_MESSAGE if conflict else DATABASE_UNAVAILABLE_MESSAGE,
                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+    @property
+    def code(self) -> str:
+        return "concurrency_conflict" if self.conflict else "database_unavailable"
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> DatabaseUnavailable:
+        """The answer to a database error :func:`is_database_unavailable` admits."""
+        if isinstance(error, DatabaseUnavailable):
+            return error
+        return cls(conflict=is_concurrency_conflict(error))
 
 
 #: Errors that mean "the database is not reachable or not answering", not "bad request".
@@ -104,13 +120,30 @@ def is_database_unavailable(error: BaseException) -> bool:
     return False
 
 
+def is_concurrency_conflict(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) is PostgreSQL undoing a transaction to
+    break a deadlock or a serialization failure: the request may simply be sent again."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        # SQLSTATE class 40, "transaction rollback": 40001 serialization failure, 40P01
+        # deadlock detected.
+        if str(getattr(getattr(seen, "orig", None) or seen, "sqlstate", "") or "") \
+                .startswith("40"):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def log_database_unavailable(request: Request, error: BaseException) -> None:
     """One warning line, no traceback: an outage makes many of these and none is a bug."""
     # The driver's first line only: SQLAlchemy's full text carries the statement's
     # parameters, which may hold coupon codes.
     original = getattr(error, "orig", None) or error
     first_line = (str(original).strip().splitlines() or [""])[0][:200]
-    logger.warning("database unavailable: %s: %s", type(original).__name__, first_line,
+    what = "concurrency conflict" if is_concurrency_conflict(error) else "database unavailable"
+    logger.warning("%s: %s: %s", what, type(original).__name__, first_line,
                    extra={"request_id": getattr(request.state, "request_id", None),
                           "route": str(getattr(request.scope.get("route"), "path", None)
                                        or "unmatched")})
@@ -176,8 +209,9 @@ async def _database_unavailable(request: Request, error: Exception) -> JSONRespo
         return await _unexpected(request, error)
     if not isinstance(error, DatabaseUnavailable):
         log_database_unavailable(request, error)
-    return JSONResponse(error_body("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE, None,
-                                   request), status_code=503,
+    answer = DatabaseUnavailable.from_error(error)
+    return JSONResponse(error_body(answer.code, str(answer.detail), None, request),
+                        status_code=503,
                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 

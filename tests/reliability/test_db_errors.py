@@ -19,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
@@ -30,7 +31,12 @@ from campaigns.models import Channel
 from campaigns.settings import Settings
 from tests.web.api.conftest import app, client, management_key  # noqa: F401
 from web.app import create_app
-from web.errors import DATABASE_RETRY_AFTER_SECONDS, DatabaseUnavailable, is_database_unavailable
+from web.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    DatabaseUnavailable,
+    is_concurrency_conflict,
+    is_database_unavailable,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -262,3 +268,20 @@ class TestClassification:
                 raise RuntimeError("while loading the catalog") from cause
         except RuntimeError as error:
             assert is_database_unavailable(error)
+
+    @pytest.mark.parametrize(("error", "conflict"), [
+        (sa_exc.OperationalError("UPDATE", None, psycopg.errors.DeadlockDetected(
+            "deadlock detected")), True),
+        (psycopg.errors.SerializationFailure("could not serialize access"), True),
+        (sa_exc.OperationalError("SELECT 1", None, psycopg.OperationalError(
+            "connection refused")), False),
+        (DatabaseUnavailable(), False),
+    ], ids=["deadlock", "serialization", "refused", "typed"])
+    def test_concurrency_conflict(self, error: BaseException, conflict: bool) -> None:
+        """Both are a 503 with Retry-After, but a conflict says so: the database is fine,
+        and the request only needs to be sent again."""
+        assert is_database_unavailable(error)
+        assert is_concurrency_conflict(error) is conflict
+        answer = DatabaseUnavailable.from_error(error)
+        assert answer.status_code == 503
+        assert answer.code == ("concurrency_conflict" if conflict else "database_unavailable")

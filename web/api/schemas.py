@@ -337,9 +337,11 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     429: ("Too many requests; wait as long as Retry-After says", {
         "code": "rate_limited", "message": "too many failed code validations; try later",
         "errors": []}, _RETRY_AFTER),
-    503: ("The database is unavailable (or not yet migrated); retry after Retry-After "
-          "seconds", {"code": "database_unavailable", "message": "the database is unavailable "
-                      "right now; try again in a few seconds", "errors": []}, _RETRY_AFTER),
+    503: ("The database is unavailable (or not yet migrated), or the request collided with "
+          "concurrent ones and was undone (code `concurrency_conflict`); retry after "
+          "Retry-After seconds",
+          {"code": "database_unavailable", "message": "the database is unavailable right now; "
+           "try again in a few seconds", "errors": []}, _RETRY_AFTER),
 }
 
 

@@ -227,9 +227,14 @@ def problem_response(request: Request, error: Exception) -> Response:
     if is_database_unavailable(error):
         if not isinstance(error, DatabaseUnavailable):
             log_database_unavailable(request, error)
-        page = _problem_page(request, status_code=503, title="Temporarily unavailable",
-                             message="The database is unavailable right now.",
-                             hint="Wait a few seconds and try again.")
+        if DatabaseUnavailable.from_error(error).conflict:
+            page = _problem_page(request, status_code=503, title="Not saved",
+                                 message="This collided with another change made at the same "
+                                 "moment and was undone.", hint="Send it again.")
+        else:
+            page = _problem_page(request, status_code=503, title="Temporarily unavailable",
+                                 message="The database is unavailable right now.",
+                                 hint="Wait a few seconds and try again.")
         page.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return page
     if isinstance(error, SignInRequired):

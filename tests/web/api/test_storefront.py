@@ -211,6 +211,24 @@ class TestOffers:
                                                "order_amount_minor": 1000}).status_code == 201
         assert offers(client, storefront_key, customer).json()["offers"] == []
 
+    def test_deadlock_is_a_503_that_says_send_again(self, client, storefront_key,
+                                                     monkeypatch) -> None:
+        import psycopg
+        from sqlalchemy.exc import OperationalError
+
+        import web.api.storefront
+
+        def deadlock(*args: object, **kwargs: object) -> None:
+            raise OperationalError("UPDATE", {}, psycopg.errors.DeadlockDetected("deadlock"))
+
+        # the ORM path (SQLite) and the async one (PostgreSQL)
+        monkeypatch.setattr(web.api.storefront, "customer_offers", deadlock)
+        monkeypatch.setattr(web.api.storefront, "offers_postgresql", deadlock)
+        response = offers(client, storefront_key, "C1")
+        assert response.status_code == 503 and response.headers["retry-after"]
+        assert response.json()["code"] == "concurrency_conflict"
+        assert "send it again" in response.json()["message"]
+
     def test_budget_spent_hides_offer(self, client, session, storefront_key,
                                       coupon_campaign) -> None:
         customer = treated(session, coupon_campaign)
