@@ -78,8 +78,9 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         # the collector's reach, a full collection under load no longer walks the few
         # hundred thousand objects of pandas, SciPy and statsmodels (a pause of tens of
         # milliseconds for every request in flight).
-        gc.collect()
-        gc.freeze()
+        if not gc.get_freeze_count():  # once per process (tests start many lifespans)
+            gc.collect()
+            gc.freeze()
         try:
             yield {"async_pool": pool}
         finally:
