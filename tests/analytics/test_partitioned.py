@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select, text
+from sqlalchemy import Engine, event, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from analytics.queries import arm_statistics_and_adoption
-from campaigns import migrate
-from campaigns.db import build_engine
 from campaigns.models import Assignment, ChannelEvent
 from seeds.demo import seed_demo_world
+from tests.scratch import scratch_database
 
 pytestmark = pytest.mark.postgres_only
 
@@ -28,26 +27,18 @@ NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def committed(database: tuple[str, str | None]) -> Iterator[tuple[Engine, int]]:
+def committed(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Engine, int]]:
     url, _ = database
     # The postgres_only marker deselects this module on SQLite (make test-sqlite).
     assert url.startswith("postgresql"), "ranges on several connections need PostgreSQL"
-    schema = f"cs_ranges_{secrets.token_hex(4)}"
-    admin = build_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema)
-    try:
-        migrate.upgrade(engine)
+    with scratch_database(database, tmp_path_factory.mktemp("ranges"),
+                          prefix="cs_ranges") as scratch:
+        engine = scratch.engine
         with Session(engine) as session:
             summary = seed_demo_world(session, seed=11, customers=1_200, now=NOW)
             session.commit()
         yield engine, summary.ended_campaign_id
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
 
 
 def statistics(connection: Connection, campaign_id: int, *, ranges: bool,

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import random
-import secrets
 import subprocess
 import sys
 import threading
@@ -22,17 +21,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 import web.guardrails as guardrails_module
-from campaigns import migrate
 from campaigns.db import build_engine, session_scope
 from campaigns.models import AuditLog, Campaign
 from campaigns.services.campaigns import transition, update_campaign
 from campaigns.settings import Settings
 from tests.analytics.test_guardrails import harmful_plans, populate
 from tests.builders import make_running_campaign
+from tests.scratch import scratch_database
 from web.app import create_app
 from web.guardrails import GuardrailAction, GuardrailOutcome, GuardrailScheduler, check_guardrails
 
@@ -48,31 +47,14 @@ class World:
 
 
 @pytest.fixture
-def world(backend: str, database: tuple[str, str | None], tmp_path: Path) -> Iterator[World]:
+def world(database: tuple[str, str | None], tmp_path: Path) -> Iterator[World]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
     env |= {"CHANNELSHIFT_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "400"}
-    if backend == "sqlite":
-        settings = Settings(data_dir=tmp_path / "data")
-        engine = build_engine(settings.resolved_database_url)
-        migrate.upgrade(engine)
-        yield World(engine, env)
-        engine.dispose()
-        return
-    url, _ = database
-    schema = f"cs_guard_{secrets.token_hex(4)}"
-    admin = build_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema)
-    try:
-        migrate.upgrade(engine)
-        yield World(engine, env | {"CHANNELSHIFT_DATABASE_URL": url,
-                                   "CHANNELSHIFT_DATABASE_SCHEMA": schema})
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with scratch_database(database, tmp_path, prefix="cs_guard") as scratch:
+        env["CHANNELSHIFT_DATABASE_URL"] = scratch.url
+        if scratch.schema:
+            env["CHANNELSHIFT_DATABASE_SCHEMA"] = scratch.schema
+        yield World(scratch.engine, env)
 
 
 def running_campaign(engine: Engine, name: str, *, harmful: bool = False,

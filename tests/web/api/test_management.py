@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from campaigns import migrate
-from campaigns.db import build_engine, session_scope
+from campaigns.db import session_scope
 from campaigns.incentives import DEFAULT_CHARSET, LOOKALIKES
 from campaigns.models import Arm, Assignment, Campaign, CouponCode, Customer
 from campaigns.services import coupons
@@ -24,6 +22,7 @@ from campaigns.services.campaigns import campaign_arms
 from campaigns.settings import Settings
 from campaigns.types import utcnow
 from tests.builders import make_channel, make_customer, make_goal
+from tests.scratch import scratch_database
 from tests.web.api.conftest import bearer
 from web.app import create_app
 
@@ -1047,29 +1046,11 @@ class TestAudienceCsv:
 
 
 @pytest.fixture(scope="module")
-def own_engine(backend: str, database: tuple[str, str | None],
+def own_engine(database: tuple[str, str | None],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A database of its own, so data can really be committed (PostgreSQL: a fresh schema)."""
-    if backend == "sqlite":
-        engine = build_engine(f"sqlite:///{tmp_path_factory.mktemp('own') / 'own.sqlite3'}")
-        migrate.upgrade(engine)
-        yield engine
-        engine.dispose()
-        return
-    url, _ = database
-    schema = f"cs_own_{secrets.token_hex(4)}"
-    admin = build_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema)
-    try:
-        migrate.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with scratch_database(database, tmp_path_factory.mktemp("own"), prefix="cs_own") as scratch:
+        yield scratch.engine
 
 
 class TestExportsOnTheAppsOwnSessions:
