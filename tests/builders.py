@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from campaigns.models import Campaign, Channel, Customer, MigrationGoal
 from campaigns.services.campaigns import create_campaign
-from campaigns.services.channels import create_channel, ensure_default_stages
+from campaigns.services.channels import create_channel, ensure_default_stages, set_channel_cost
 from campaigns.services.goals import create_goal
 from campaigns.types import utcnow
 
@@ -40,6 +40,15 @@ def make_goal(session: Session, *, name: str = "Self-service after sale",
             "target_channel": target, "target_uplift": "0.05", "eligibility_rule": rule}
     data.update(overrides)
     return create_goal(session, actor=ACTOR, goal_create=data)
+
+
+def make_import_world(session: Session) -> None:
+    """What imported events are checked against: web, app and call-centre channels, the
+    after-sale goal from the call centre to the web, and a configured web cost (40)."""
+    make_goal(session, target="web", sources=("call_centre",))
+    make_channel(session, key="app")
+    set_channel_cost(session, actor=ACTOR,
+                     cost={"channel": "web", "stage": "after_sale", "cost_minor": 40})
 
 
 def percent_arm(name: str = "ten percent", *, weight: int = 50, percent_bp: int = 1000

@@ -12,9 +12,8 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner, Result
 
 from campaigns.models import ChannelEvent, Conversion, Customer
-from campaigns.services.channels import set_channel_cost
 from campaigns.types import utcnow
-from tests.builders import ACTOR, make_channel, make_goal
+from tests.builders import make_import_world
 from tests.campaigns.test_events import assign, loyalty_arm, running_campaign
 from tests.scratch import cli_database
 from web.cli import app
@@ -33,10 +32,7 @@ def cli_db(database, tmp_path, monkeypatch) -> Iterator[Engine]:
     with cli_database(database, tmp_path, monkeypatch, prefix="cs_import") as scratch:
         engine = scratch.engine
         with Session(engine) as session:
-            make_goal(session, target="web", sources=("call_centre",))
-            make_channel(session, key="app")
-            set_channel_cost(session, actor=ACTOR,
-                             cost={"channel": "web", "stage": "after_sale", "cost_minor": 40})
+            make_import_world(session)
             session.commit()
         yield engine
 

@@ -52,9 +52,8 @@ from campaigns.models import (
 )
 from campaigns.rules import CUSTOMER_ATTRIBUTES, MAX_RULE_LENGTH, Rule, parse_rule
 from campaigns.services.audience import rule_condition
-from campaigns.services.channels import set_channel_cost
 from campaigns.services.customers import customer_attributes
-from tests.builders import ACTOR, make_channel, make_goal
+from tests.builders import make_import_world
 from tests.campaigns.test_events import assign, lottery_arm, loyalty_arm, running_campaign
 from tests.scratch import cli_database
 from web.cli import app as cli
@@ -91,10 +90,7 @@ def cli_db(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFa
                          prefix="cs_fuzz") as scratch:
         engine = scratch.engine
         with Session(engine) as session:
-            make_goal(session, target="web", sources=("call_centre",))
-            make_channel(session, key="app")
-            set_channel_cost(session, actor=ACTOR,
-                             cost={"channel": "web", "stage": "after_sale", "cost_minor": 40})
+            make_import_world(session)
             loyalty = running_campaign(session, arm=loyalty_arm(), name="Fuzz points")
             lottery = running_campaign(session, arm=lottery_arm(), name="Fuzz draw")
             for customer in ("C1", "C2"):
