@@ -15,14 +15,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from campaigns.asyncdb import Database, SessionConnection
 from campaigns.db import POOL_TIMEOUT_SECONDS, psycopg_connect_kwargs
 from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
-from campaigns.services.offers_postgresql import Database, SessionConnection
 from web.api.guards import refuse_nul_characters
 from web.errors import (
     ApiError,
     DatabaseUnavailable,
+    is_concurrency_conflict,
     is_database_unavailable,
     log_database_unavailable,
 )
@@ -105,7 +106,9 @@ class AsyncPool:
     once more after the pool has tested its idle connections and dropped the dead ones,
     so a pool left stale by a database restart heals without an error reaching a client.
     Work given to :meth:`run` must therefore be safe to repeat. A database that stays
-    unreachable is :class:`DatabaseUnavailable` (503) within the pool's timeout.
+    unreachable is :class:`DatabaseUnavailable` (503) within the pool's timeout; a deadlock
+    the work did not resolve itself is a 503 at once (``concurrency_conflict``), the
+    connections being fine.
     """
 
     def __init__(self, engine: Engine, *, size: int) -> None:
@@ -137,7 +140,7 @@ class AsyncPool:
                 log_database_unavailable(request, error)
                 raise DatabaseUnavailable.from_error(error) from error
             except psycopg.OperationalError as error:
-                if attempt == 1:
+                if attempt == 1 and not is_concurrency_conflict(error):
                     # The other idle connections probably died with this one (a database
                     # restart): test them all (one empty query each) and drop the dead
                     # before trying again.

@@ -35,10 +35,14 @@ def customer_by_external_id(session: Session, external_id: str, *,
                             field: str = "customer_id") -> Customer:
     customer = session.exec(select(Customer).where(Customer.external_id == external_id)).first()
     if customer is None:
-        raise NotFound(f"customer '{external_id}' is unknown",
-                       [FieldError((field,), f"unknown customer '{external_id}'", "not_found")],
-                       code="customer_not_found")
+        raise unknown_customer(external_id, field=field)
     return customer
+
+
+def unknown_customer(external_id: str, *, field: str = "customer_id") -> NotFound:
+    return NotFound(f"customer '{external_id}' is unknown",
+                    [FieldError((field,), f"unknown customer '{external_id}'", "not_found")],
+                    code="customer_not_found")
 
 
 def get_or_create_customer(

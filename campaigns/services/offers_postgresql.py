@@ -14,7 +14,7 @@ fails is simply found by the next one; exposures are inserted and read back in o
 statement; a code is claimed for a customer already exposed, and a customer exposed
 without a code gets one on the next request. The same code runs inside a caller's
 transaction (:class:`SessionConnection`), where a failed code claim is undone by a
-savepoint.
+savepoint. (:mod:`campaigns.asyncdb` has the connection types.)
 
 A CTE's ``SELECT`` does not see rows its own ``INSERT`` wrote, nor rows a concurrent
 transaction committed after the statement started. Both statements therefore return the
@@ -24,16 +24,13 @@ statement in the rare race where another request inserted the same row meanwhile
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from psycopg import Connection
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
-from sqlmodel import Session
 
+from campaigns.asyncdb import Database
 from campaigns.services.catalog import CampaignConfig, Snapshot
 from campaigns.services.customers import CustomerAttributes
 from campaigns.services.offers import (
@@ -103,61 +100,6 @@ SELECT {_STANDING_COLUMNS} FROM s {_STANDING_JOINS}
 """  # noqa: S608
 
 _STANDING = f"SELECT {_STANDING_COLUMNS} FROM ({_EXISTING_ASSIGNMENTS}) AS s {_STANDING_JOINS}"  # noqa: S608
-
-
-class Rows(Protocol):
-    async def fetchone(self) -> Any: ...
-
-    async def fetchall(self) -> list[Any]: ...
-
-
-class Database(Protocol):
-    """What the hot path needs of a connection: psycopg's ``AsyncConnection`` has it."""
-
-    @property
-    def autocommit(self) -> bool: ...
-
-    async def execute(self, query: str, params: dict[str, Any], *,
-                      prepare: bool | None = None) -> Rows: ...
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
-
-
-class _SyncRows:
-    def __init__(self, rows: Sequence[Any]) -> None:
-        self._rows = rows
-
-    async def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    async def fetchall(self) -> list[Any]:
-        return list(self._rows)
-
-
-class SessionConnection:
-    """A SQLAlchemy session's psycopg connection, inside its transaction, as a
-    :class:`Database`: the API tests run each request in the test's own transaction.
-
-    Statements run synchronously (they block the event loop while they wait), which is
-    fine where a test drives one request at a time and nowhere else.
-    """
-
-    autocommit = False
-
-    def __init__(self, session: Session) -> None:
-        connection = session.connection().connection.driver_connection
-        assert isinstance(connection, Connection)
-        self._connection = connection
-
-    async def execute(self, query: str, params: dict[str, Any], *,
-                      prepare: bool | None = None) -> _SyncRows:
-        cursor = self._connection.execute(query, params, prepare=prepare)
-        return _SyncRows(cursor.fetchall() if cursor.description is not None else [])
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        with self._connection.transaction():
-            yield
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -36,13 +36,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field, model_validator
 from sqlalchemy import (
     BigInteger,
     Engine,
-    Row,
     Select,
     String,
     and_,
@@ -85,7 +84,7 @@ from campaigns.models import (
 )
 from campaigns.schemas import InputModel, Key, MinorUnits
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
-from campaigns.services.customers import ExternalId, customer_by_external_id
+from campaigns.services.customers import ExternalId, unknown_customer
 from campaigns.types import UTCDateTime
 
 
@@ -163,7 +162,7 @@ def autocommit(session: Session) -> Iterator[bool]:
 
 
 @dataclass(frozen=True)
-class _Stored:
+class Stored:
     """A redemption already made under the request's Idempotency-Key."""
 
     id: int
@@ -184,7 +183,7 @@ class _Code:
 class _Found:
     """What the single read found; any part may be missing."""
 
-    stored: _Stored | None
+    stored: Stored | None
     code: _Code | None
     customer_id: int | None
     assignment_id: int | None
@@ -224,21 +223,51 @@ def _read_statement() -> Select[Any]:
     ).select_from(joined)
 
 
-_READ = _read_statement()
+READ = _read_statement()
+
+
+class ReadRow(NamedTuple):
+    """:data:`READ`'s row (psycopg's own rows are plain tuples)."""
+
+    stored_id: int | None
+    request_hash: str | None
+    response: dict[str, Any] | None
+    code_id: int | None
+    code_incentive_id: int | None
+    code_campaign_id: int | None
+    code_customer_id: int | None
+    code_expires_at: datetime | None
+    customer_id: int | None
+    assignment_id: int | None
+    arm_id: int | None
+
+
+assert ReadRow._fields == tuple(READ.selected_columns.keys())
 
 
 def _read(session: Session, *, key: str, request: RedemptionRequest) -> _Found:
     """What :func:`redeem` needs to know before it checks anything, in one round trip."""
-    row = session.execute(_READ, {
-        "key": key, "code": normalize_code(request.code) if request.code is not None else None,
-        "external_id": request.customer_id, "campaign_id": request.campaign_id}).one()
-    code = None
+    return found_in(ReadRow(*session.execute(READ, read_params(key, request)).one()), request)
+
+
+def read_params(key: str, request: RedemptionRequest) -> dict[str, Any]:
+    """The parameters of :data:`READ` for a request."""
+    return {"key": key,
+            "code": normalize_code(request.code) if request.code is not None else None,
+            "external_id": request.customer_id, "campaign_id": request.campaign_id}
+
+
+def found_in(row: ReadRow, request: RedemptionRequest) -> _Found:
+    """:data:`READ`'s row as what it found."""
+    code = stored = None
     if row.code_id is not None:
+        assert row.code_incentive_id is not None
         code = _Code(id=row.code_id, incentive_id=row.code_incentive_id,
                      campaign_id=row.code_campaign_id, customer_id=row.code_customer_id,
                      expires_at=row.code_expires_at)
-    stored = _Stored(row.stored_id, row.request_hash, row.response) \
-        if row.stored_id is not None else None
+    if row.stored_id is not None:
+        assert row.request_hash is not None and row.response is not None
+        stored = Stored(row.stored_id, row.request_hash, row.response)
     looked_up_for = request.campaign_id if request.campaign_id is not None \
         else code.campaign_id if code is not None else None
     return _Found(stored=stored, code=code, customer_id=row.customer_id,
@@ -246,25 +275,37 @@ def _read(session: Session, *, key: str, request: RedemptionRequest) -> _Found:
                   assignment_campaign_id=looked_up_for)
 
 
-def _stored(session: Session, key: str) -> _Stored | None:
-    row = session.execute(core_select(_redemption.c.id, _redemption.c.request_hash,
-                                      _redemption.c.response)
-                          .where(_redemption.c.idempotency_key == key)).first()
-    return _Stored(row[0], row[1], row[2]) if row is not None else None
+#: The redemption stored under an idempotency key (parameter ``key``).
+STORED = core_select(_redemption.c.id, _redemption.c.request_hash, _redemption.c.response) \
+    .where(_redemption.c.idempotency_key == bindparam("key", type_=String))
+#: A customer's assignment to a campaign (parameters ``campaign_id``, ``customer_id``).
+ASSIGNMENT_OF = core_select(_assignment.c.id, _assignment.c.arm_id).where(
+    _assignment.c.campaign_id == bindparam("campaign_id", type_=BigInteger),
+    _assignment.c.customer_id == bindparam("customer_id", type_=BigInteger))
+
+
+def stored_in(row: Any) -> Stored | None:
+    return Stored(row[0], row[1], row[2]) if row is not None else None
+
+
+def _stored(session: Session, key: str) -> Stored | None:
+    return stored_in(session.execute(STORED, {"key": key}).first())
+
+
+def assignment_in(row: Any) -> tuple[int | None, int | None]:
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def _assignment_of(session: Session, *, campaign_id: int, customer_id: int
                    ) -> tuple[int | None, int | None]:
-    row = session.execute(core_select(_assignment.c.id, _assignment.c.arm_id).where(
-        _assignment.c.campaign_id == campaign_id,
-        _assignment.c.customer_id == customer_id)).first()
-    return (row[0], row[1]) if row is not None else (None, None)
+    return assignment_in(session.execute(ASSIGNMENT_OF, {
+        "campaign_id": campaign_id, "customer_id": customer_id}).first())
 
 
 # --------------------------------------------------------------------------- checking
 
 
-def _replay(existing: _Stored, fingerprint: str) -> RedemptionOutcome:
+def replay(existing: Stored, fingerprint: str) -> RedemptionOutcome:
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
     return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=True)
@@ -329,7 +370,7 @@ def _extra_response(arm: ArmConfig, details: dict[str, Any], now: datetime
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """A checked redemption, ready to be written: every id and amount the writes need."""
 
     idempotency_key: str
@@ -352,20 +393,26 @@ class _Plan:
         return self.now + timedelta(days=self.arm.config.days)
 
 
-def _plan(session: Session, *, snapshot: Snapshot, found: _Found, key: str, fingerprint: str,
-          request: RedemptionRequest, now: datetime) -> _Plan:
-    """Check the request against what was read; raise the first problem, as a typed error."""
+def target_campaign(snapshot: Snapshot, *, found: _Found, request: RedemptionRequest
+                    ) -> tuple[CampaignConfig, int]:
+    """The running campaign the request redeems and the customer's id; raises the first
+    problem, as a typed error, in the order: unknown code, campaign, customer. When the
+    campaign was only known from the configuration (a code shared by campaigns), the
+    caller looks up the customer's assignment to it before :func:`plan`."""
     if request.code is not None and found.code is None:
         raise _unknown_code()
     campaign = _campaign_for(snapshot, request, found.code)
     if found.customer_id is None:
-        customer_by_external_id(session, request.customer_id)  # raises the NotFound
-        raise AssertionError("unreachable")
-    assignment_id, arm_id = found.assignment_id, found.arm_id
-    if found.assignment_campaign_id != campaign.id:
-        # The campaign was only known from the configuration (a code shared by campaigns).
-        assignment_id, arm_id = _assignment_of(session, campaign_id=campaign.id,
-                                               customer_id=found.customer_id)
+        raise unknown_customer(request.customer_id)
+    return campaign, found.customer_id
+
+
+def plan(snapshot: Snapshot, *, campaign: CampaignConfig, found: _Found,
+         assignment: tuple[int | None, int | None], key: str, fingerprint: str,
+         request: RedemptionRequest, now: datetime) -> Plan:
+    """Check the request against what was read; raise the first problem, as a typed error."""
+    assert found.customer_id is not None
+    assignment_id, arm_id = assignment
     if assignment_id is None or arm_id is None:
         raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
                               "not_offered")
@@ -390,7 +437,7 @@ def _plan(session: Session, *, snapshot: Snapshot, found: _Found, key: str, fing
         "cost_minor": benefit.cost_minor, "currency": campaign.currency,
         "details": benefit.details, **extra, "created_at": now.isoformat(),
     }
-    return _Plan(idempotency_key=key, fingerprint=fingerprint, campaign=campaign, arm=arm,
+    return Plan(idempotency_key=key, fingerprint=fingerprint, campaign=campaign, arm=arm,
                  incentive_id=arm.incentive_id, customer_id=found.customer_id,
                  assignment_id=assignment_id,
                  code_id=found.code.id if found.code is not None else None,
@@ -398,7 +445,7 @@ def _plan(session: Session, *, snapshot: Snapshot, found: _Found, key: str, fing
                  benefit=benefit, extra=extra, stored=stored, now=now)
 
 
-def _redemption_values(plan: _Plan) -> dict[str, Any]:
+def _redemption_values(plan: Plan) -> dict[str, Any]:
     return {
         "idempotency_key": plan.idempotency_key, "request_hash": plan.fingerprint,
         "campaign_id": plan.campaign.id, "arm_id": plan.arm.id,
@@ -415,24 +462,34 @@ def redeem(
     session: Session, *, snapshot: Snapshot, idempotency_key: str, request: RedemptionRequest,
     now: datetime,
 ) -> RedemptionOutcome:
-    """Redeem once per idempotency key; a replay with the same body returns the stored body."""
+    """Redeem once per idempotency key; a replay with the same body returns the stored body.
+
+    The ORM path: SQLite, and PostgreSQL inside a caller's transaction; the storefront's
+    route on PostgreSQL runs :func:`campaigns.services.redemptions_postgresql.redeem`."""
     fingerprint = request_fingerprint(request)
     found = _read(session, key=idempotency_key, request=request)
     if found.stored is not None:
-        return _replay(found.stored, fingerprint)
-    plan = _plan(session, snapshot=snapshot, found=found, key=idempotency_key,
-                 fingerprint=fingerprint, request=request, now=now)
+        return replay(found.stored, fingerprint)
+    campaign, customer_id = target_campaign(snapshot, found=found, request=request)
+    assignment = (found.assignment_id, found.arm_id)
+    if found.assignment_campaign_id != campaign.id:
+        assignment = _assignment_of(session, campaign_id=campaign.id, customer_id=customer_id)
+    checked = plan(snapshot, campaign=campaign, found=found, assignment=assignment,
+                   key=idempotency_key, fingerprint=fingerprint, request=request, now=now)
     if session.get_bind().dialect.name == "postgresql":
-        redemption_id = _apply_at_once(session, plan)
+        redemption_id = _apply_at_once(session, checked)
     else:
-        redemption_id = _apply_in_steps(session, plan)
+        redemption_id = _apply_in_steps(session, checked)
     if redemption_id is None:
         # Another request with this key got there first; its row is visible now.
-        winner = _stored(session, idempotency_key)
-        if winner is None:
-            raise AssertionError("idempotency key conflict without a stored redemption")
-        return _replay(winner, fingerprint)
-    return RedemptionOutcome(body=answer(redemption_id, plan.stored), replayed=False)
+        return replay(winner(_stored(session, idempotency_key)), fingerprint)
+    return RedemptionOutcome(body=answer(redemption_id, checked.stored), replayed=False)
+
+
+def winner(stored: Stored | None) -> Stored:
+    if stored is None:
+        raise AssertionError("idempotency key conflict without a stored redemption")
+    return stored
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -546,7 +603,22 @@ DEADLOCK_ATTEMPTS = 3
 _DEADLOCK_DETECTED = "40P01"
 
 
-def _execute_at_once(session: Session, params: dict[str, Any]) -> Row[Any]:
+class AtOnce(NamedTuple):
+    """:data:`REDEEM_AT_ONCE`'s row."""
+
+    redemption_id: int | None
+    approved: bool
+    code_available: bool
+    within_limit: bool
+    in_stock: bool
+    campaign_status: str | None
+
+
+def is_deadlock(error: BaseException | None) -> bool:
+    return getattr(error, "sqlstate", None) == _DEADLOCK_DETECTED
+
+
+def _execute_at_once(session: Session, params: dict[str, Any]) -> AtOnce:
     """Run :data:`REDEEM_AT_ONCE`, again if PostgreSQL broke a deadlock by aborting it.
 
     Two redemptions of one busy campaign can deadlock inside PostgreSQL (seen under load,
@@ -563,14 +635,13 @@ def _execute_at_once(session: Session, params: dict[str, Any]) -> Row[Any]:
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             if autocommitting:
-                return session.execute(REDEEM_AT_ONCE, params).one()
+                return AtOnce(*session.execute(REDEEM_AT_ONCE, params).one())
             with session.begin_nested():
-                return session.execute(REDEEM_AT_ONCE, params).one()
+                return AtOnce(*session.execute(REDEEM_AT_ONCE, params).one())
         except IntegrityError:
             raise
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED \
-                    or attempt == DEADLOCK_ATTEMPTS:
+            if not is_deadlock(error.orig) or attempt == DEADLOCK_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
@@ -580,10 +651,10 @@ def _autocommitting(session: Session) -> bool:
     return bool(options.get("isolation_level") == "AUTOCOMMIT")
 
 
-def _apply_at_once(session: Session, plan: _Plan) -> int | None:
-    """Run :data:`REDEEM_AT_ONCE`; the redemption's id, None on a key conflict, or the refusal."""
+def at_once_params(plan: Plan) -> dict[str, Any]:
+    """The parameters of :data:`REDEEM_AT_ONCE` for a checked redemption."""
     values = _redemption_values(plan)
-    params = {
+    return {
         **{name: values[name] for name in (
             "idempotency_key", "request_hash", "campaign_id", "arm_id", "customer_id",
             "channel_id", "order_id", "order_amount_minor", "benefit_minor", "cost_minor",
@@ -597,11 +668,20 @@ def _apply_at_once(session: Session, plan: _Plan) -> int | None:
         "points": int(plan.extra.get("points", 0)),
         "lottery_entries": int(plan.extra.get("lottery_entries", 0)),
     }
+
+
+def is_trial_conflict(error: BaseException | None) -> bool:
+    """Whether a unique violation is the one-trial-per-customer key."""
+    return getattr(getattr(error, "diag", None), "constraint_name", None) == _TRIAL_UNIQUE
+
+
+def _apply_at_once(session: Session, plan: Plan) -> int | None:
+    """Run :data:`REDEEM_AT_ONCE`; the redemption's id, None on a key conflict, or the refusal."""
     try:
-        outcome = _execute_at_once(session, params)
+        outcome = _execute_at_once(session, at_once_params(plan))
     except IntegrityError as error:
-        if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == _TRIAL_UNIQUE:
-            raise _trial_already_granted() from None
+        if is_trial_conflict(error.orig):
+            raise trial_already_granted() from None
         raise
     if outcome.redemption_id is not None:
         return int(outcome.redemption_id)
@@ -611,10 +691,10 @@ def _apply_at_once(session: Session, plan: _Plan) -> int | None:
     # committed: this statement waited for its locks).
     if _stored(session, plan.idempotency_key) is not None:
         return None
-    raise _refusal(plan, outcome)
+    raise refusal(plan, outcome)
 
 
-def _refusal(plan: _Plan, outcome: Row[Any]) -> Conflict:
+def refusal(plan: Plan, outcome: AtOnce) -> Conflict:
     """The first check that failed, in the order they are made."""
     if plan.code_id is not None and not outcome.code_available:
         return CodeAlreadyRedeemed()
@@ -628,7 +708,7 @@ def _refusal(plan: _Plan, outcome: Row[Any]) -> Conflict:
     return BudgetExhausted()
 
 
-def _trial_already_granted() -> Conflict:
+def trial_already_granted() -> Conflict:
     return _not_redeemable("this customer already had this trial", ("campaign_id",),
                            "trial_already_granted")
 
@@ -636,7 +716,7 @@ def _trial_already_granted() -> Conflict:
 # --------------------------------------------------------------------------- SQLite
 
 
-def _apply_in_steps(session: Session, plan: _Plan) -> int | None:
+def _apply_in_steps(session: Session, plan: Plan) -> int | None:
     """The same writes as :data:`REDEEM_AT_ONCE`, one statement each, in the request's
     transaction: the row first, then each conditional update, which raises on refusal
     (the caller's rollback undoes the row)."""
@@ -659,7 +739,7 @@ def _insert_redemption(session: Session, values: dict[str, Any]) -> int | None:
     return int(inserted) if inserted is not None else None
 
 
-def _charge(session: Session, plan: _Plan) -> None:
+def _charge(session: Session, plan: Plan) -> None:
     """The conditional updates; each must touch exactly one row or the request fails."""
     if plan.code_id is not None:
         used = session.execute(
@@ -701,7 +781,7 @@ def _charge(session: Session, plan: _Plan) -> None:
         raise BudgetExhausted()
 
 
-def _grant(session: Session, plan: _Plan, *, redemption_id: int) -> None:
+def _grant(session: Session, plan: Plan, *, redemption_id: int) -> None:
     """Type-specific effects of a redemption: trial, points, lottery entries."""
     if "trial" in plan.extra:
         grant = TrialGrant(customer_id=plan.customer_id, campaign_id=plan.campaign.id,
@@ -713,7 +793,7 @@ def _grant(session: Session, plan: _Plan, *, redemption_id: int) -> None:
                 session.add(grant)
                 session.flush()
         except IntegrityError:
-            raise _trial_already_granted() from None
+            raise trial_already_granted() from None
     if "points" in plan.extra:
         session.add(PointsLedger(customer_id=plan.customer_id, campaign_id=plan.campaign.id,
                                  delta=plan.extra["points"], reason="redemption",

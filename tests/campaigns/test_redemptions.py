@@ -4,7 +4,10 @@ PostgreSQL -- the money invariants under truly concurrent autocommitted statemen
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -18,6 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, select
 
 from campaigns import migrate
+from campaigns.asyncdb import SessionConnection
 from campaigns.db import build_engine
 from campaigns.errors import (
     BudgetExhausted,
@@ -51,6 +55,7 @@ from campaigns.services.redemptions import (
     redeem,
     rollback_redemption,
 )
+from campaigns.services.redemptions_postgresql import redeem as redeem_postgresql
 from campaigns.types import utcnow
 from tests.builders import (
     ACTOR,
@@ -88,14 +93,34 @@ def exposed(session: Session, campaign: Campaign, arm: str, *, prefix: str = "C"
     return external_id, offer.code
 
 
+#: The service's implementations: the ORM one, and on PostgreSQL also the storefront
+#: route's, on psycopg's async driver (run here on the session's connection).
+PATHS = ["orm", "async"] if os.environ.get("CHANNELSHIFT_TEST_DATABASE_URL", "") \
+    .startswith("postgresql") else ["orm"]
+_path = "orm"
+
+
+@pytest.fixture(params=PATHS)
+def redemption_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test's redemptions through each implementation in turn."""
+    monkeypatch.setattr(sys.modules[__name__], "_path", request.param)
+    return str(request.param)
+
+
+def _redeem(session: Session, **arguments: Any) -> RedemptionOutcome:
+    if _path == "orm":
+        return redeem(session, **arguments)
+    return asyncio.run(redeem_postgresql(SessionConnection(session), **arguments))
+
+
 def attempt(session: Session, body: dict[str, Any], *, key: str | None = None
             ) -> RedemptionOutcome:
     """One redemption as the web layer runs it: its own unit of work, undone if it fails."""
     session.commit()
     try:
-        outcome = redeem(session, snapshot=snapshot(session),
-                         idempotency_key=key or uuid.uuid4().hex,
-                         request=RedemptionRequest(**body), now=utcnow())
+        outcome = _redeem(session, snapshot=snapshot(session),
+                          idempotency_key=key or uuid.uuid4().hex,
+                          request=RedemptionRequest(**body), now=utcnow())
         session.commit()
         return outcome
     except BaseException:
@@ -126,6 +151,7 @@ def offer_body(customer: str, campaign: Campaign, **extra: Any) -> dict[str, Any
             "order_amount_minor": 1000, **extra}
 
 
+@pytest.mark.usefixtures("redemption_path")
 class TestApplied:
     def test_charges_budget_and_limit_and_stores_the_response(self, session) -> None:
         campaign = make_running_campaign(session, per_customer_limit=2,
@@ -182,6 +208,7 @@ class TestApplied:
         assert books(session, campaign)["codes"] == [1]
 
 
+@pytest.mark.usefixtures("redemption_path")
 class TestRefusalsWriteNothing:
     """Each refusal raises its own error and leaves every counter as it was."""
 
@@ -242,8 +269,8 @@ class TestRefusalsWriteNothing:
         session.commit()
         before = books(session, campaign)
         with pytest.raises(Conflict) as refused:
-            redeem(session, snapshot=stale, idempotency_key="key-4",
-                   request=RedemptionRequest(**offer_body(customer, campaign)), now=utcnow())
+            _redeem(session, snapshot=stale, idempotency_key="key-4",
+                    request=RedemptionRequest(**offer_body(customer, campaign)), now=utcnow())
         session.rollback()
         assert refused.value.code == "campaign_not_running"
         assert "paused" in refused.value.message
@@ -276,6 +303,7 @@ class TestRefusalsWriteNothing:
         assert (before["trials"], before["spent"], before["limits"]) == (1, 500, [1])
 
 
+@pytest.mark.usefixtures("redemption_path")
 class TestGrantsAndRollback:
     def test_points_are_credited_and_taken_back_once(self, session) -> None:
         campaign = make_running_campaign(session, arms=[control_arm(weight=1), incentive_arm(

@@ -24,12 +24,14 @@ from campaigns.services.offers import OfferView, customer_offers
 from campaigns.services.offers_postgresql import customer_offers as offers_postgresql
 from campaigns.services.ratelimit import Limit, count_in_window, record_event
 from campaigns.services.redemptions import (
+    RedemptionOutcome,
     RedemptionRequest,
     autocommit,
     redeem,
     rollback_redemption,
     validate_code,
 )
+from campaigns.services.redemptions_postgresql import redeem as redeem_postgresql
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
 from web.api.schemas import MAX_ID, error_responses, inline_refs
@@ -222,8 +224,8 @@ class RedemptionOut(BaseModel):
     openapi_extra={"requestBody": {"content": {"application/json": {
         "schema": inline_refs(RedemptionRequest.model_json_schema())}}}},
 )
-def post_redemption(
-    request: Request, session: SessionDep, caller: StorefrontCaller,
+async def post_redemption(
+    request: Request, session: SessionDep, caller: StorefrontCaller, database: AsyncDatabase,
     body: Annotated[dict[str, Any], Body(openapi_examples={"coupon": {
         "summary": "Redeem a coupon on a web order", "value": REDEMPTION_EXAMPLE}})],
     idempotency_key: Annotated[str | None, Header(
@@ -236,20 +238,33 @@ def post_redemption(
                        [{"loc": ["header", "Idempotency-Key"], "msg": "this header is required",
                          "type": "missing"}])
     data = parse_input(RedemptionRequest, body, what="redemption")
-    # On PostgreSQL the redemption is one atomic statement: PostgreSQL commits it as it
-    # finishes, so the campaign row it locks is not held while the response is built.
-    # What the key lookup may have read is committed first, or the redemption would join
-    # that transaction and hold the campaign row until the request ends.
-    session.commit()
-    with autocommit(session):
-        outcome = redeem(session, snapshot=request.app.state.catalog.snapshot(session),
-                         idempotency_key=f"{caller.api_key_id}:{idempotency_key}",
-                         request=data, now=utcnow())
+    catalog = request.app.state.catalog
+    snapshot = catalog.current() or await run_in_threadpool(catalog.snapshot, session)
+    key = f"{caller.api_key_id}:{idempotency_key}"
+    now = utcnow()
+    if database is None:
+        # SQLite: the ORM path, on a thread, in the request's transaction.
+        outcome = await run_in_threadpool(_redeem_in_session, session, snapshot=snapshot,
+                                          idempotency_key=key, request=data, now=now)
+    else:
+        # PostgreSQL: on the event loop, one atomic statement in autocommit; PostgreSQL
+        # commits it as it finishes, so the campaign row it locks is not held while the
+        # response is built. Safe to repeat after a connection error (AsyncPool.run).
+        outcome = await database.run(request, lambda connection: redeem_postgresql(
+            connection, snapshot=snapshot, idempotency_key=key, request=data, now=now))
     if not outcome.replayed:
         request.app.state.metrics.redemption(outcome.body)
     return JSONResponse(outcome.body, status_code=200 if outcome.replayed else 201,
                         headers={"Idempotent-Replayed": "true" if outcome.replayed
                                  else "false"})
+
+
+def _redeem_in_session(session: Session, **arguments: Any) -> RedemptionOutcome:
+    # What the key lookup may have read is committed first, so that on PostgreSQL (a test
+    # without the async pool) the redemption runs in autocommit as in production.
+    session.commit()
+    with autocommit(session):
+        return redeem(session, **arguments)
 
 
 class RollbackOut(BaseModel):

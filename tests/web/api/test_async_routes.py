@@ -1,10 +1,12 @@
-"""The offers route on PostgreSQL's async pool: what the server runs, on committed data.
+"""The offers and redemption routes on PostgreSQL's async pool: what the server runs, on
+committed data.
 
 The other API tests run each request inside the test's own transaction, through the same
 async code on the session's connection. Here the app runs its lifespan, so requests go
-through psycopg's async pool in autocommit, as in production: the offers must be what the
-ORM path gives, exposures and codes must be recorded once under concurrent first requests,
-and a pool whose connections the database killed must heal without an error.
+through psycopg's async pool in autocommit, as in production: the offers and redemptions
+must be what the ORM path gives, exposures and codes must be recorded once under
+concurrent first requests, and a pool whose connections the database killed must heal
+without an error.
 """
 
 from __future__ import annotations
@@ -162,6 +164,67 @@ class TestConcurrentFirstVisits:
         assert len(customers) == 1
 
 
+def redeem(client: TestClient, world: World, key: str, **body: object):
+    return client.post("/api/v1/redemptions", json={"channel": "web", **body},
+                       headers={**world.key, "Idempotency-Key": key})
+
+
+def treated(world: World, campaign: Campaign, prefix: str, tier: str) -> Iterator[str]:
+    return (f"{prefix}{i}" for i in range(1000)
+            if expected_arms(world, f"{prefix}{i}", tier)[campaign.id] != "control")
+
+
+def spent_and_costs(world: World, campaign: Campaign) -> tuple[int, int]:
+    with world.scratch.engine.connect() as connection:
+        return connection.execute(text(
+            "SELECT (SELECT spent_minor FROM campaign WHERE id = :id), "
+            "(SELECT coalesce(sum(cost_minor), 0) FROM redemption "
+            " WHERE campaign_id = :id AND status = 'applied')"), {"id": campaign.id}).one()
+
+
+class TestRedemptionsAsTheOrmPath:
+    @pytest.mark.parametrize("path", ["async pool", "orm"])
+    def test_redeem_replay_and_refusals(self, world: World, app, path: str) -> None:
+        client = TestClient(app)
+        bodies = []
+        with client if path == "async pool" else nullcontext():
+            customers = treated(world, world.coupons, f"{path[0]}X", "bronze")
+            for customer in (next(customers), next(customers)):
+                code = get(client, world, customer, value_tier="bronze")["offers"][0]["code"]
+                key = secrets.token_hex(8)
+                request = {"customer_id": customer, "code": code, "order_amount_minor": 5000}
+                first = redeem(client, world, key, **request)
+                assert first.status_code == 201, first.text
+                assert first.headers["Idempotent-Replayed"] == "false"
+                replayed = redeem(client, world, key, **request)
+                assert (replayed.status_code, replayed.json()) == (200, first.json())
+                assert replayed.headers["Idempotent-Replayed"] == "true"
+                assert redeem(client, world, key, **request | {"order_amount_minor": 1}
+                              ).json()["code"] == "idempotency_key_reused"
+                again = redeem(client, world, secrets.token_hex(8), **request)
+                assert (again.status_code, again.json()["code"]) == (409, "code_already_redeemed")
+                bodies.append(first.json())
+            # The offer without a code, by campaign id.
+            gold = next(treated(world, world.gold_only, f"{path[0]}G", "gold"))
+            get(client, world, gold, value_tier="gold")
+            taken = redeem(client, world, secrets.token_hex(8), customer_id=gold,
+                           campaign_id=world.gold_only.id, order_amount_minor=20000)
+            assert taken.status_code == 201, taken.text
+            assert taken.json()["benefit_minor"] == 2000
+            unknown = redeem(client, world, secrets.token_hex(8), customer_id="nobody",
+                             campaign_id=world.gold_only.id)
+            assert (unknown.status_code, unknown.json()["code"]) == (404, "customer_not_found")
+            bad_code = redeem(client, world, secrets.token_hex(8), customer_id=gold,
+                              code="NOSUCHCODE")
+            assert (bad_code.status_code, bad_code.json()["code"]) == (404, "unknown_code")
+        for body in bodies:
+            assert body["status"] == "applied" and body["incentive_type"] == "coupon"
+            assert body["campaign_id"] == world.coupons.id and body["redemption_id"] >= 1
+        for campaign in (world.coupons, world.gold_only):
+            spent, costs = spent_and_costs(world, campaign)
+            assert spent == costs
+
+
 class TestPoolHeals:
     def test_connections_killed_by_the_database(self, world: World, app) -> None:
         """Stale pooled connections are replaced without an error reaching a client."""
@@ -176,3 +239,38 @@ class TestPoolHeals:
             assert killed >= 1
             for i in range(5, 15):
                 get(client, world, f"H{i}")
+
+    def test_redemption_after_the_connections_were_killed(self, world: World, app) -> None:
+        customer = next(treated(world, world.gold_only, "HR", "gold"))
+        with TestClient(app) as client:
+            get(client, world, customer, value_tier="gold")
+            with world.scratch.engine.begin() as connection:
+                connection.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"),
+                    {"name": world.application_name})
+            response = redeem(client, world, secrets.token_hex(8), customer_id=customer,
+                              campaign_id=world.gold_only.id, order_amount_minor=1000)
+        assert response.status_code == 201, response.text
+
+    def test_deadlock_is_not_retried_as_a_dead_connection(self, world: World, app,
+                                                           monkeypatch) -> None:
+        """A deadlock the redemption's own retries did not resolve is answered at once
+        with 'send it again': the connections are fine, so the pool is not tested."""
+        import psycopg
+
+        import web.api.storefront
+
+        calls = []
+
+        async def deadlock(*args: object, **kwargs: object) -> None:
+            calls.append(1)
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+        monkeypatch.setattr(web.api.storefront, "redeem_postgresql", deadlock)
+        with TestClient(app) as client:
+            response = redeem(client, world, secrets.token_hex(8), customer_id="D1",
+                              campaign_id=world.gold_only.id)
+        assert response.status_code == 503 and response.headers["retry-after"]
+        assert response.json()["code"] == "concurrency_conflict"
+        assert calls == [1]
