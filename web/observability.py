@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +32,9 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from campaigns.models import ApiScope
+from web.deps import require_scope
 
 SAFE_EXTRA = ("request_id", "method", "route", "status", "duration_ms", "caller", "path",
               "campaign_id")
@@ -139,10 +142,16 @@ class RequestContext:
 
 
 def install_observability(app: FastAPI) -> None:
-    """Metrics and the /metrics route; the request layers come from :func:`outermost_layers`."""
-    app.state.metrics = Metrics()
+    """Metrics and the /metrics route; the request layers come from :func:`outermost_layers`.
 
-    @app.get("/metrics", include_in_schema=False)
+    The metrics name campaigns, their redemptions and their spend: ``/metrics`` wants an
+    API key of the analytics or the management scope as a bearer token, which Prometheus
+    sends with ``authorization: {credentials: ...}`` in its scrape configuration.
+    """
+    app.state.metrics = Metrics()
+    monitoring = Depends(require_scope(ApiScope.ANALYTICS, ApiScope.MANAGEMENT))
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[monitoring])
     def metrics() -> Response:
         return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

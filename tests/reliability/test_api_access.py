@@ -97,13 +97,14 @@ REQUIRED_SCOPES: dict[tuple[str, str], frozenset[ApiScope]] = {
     # analytics: reports; the economics overview is also read by marketers
     ("GET", f"{V1}/campaigns/{{campaign_id}}/report"): ANALYTICS,
     ("GET", f"{V1}/channels/economics"): ANALYTICS_OR_MANAGEMENT,
+    # monitoring: the metrics name campaigns and their spend
+    ("GET", "/metrics"): ANALYTICS_OR_MANAGEMENT,
 }
 
 #: Routes anyone may call, and why that is safe. Nothing under /api/ may be here.
 OPEN_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "liveness probe: says only 'ok'",
     ("GET", "/readyz"): "readiness probe: ready or not, and why (no data)",
-    ("GET", "/metrics"): "Prometheus scrape: latencies and counters per route and campaign id",
     ("GET", "/docs"): "the API's documentation page",
     ("GET", "/openapi.json"): "the API's schema",
     ("HEAD", "/openapi.json"): "the API's schema",
@@ -262,7 +263,8 @@ class TestRouteTable:
         assert len(ui) >= 40 and len(REQUIRED_SCOPES) >= 40
 
     def test_nothing_under_api_is_open(self, app) -> None:  # noqa: F811
-        assert all(path.startswith("/api/") for _, path in REQUIRED_SCOPES)
+        assert all(path.startswith("/api/") or path == "/metrics"
+                   for _, path in REQUIRED_SCOPES)
         assert not [path for _, path in OPEN_ROUTES if path.startswith("/api/")]
         ui_paths = [e.template for e in app_routes(app)[0] if isinstance(e.route, UiRoute)]
         assert not [path for path in ui_paths if path.startswith("/api/")]

@@ -497,14 +497,16 @@ class TestTrialsAndLoyalty:
 
 
 class TestObservability:
-    def test_metrics_and_request_id(self, client, session, storefront_key,
+    def test_metrics_and_request_id(self, client, session, storefront_key, analytics_key,
                                     coupon_campaign) -> None:
         customer = treated(session, coupon_campaign)
         code = offers(client, storefront_key, customer).json()["offers"][0]["code"]
         response = redeem(client, storefront_key, {"customer_id": customer, "channel": "web",
                                                    "code": code, "order_amount_minor": 1000})
         assert len(response.headers["x-request-id"]) == 16
-        text = client.get("/metrics").text
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=storefront_key).status_code == 403
+        text = client.get("/metrics", headers=analytics_key).text
         assert 'channelshift_http_request_duration_seconds_bucket{le="0.005",method="GET",' \
                'route="/api/v1/customers/{customer_id}/offers"' in text
         assert f'channelshift_redemptions_total{{campaign_id="{coupon_campaign.id}",' \
