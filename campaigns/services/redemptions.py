@@ -305,10 +305,18 @@ def _assignment_of(session: Session, *, campaign_id: int, customer_id: int
 # --------------------------------------------------------------------------- checking
 
 
-def replay(existing: Stored, fingerprint: str) -> RedemptionOutcome:
+def replay(existing: Stored, fingerprint: str, *, now: datetime) -> RedemptionOutcome:
+    """The stored answer to a request with the same key and body.
+
+    Unless this very request made it: on PostgreSQL a request whose connection died after
+    the redemption committed is run again (``web.deps.AsyncPool``), and its second run finds
+    its own first. The stored ``created_at`` is the request's own ``now`` then, and the
+    client gets what the first run would have answered (201, not a replay).
+    """
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
-    return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=True)
+    own = existing.response.get("created_at") == now.isoformat()
+    return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=not own)
 
 
 def _not_redeemable(message: str, loc: tuple[str, ...], kind: str) -> Conflict:
@@ -469,7 +477,7 @@ def redeem(
     fingerprint = request_fingerprint(request)
     found = _read(session, key=idempotency_key, request=request)
     if found.stored is not None:
-        return replay(found.stored, fingerprint)
+        return replay(found.stored, fingerprint, now=now)
     campaign, customer_id = target_campaign(snapshot, found=found, request=request)
     assignment = (found.assignment_id, found.arm_id)
     if found.assignment_campaign_id != campaign.id:
@@ -482,7 +490,7 @@ def redeem(
         redemption_id = _apply_in_steps(session, checked)
     if redemption_id is None:
         # Another request with this key got there first; its row is visible now.
-        return replay(winner(_stored(session, idempotency_key)), fingerprint)
+        return replay(winner(_stored(session, idempotency_key)), fingerprint, now=now)
     return RedemptionOutcome(body=answer(redemption_id, checked.stored), replayed=False)
 
 

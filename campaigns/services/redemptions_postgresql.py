@@ -9,7 +9,9 @@ for either. The statements are SQLAlchemy's, compiled once for psycopg
 
 Safe to run again after a connection error (``web.deps.AsyncPool`` does): the redemption
 statement commits as a whole or not at all, and a second run finds a committed first one
-by its idempotency key and answers with its stored response.
+by its idempotency key and answers what the first would have: the same body, as created
+(201), since its ``created_at`` is this request's (see
+:func:`campaigns.services.redemptions.replay`).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ async def redeem(database: Database, *, snapshot: Snapshot, idempotency_key: str
     ).fetchone()
     found = found_in(ReadRow(*row), request)
     if found.stored is not None:
-        return replay(found.stored, fingerprint)
+        return replay(found.stored, fingerprint, now=now)
     campaign, customer_id = target_campaign(snapshot, found=found, request=request)
     assignment = (found.assignment_id, found.arm_id)
     if found.assignment_campaign_id != campaign.id:
@@ -120,5 +122,6 @@ async def redeem(database: Database, *, snapshot: Snapshot, idempotency_key: str
     redemption_id = await _apply(database, checked)
     if redemption_id is None:
         # Another request with this key got there first; its row is visible now.
-        return replay(winner(await _stored(database, idempotency_key)), fingerprint)
+        return replay(winner(await _stored(database, idempotency_key)), fingerprint,
+                      now=now)
     return RedemptionOutcome(body=answer(redemption_id, checked.stored), replayed=False)

@@ -253,6 +253,42 @@ class TestPoolHeals:
                               campaign_id=world.gold_only.id, order_amount_minor=1000)
         assert response.status_code == 201, response.text
 
+    def test_connection_lost_after_the_redemption_committed(self, world: World, app,
+                                                             monkeypatch) -> None:
+        """The pool runs the request again; its second run finds its own first and answers
+        as created, once, rather than as a replay of some earlier request."""
+        import psycopg
+
+        import web.api.storefront
+
+        real = web.api.storefront.redeem_postgresql
+        runs = []
+
+        async def lost_after_commit(*args: object, **kwargs: object) -> object:
+            outcome = await real(*args, **kwargs)
+            runs.append(outcome)
+            if len(runs) == 1:
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return outcome
+
+        monkeypatch.setattr(web.api.storefront, "redeem_postgresql", lost_after_commit)
+        customer = next(treated(world, world.gold_only, "LC", "gold"))
+        key = secrets.token_hex(8)
+        request = {"customer_id": customer, "campaign_id": world.gold_only.id,
+                   "order_amount_minor": 3000}
+        with TestClient(app) as client:
+            get(client, world, customer, value_tier="gold")
+            first = redeem(client, world, key, **request)
+            assert (first.status_code, first.headers["Idempotent-Replayed"]) == (201, "false")
+            assert len(runs) == 2 and runs[1].body == runs[0].body
+            # A retry by the client is a replay as always.
+            again = redeem(client, world, key, **request)
+        assert (again.status_code, again.json()) == (200, first.json())
+        with world.scratch.engine.connect() as connection:
+            assert connection.execute(text(
+                "SELECT count(*) FROM redemption WHERE idempotency_key LIKE :key"),
+                {"key": f"%:{key}"}).scalar_one() == 1
+
     def test_deadlock_is_not_retried_as_a_dead_connection(self, world: World, app,
                                                            monkeypatch) -> None:
         """A deadlock the redemption's own retries did not resolve is answered at once
