@@ -322,6 +322,18 @@ class _Lift:
     ci_high: float | None = None
     reason: str | None = None
 
+    def fields(self) -> dict[str, float | None]:
+        """The :class:`Comparison` fields of the relative lift."""
+        return {
+            "rel_lift": self.value,
+            "rel_lift_se": self.se,
+            "rel_lift_ci_low": self.ci_low,
+            "rel_lift_ci_high": self.ci_high,
+        }
+
+
+NO_VARIANCE = "no variance in either arm: test and intervals are undefined"
+
 
 def _relative_lift(
     *,
@@ -364,15 +376,14 @@ def _welch(
     diff = treatment_mean - control_mean
     var_diff = var_c + var_t
     if var_diff <= 0:
-        return Comparison(
+        return _too_small(
             method=method,
             alpha=alpha,
             control_n=control_n,
             treatment_n=treatment_n,
             control_mean=control_mean,
             treatment_mean=treatment_mean,
-            diff=diff,
-            reason="no variance in either arm: test and intervals are undefined",
+            reason=NO_VARIANCE,
         )
     se = math.sqrt(var_diff)
     # Welch-Satterthwaite degrees of freedom.
@@ -402,10 +413,7 @@ def _welch(
         df=df,
         p_value=p_value,
         p_value_floored=floored,
-        rel_lift=lift.value,
-        rel_lift_se=lift.se,
-        rel_lift_ci_low=lift.ci_low,
-        rel_lift_ci_high=lift.ci_high,
+        **lift.fields(),
         reason=lift.reason,
     )
 
@@ -529,10 +537,7 @@ def compare_proportions(
         statistic=float(z_stat),
         p_value=p_value,
         p_value_floored=floored,
-        rel_lift=lift.value,
-        rel_lift_se=lift.se,
-        rel_lift_ci_low=lift.ci_low,
-        rel_lift_ci_high=lift.ci_high,
+        **lift.fields(),
         reason=_join(ci_reason, lift.reason),
     )
 
@@ -607,7 +612,7 @@ def compare_ratios(
             treatment_n=treatment.n,
             control_mean=rc,
             treatment_mean=rt,
-            reason="no variance in either arm: test and intervals are undefined",
+            reason=NO_VARIANCE,
         )
     se = math.sqrt(var_diff)
     z_stat = diff / se
@@ -630,10 +635,7 @@ def compare_ratios(
         statistic=z_stat,
         p_value=p_value,
         p_value_floored=floored,
-        rel_lift=lift.value,
-        rel_lift_se=lift.se,
-        rel_lift_ci_low=lift.ci_low,
-        rel_lift_ci_high=lift.ci_high,
+        **lift.fields(),
         reason=lift.reason,
     )
 
