@@ -7,7 +7,6 @@ real connection pool, so invariants are enforced by the database or not at all.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -19,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from campaigns import migrate
-from campaigns.db import build_engine
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,38 +121,31 @@ def group_members(group: int) -> list[int]:
 @contextmanager
 def live_server(database_url: str, data_dir: Path, *, workers: int = 2, start: bool = True
                 ) -> Iterator[LiveServer]:
-    """Start a server on a new schema of ``database_url``; drop the schema afterwards.
+    """Start a server on a scratch database of ``database_url``'s backend (a new schema on
+    PostgreSQL, a file in ``data_dir`` on SQLite); drop it afterwards.
 
     With ``start=False`` the schema is migrated but the server not started: the caller
     sets up its data first (the workers then load it at start, no waiting for their
     configuration refresh) and calls :meth:`LiveServer.start` itself.
     """
-    schema = f"cs_live_{secrets.token_hex(4)}"
-    admin = build_engine(database_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(database_url, schema=schema, pool_size=5)
-    migrate.upgrade(engine)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
-    env |= {
-        "CHANNELSHIFT_DATABASE_URL": database_url,
-        "CHANNELSHIFT_DATABASE_SCHEMA": schema,
-        "CHANNELSHIFT_DATA_DIR": str(data_dir),
-        "CHANNELSHIFT_CONFIG_REFRESH_SECONDS": "0.2",
-        "CHANNELSHIFT_DATABASE_POOL_SIZE": "10",
-        # Tests that want the guardrail scheduler turn it on themselves.
-        "CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS": "0",
-    }
-    server = LiveServer(url=f"http://127.0.0.1:{port}", engine=engine, env=env, port=port,
-                        workers=workers)
-    try:
-        if start:
-            server.start()
-        yield server
-    finally:
-        server.stop()
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+    with scratch_database((database_url, None), data_dir, prefix="cs_live",
+                          pool_size=5) as scratch:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
+        env |= {
+            "CHANNELSHIFT_DATABASE_URL": scratch.url,
+            **({"CHANNELSHIFT_DATABASE_SCHEMA": scratch.schema} if scratch.schema else {}),
+            "CHANNELSHIFT_DATA_DIR": str(data_dir),
+            "CHANNELSHIFT_CONFIG_REFRESH_SECONDS": "0.2",
+            "CHANNELSHIFT_DATABASE_POOL_SIZE": "10",
+            # Tests that want the guardrail scheduler turn it on themselves.
+            "CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS": "0",
+        }
+        server = LiveServer(url=f"http://127.0.0.1:{port}", engine=scratch.engine, env=env,
+                            port=port, workers=workers)
+        try:
+            if start:
+                server.start()
+            yield server
+        finally:
+            server.stop()

@@ -31,35 +31,46 @@ class Scratch:
 
 
 @contextmanager
+def empty_schema(url: str, *, prefix: str) -> Iterator[str | None]:
+    """A new, empty PostgreSQL schema on ``url``'s database (None for SQLite), dropped with
+    everything in it afterwards: for a subject that creates its tables itself (``channelshift
+    db upgrade``, ``channelshift demo``) or that the caller migrates."""
+    if url.startswith("sqlite"):
+        yield None
+        return
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    admin = build_engine(url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        yield schema
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextmanager
 def scratch_database(database: tuple[str, str | None], directory: Path, *,
-                     prefix: str = "cs_scratch", query: str = "") -> Iterator[Scratch]:
+                     prefix: str = "cs_scratch", query: str = "",
+                     pool_size: int = 10) -> Iterator[Scratch]:
     """A migrated database of this run's backend that only the caller uses, dropped after.
 
     ``query`` is appended to a PostgreSQL URL (``application_name=...`` to find the
     connections of the engines and servers built on it).
     """
     url, _ = database
-    schema = None
-    admin = None
     if url.startswith("sqlite"):
         url = f"sqlite:///{(directory / 'scratch.sqlite3').as_posix()}"
-    else:
-        schema = f"{prefix}_{secrets.token_hex(4)}"
-        admin = build_engine(url)
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        if query:
-            url += ("&" if "?" in url else "?") + query
-    engine = build_engine(url, schema=schema)
-    try:
-        migrate.upgrade(engine)
-        yield Scratch(engine, url, schema)
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            admin.dispose()
+    elif query:
+        url += ("&" if "?" in url else "?") + query
+    with empty_schema(url, prefix=prefix) as schema:
+        engine = build_engine(url, schema=schema, pool_size=pool_size)
+        try:
+            migrate.upgrade(engine)
+            yield Scratch(engine, url, schema)
+        finally:
+            engine.dispose()
 
 
 @contextmanager

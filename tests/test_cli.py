@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from sqlalchemy import text
 
 from campaigns import migrate
 from campaigns.db import build_engine
+from tests.scratch import empty_schema
 
 pytestmark = pytest.mark.slow
 
@@ -27,20 +27,10 @@ def cli_env(database, tmp_path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
     env["CHANNELSHIFT_DATA_DIR"] = str(tmp_path / "data")
     env["COLUMNS"] = "300"  # keep rich from wrapping lines the assertions read
-    if url.startswith("sqlite"):
+    with empty_schema(url, prefix="cs_cli") as schema:
+        if schema is not None:
+            env |= {"CHANNELSHIFT_DATABASE_URL": url, "CHANNELSHIFT_DATABASE_SCHEMA": schema}
         yield env
-        return
-    schema = f"cs_cli_{secrets.token_hex(4)}"
-    admin = build_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    env |= {"CHANNELSHIFT_DATABASE_URL": url, "CHANNELSHIFT_DATABASE_SCHEMA": schema}
-    try:
-        yield env
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -20,7 +19,7 @@ import openpyxl
 import pandas as pd
 import pytest
 from scipy import stats as sps
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -45,7 +44,6 @@ from analytics.report import Report, build_report
 from analytics.reports import MetricResult, campaign_results
 from analytics.segments import DecileRow, QiniPoint, QiniResult
 from analytics.stats import Comparison
-from campaigns.db import build_engine
 from seeds.demo import ENDED_CAMPAIGN, TRUE_EFFECTS, DemoSummary
 from seeds.experiments import build_spec, import_experiment
 from tests.analytics.test_report import (
@@ -55,6 +53,7 @@ from tests.analytics.test_report import (
     savepoint_session,
     seed_demo,
 )
+from tests.scratch import empty_schema
 
 SHEETS = ["summary", "metrics", "segments", "economics", "diagnostics"]
 
@@ -345,21 +344,12 @@ def cli_demo(database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
     env |= {"CHANNELSHIFT_DATA_DIR": str(folder / "data"), "COLUMNS": "300",
             "PYTHONPATH": str(repository)}
-    admin = None if url.startswith("sqlite") else build_engine(url)
-    schema = f"cs_report_{secrets.token_hex(4)}"
-    if admin is not None:
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        env |= {"CHANNELSHIFT_DATABASE_URL": url, "CHANNELSHIFT_DATABASE_SCHEMA": schema}
-    try:
+    with empty_schema(url, prefix="cs_report") as schema:
+        if schema is not None:
+            env |= {"CHANNELSHIFT_DATABASE_URL": url, "CHANNELSHIFT_DATABASE_SCHEMA": schema}
         seeded = run_cli(env, "demo", "--no-serve", "--customers", "600", cwd=folder)
         assert seeded.returncode == 0, seeded.stderr
         yield env
-    finally:
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 @pytest.mark.slow

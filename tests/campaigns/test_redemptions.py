@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sys
 import threading
 import uuid
@@ -16,13 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, select
 
-from campaigns import migrate
 from campaigns.asyncdb import SessionConnection
-from campaigns.db import build_engine
 from campaigns.errors import (
     BudgetExhausted,
     ChannelShiftError,
@@ -66,6 +63,7 @@ from tests.builders import (
     make_running_campaign,
     percent_arm,
 )
+from tests.scratch import scratch_database
 
 GIFT = {"item": "Tote bag", "unit_cost_minor": 350, "inventory": 1}
 TRIAL = {"product": "Premium", "days": 30, "cost_minor": 500}
@@ -371,25 +369,15 @@ THREADS = 24
 
 
 @pytest.fixture(scope="module")
-def fresh_engine(database: tuple[str, str | None], backend: str) -> Iterator[Engine]:
+def fresh_engine(database: tuple[str, str | None], backend: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A schema of its own: these tests commit, and must not leak rows into other tests."""
     if backend != "postgresql":
         # Deselected on SQLite by the postgres_only marker; run anywhere else, fail loudly.
         raise AssertionError("these tests need PostgreSQL (they are marked postgres_only)")
-    url, _ = database
-    schema = f"cs_redeem_{secrets.token_hex(4)}"
-    admin = build_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = build_engine(url, schema=schema, pool_size=THREADS)
-    try:
-        migrate.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+    with scratch_database(database, tmp_path_factory.mktemp("redeem"), prefix="cs_redeem",
+                          pool_size=THREADS) as scratch:
+        yield scratch.engine
 
 
 def committed(engine: Engine, build: Any) -> Any:

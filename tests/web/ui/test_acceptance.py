@@ -57,7 +57,6 @@ from campaigns.models import Arm, Assignment, Campaign, Customer, Role
 from campaigns.services.channels import create_channel, ensure_default_stages, set_channel_cost
 from tests.liveserver import LiveServer, live_server
 from tests.web.ui.conftest import PASSWORD, make_user
-from tests.web.ui.test_browser import sqlite_live_server
 
 pytestmark = pytest.mark.slow
 
@@ -93,9 +92,7 @@ def server(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFa
     """
     url, _ = database
     data_dir = tmp_path_factory.mktemp("acceptance")
-    starting = sqlite_live_server(data_dir) if url.startswith("sqlite") \
-        else live_server(url, data_dir)
-    with starting as running:
+    with live_server(url, data_dir) as running:
         with Session(running.engine) as session:
             ensure_default_stages(session)
             create_channel(session, actor="test", channel_create={

@@ -8,47 +8,22 @@ violation (an inline script, a blocked asset) shows up there first.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from sqlmodel import Session
 
-from campaigns import migrate
-from campaigns.db import build_engine
 from campaigns.services.channels import cost_table
 from seeds.demo import seed_demo_world
-from tests.liveserver import LiveServer, free_port, live_server
+from tests.liveserver import LiveServer, live_server
 from tests.web.ui.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
-
-
-@contextmanager
-def sqlite_live_server(data_dir: Path) -> Iterator[LiveServer]:
-    """Like :func:`tests.liveserver.live_server`, on a SQLite file in ``data_dir``."""
-    url = f"sqlite:///{(data_dir / 'ui.sqlite3').as_posix()}"
-    engine = build_engine(url)
-    migrate.upgrade(engine)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELSHIFT_")}
-    env |= {"CHANNELSHIFT_DATABASE_URL": url, "CHANNELSHIFT_DATA_DIR": str(data_dir),
-            "CHANNELSHIFT_CONFIG_REFRESH_SECONDS": "0.2",
-            # as in tests.liveserver: no guardrail pauses while the page is looked at
-            "CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS": "0"}
-    port = free_port()
-    server = LiveServer(url=f"http://127.0.0.1:{port}", engine=engine, env=env, port=port)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +35,7 @@ def server(database, tmp_path_factory) -> Iterator[LiveServer]:
     """
     url, _ = database
     data_dir = tmp_path_factory.mktemp("ui-live")
-    starting = sqlite_live_server(data_dir) if url.startswith("sqlite") \
-        else live_server(url, data_dir)
-    with starting as running:
+    with live_server(url, data_dir) as running:
         with Session(running.engine) as session:
             seed_demo_world(session, customers=1_000)
             make_user(session, role="marketer", username="mara", timezone="Europe/Paris")

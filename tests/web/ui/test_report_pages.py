@@ -46,7 +46,7 @@ from seeds.experiments import build_spec, import_experiment
 from tests.builders import make_campaign, make_goal, make_running_campaign
 from tests.liveserver import LiveServer, live_server
 from tests.web.ui.conftest import PASSWORD, csrf_token, make_user, sign_in
-from tests.web.ui.test_browser import ARTIFACTS, CHROMIUM, sqlite_live_server
+from tests.web.ui.test_browser import ARTIFACTS, CHROMIUM
 from web.ui.pages.reports import campaign_report
 
 EXPOSED_AT = datetime.now(UTC) - timedelta(days=10)
@@ -418,9 +418,7 @@ def report_server(database, tmp_path_factory) -> Iterator[tuple[LiveServer, int]
     """A server on a fresh database of the run's backend with a small demo world."""
     url, _ = database
     data_dir = tmp_path_factory.mktemp("ui-report")
-    starting = sqlite_live_server(data_dir) if url.startswith("sqlite") \
-        else live_server(url, data_dir)
-    with starting as running:
+    with live_server(url, data_dir) as running:
         with Session(running.engine) as session:
             summary = seed_demo_world(session, customers=1_000)
             make_user(session, role="analyst", username="ana", timezone="Europe/Paris")

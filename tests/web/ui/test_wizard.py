@@ -669,13 +669,10 @@ def wizard_server(database, tmp_path_factory) -> Iterator[Any]:
     """A live server on a fresh database of the run's backend, with the demo world."""
     from seeds.demo import seed_demo_world
     from tests.liveserver import live_server
-    from tests.web.ui.test_browser import sqlite_live_server
 
     url, _ = database
     data_dir = tmp_path_factory.mktemp("wizard-live")
-    starting = sqlite_live_server(data_dir) if url.startswith("sqlite") \
-        else live_server(url, data_dir)
-    with starting as running:
+    with live_server(url, data_dir) as running:
         with Session(running.engine) as session:
             seed_demo_world(session, customers=1_000)
             make_user(session, role="marketer", username="mara", timezone="Europe/Paris")
