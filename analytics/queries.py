@@ -33,10 +33,12 @@ the adoption timeline.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -64,6 +66,7 @@ from sqlalchemy.sql import ColumnElement, Subquery
 from sqlalchemy.sql.elements import Cast
 from sqlalchemy.sql.selectable import LateralFromClause
 
+from campaigns.db import SQLITE_READ_ONLY
 from campaigns.models import (
     Arm,
     Assignment,
@@ -452,7 +455,7 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
     statement then adds the cells up two ways (per arm and segment value: the
     statistics; per arm and adoption day) and counts the exposures per arm and day from
     the assignments, so only those rows reach Python and the figures are identical to
-    :func:`arm_statistics`. On PostgreSQL a large campaign's customers are split into
+    :func:`arm_statistics`. A large campaign's customers are split into
     ranges summed on several connections at once (:func:`_partitioned`); every figure
     is a sum, so the ranges' rows add up to exactly the single statement's.
     """
@@ -538,17 +541,58 @@ _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 def report_parallelism(connection: Connection) -> int:
     """How many connections a large report on ``connection``'s database may use.
 
-    ``CHANNELSHIFT_REPORT_PARALLELISM`` when set, else as many processes as PostgreSQL
-    lets one query use (``max_parallel_workers_per_gather`` + 1); 1 on SQLite.
+    ``CHANNELSHIFT_REPORT_PARALLELISM`` when set. Otherwise, on PostgreSQL as many
+    processes as it lets one query use (``max_parallel_workers_per_gather`` + 1); on
+    SQLite, which runs every statement on one core, as many as this process may use
+    (at most 8).
     """
-    if connection.dialect.name != "postgresql":
-        return 1
     configured = get_settings().report_parallelism
     if configured is not None:
         return configured
+    if connection.dialect.name != "postgresql":
+        return max(1, min(8, len(os.sched_getaffinity(0))))
     workers = connection.exec_driver_sql(
         "SELECT current_setting('max_parallel_workers_per_gather')::int").scalar_one()
     return max(1, min(8, int(workers) + 1))
+
+
+def _sqlite_can_share_view(connection: Connection) -> bool:
+    """Whether new connections to ``connection``'s SQLite database read what it reads.
+
+    They do while it holds the write lock: its transaction began IMMEDIATE (every
+    transaction of :func:`campaigns.db.build_engine`'s engines but a read-only one), so
+    nothing can commit until it ends, and a connection opened meanwhile reads the last
+    commit, as it does. An in-memory database is private to its connection.
+    """
+    database = connection.engine.url.database
+    return (bool(database) and database != ":memory:" and connection.in_transaction()
+            and connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            == "IMMEDIATE")
+
+
+@contextmanager
+def _range_connection(connection: Connection, snapshot: str | None) -> Iterator[Connection]:
+    """A new connection of ``connection``'s engine, in a transaction that reads exactly
+    what ``connection`` reads: on PostgreSQL by importing its ``snapshot``; on SQLite by
+    reading while ``connection`` holds the write lock (:func:`_sqlite_can_share_view`)."""
+    with connection.engine.connect() as own:
+        if snapshot is None:
+            own = own.execution_options(**SQLITE_READ_ONLY)
+            with own.begin():
+                yield own
+            return
+        own = own.execution_options(isolation_level="REPEATABLE READ")
+        with own.begin():
+            own.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            # The ranges are the parallelism: no parallel workers on top of them. And
+            # no JIT: compiling the statement's expressions costs seconds per range
+            # (its estimated cost crosses jit_optimize_above_cost), more than the
+            # per-exposure work it would speed up.
+            own.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+            own.exec_driver_sql("SET LOCAL jit = off")
+            # Enough memory to hash a range's cells instead of sorting them on disk.
+            own.exec_driver_sql(f"SET LOCAL work_mem = '{RANGE_WORK_MEM}'")
+            yield own
 
 
 def _partitioned(connection: Connection, campaign_id: int,
@@ -556,32 +600,39 @@ def _partitioned(connection: Connection, campaign_id: int,
                  names: Sequence[str]) -> list[dict[str, Any]]:
     """The rows of ``statement`` for the whole campaign, in its order.
 
-    A small campaign (under :data:`PARTITION_MIN_EXPOSURES`; or SQLite, or a
-    :func:`report_parallelism` of 1) runs ``statement(connection, None)``. Otherwise the
-    campaign's customer ids are cut into equal ranges that that many new connections of
-    the same engine take in turn, each in a REPEATABLE READ transaction that imports the
-    caller's snapshot
-    (``pg_export_snapshot``, as ``pg_dump --jobs`` does): every range reads exactly
-    the database the caller sees, even while events keep arriving. Rows with the same
+    A small campaign (under :data:`PARTITION_MIN_EXPOSURES`, or a
+    :func:`report_parallelism` of 1) runs ``statement(connection, None)``, as does a
+    SQLite connection that does not hold the write lock (:func:`_sqlite_can_share_view`).
+    Otherwise the campaign's customer ids are cut into equal ranges that that many new
+    connections of the same engine take in turn, each in a transaction that reads exactly
+    the database the caller reads, even while events keep arriving: on PostgreSQL a
+    REPEATABLE READ transaction that imports the caller's snapshot
+    (``pg_export_snapshot``, as ``pg_dump --jobs`` does); on SQLite a read-only
+    transaction begun while the caller keeps writers out. Like the imported snapshot,
+    the ranges do not see the caller's own uncommitted writes. Rows with the same
     ``part``, ``arm_id``, ``segment_value`` and ``day`` are added up over ``names``.
 
     Why not PostgreSQL's own parallel query: the per-exposure aggregate is a LATERAL
     subquery, which PostgreSQL (to 17) runs in one process; and the plans it can run
     in parallel (a hash join of every event, then a grouping by exposure) end with
     every exposure's row funnelled through a single process before the joins and sums
-    that follow.
+    that follow. SQLite runs every statement on one core; its threads release the GIL
+    while a statement runs.
     """
+    postgresql = connection.dialect.name == "postgresql"
     workers = report_parallelism(connection)
     bounds = None
-    if workers > 1:
+    if workers > 1 and (postgresql or _sqlite_can_share_view(connection)):
         bounds = connection.execute(
             select(func.count(), func.min(A.c.customer_id), func.max(A.c.customer_id))
             .where(A.c.campaign_id == campaign_id)).one()
     if bounds is None or bounds[0] < max(1, PARTITION_MIN_EXPOSURES):
         return [dict(row._mapping) for row in connection.execute(statement(connection, None))]
-    snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-    if not _SNAPSHOT_ID.fullmatch(snapshot):
-        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+    snapshot = None
+    if postgresql:
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        if not _SNAPSHOT_ID.fullmatch(snapshot):
+            raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
     low, high = int(bounds[1]), int(bounds[2]) + 1
     count = workers * RANGES_PER_CONNECTION
     step = -(-(high - low) // count)
@@ -591,25 +642,14 @@ def _partitioned(connection: Connection, campaign_id: int,
 
     def work() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        with connection.engine.connect() as own:
-            own = own.execution_options(isolation_level="REPEATABLE READ")
-            with own.begin():
-                own.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                # The ranges are the parallelism: no parallel workers on top of them. And
-                # no JIT: compiling the statement's expressions costs seconds per range
-                # (its estimated cost crosses jit_optimize_above_cost), more than the
-                # per-exposure work it would speed up.
-                own.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
-                own.exec_driver_sql("SET LOCAL jit = off")
-                # Enough memory to hash a range's cells instead of sorting them on disk.
-                own.exec_driver_sql(f"SET LOCAL work_mem = '{RANGE_WORK_MEM}'")
-                while True:
-                    try:
-                        customers = ranges.get_nowait()
-                    except queue.Empty:
-                        return found
-                    found.extend(dict(row._mapping)
-                                 for row in own.execute(statement(own, customers)))
+        with _range_connection(connection, snapshot) as own:
+            while True:
+                try:
+                    customers = ranges.get_nowait()
+                except queue.Empty:
+                    return found
+                found.extend(dict(row._mapping)
+                             for row in own.execute(statement(own, customers)))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
         parts = [future.result() for future in [pool.submit(work) for _ in range(workers)]]

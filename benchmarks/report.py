@@ -7,10 +7,12 @@ process that computes it peaks below 1 GiB, on PostgreSQL and on SQLite.
 * **report**: :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
   exactly what the API and ``channelshift report`` produce: one aggregation pass (every
   metric of every arm and segment value; CUPED, Holm, SRM, economics, guardrails from its
-  rows; the adoption timeline from the same pass) plus the spend timeline. On
-  PostgreSQL the pass is cut into customer ranges summed on several connections sharing
-  one snapshot (as many as one parallel query may use: ``max_parallel_workers_per_gather``
-  + 1, the same cores the bare aggregate's parallel plan gets). Only a few
+  rows; the adoption timeline from the same pass) plus the spend timeline. The pass is
+  cut into customer ranges summed on several connections reading the same data: on
+  PostgreSQL as many as one parallel query may use (``max_parallel_workers_per_gather``
+  + 1, the same cores the bare aggregate's parallel plan gets); on SQLite, which runs
+  the bare aggregate on one core, as many as the process has cores, so there the report
+  uses cores the bare statement cannot. Only a few
   rows per arm, segment value and day come back to Python. Its parts are timed again
   afterwards to show where the time goes.
 * **bare**: ``SELECT arm_id, count(*), sum(cost_minor) FROM assignment JOIN channel_event

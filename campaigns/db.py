@@ -39,11 +39,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Execution options of a SQLite connection whose transactions only read: they begin
+#: DEFERRED, take no lock, and read the database as it was at their first read.
+SQLITE_READ_ONLY = {"sqlite_begin": "DEFERRED"}
+
+
 def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then
     # writes fails with "database is locked" when another writer got in between (the
-    # busy timeout cannot help there); waiting for the lock at BEGIN always works.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # busy timeout cannot help there); waiting for the lock at BEGIN always works. A
+    # connection that will only read may ask for DEFERRED (SQLITE_READ_ONLY).
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    if mode not in ("IMMEDIATE", "DEFERRED"):
+        raise ValueError(f"sqlite_begin must be IMMEDIATE or DEFERRED, not {mode!r}")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 #: Seconds to wait for a new PostgreSQL connection. psycopg's own default is 130 s: with a

@@ -44,9 +44,10 @@ class Settings(BaseSettings):
 
     report_parallelism: int | None = Field(
         default=None, ge=1, le=16,
-        description="PostgreSQL: how many connections a large campaign's report splits its "
-        "customers over (each reading the same snapshot). Unset: the server's "
-        "max_parallel_workers_per_gather + 1, as many processes as one query may use there.",
+        description="How many connections a large campaign's report splits its "
+        "customers over (each reading the same snapshot). Unset on PostgreSQL: the server's "
+        "max_parallel_workers_per_gather + 1, as many processes as one query may use there; "
+        "on SQLite: the cores this process may use (at most 8).",
     )
 
     @field_validator("database_schema")

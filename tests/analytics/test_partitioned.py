@@ -1,13 +1,15 @@
 """A large campaign's statistics summed over customer ranges on several connections.
 
-PostgreSQL only: the ranges' connections import the caller's snapshot, so the data must be
-committed, in a schema of its own (dropped at the end) rather than the run's rolled-back
-test transaction.
+The ranges' connections read what the caller reads (PostgreSQL: they import its snapshot;
+SQLite: they read while it holds the write lock), so the data must be committed, in a
+scratch database (dropped at the end) rather than the run's rolled-back test transaction.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,11 +19,10 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from analytics.queries import arm_statistics_and_adoption
+from campaigns.db import SQLITE_READ_ONLY
 from campaigns.models import Assignment, ChannelEvent
 from seeds.demo import seed_demo_world
 from tests.scratch import scratch_database
-
-pytestmark = pytest.mark.postgres_only
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -29,9 +30,6 @@ NOW = datetime(2026, 11, 22, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def committed(database: tuple[str, str | None], tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[tuple[Engine, int]]:
-    url, _ = database
-    # The postgres_only marker deselects this module on SQLite (make test-sqlite).
-    assert url.startswith("postgresql"), "ranges on several connections need PostgreSQL"
     with scratch_database(database, tmp_path_factory.mktemp("ranges"),
                           prefix="cs_ranges") as scratch:
         engine = scratch.engine
@@ -52,11 +50,14 @@ def statistics(connection: Connection, campaign_id: int, *, ranges: bool,
 
 
 def count_range_statements(engine: Engine) -> list[str]:
+    """The statements that begin a range connection's transaction, as they run."""
     seen: list[str] = []
+    begins = ("SET TRANSACTION SNAPSHOT" if engine.dialect.name == "postgresql"
+              else "BEGIN DEFERRED")
 
     def capture(_conn: object, _cursor: object, statement: str, _parameters: object,
                 _context: object, _many: bool) -> None:
-        if statement.startswith("SET TRANSACTION SNAPSHOT"):
+        if statement.startswith(begins):
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", capture)
@@ -72,7 +73,7 @@ class TestRanges:
             whole = statistics(connection, campaign_id, ranges=False, monkeypatch=monkeypatch)
             assert snapshots == []
             split = statistics(connection, campaign_id, ranges=True, monkeypatch=monkeypatch)
-        assert len(snapshots) == 3  # three connections, each on the caller's snapshot
+        assert len(snapshots) == 3  # three connections, each reading what the caller reads
         assert split == whole
         with engine.connect() as connection:
             exposed = connection.execute(
@@ -87,6 +88,8 @@ class TestRanges:
         """Exposures and events committed after the caller's snapshot are not counted,
         though the ranges' connections open after that commit."""
         engine, campaign_id = committed
+        if engine.dialect.name != "postgresql":
+            pytest.skip("SQLite: nothing commits while the caller reads (the next test)")
         with engine.connect() as caller:
             caller = caller.execution_options(isolation_level="REPEATABLE READ")
             with caller.begin():
@@ -109,3 +112,59 @@ class TestRanges:
             after = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
         cost = sum(row["cost_to_serve_sum"] for row in after[0])
         assert cost == sum(row["cost_to_serve_sum"] for row in before[0]) + 10**6
+
+    def test_sqlite_writers_wait_for_the_ranges(self, committed: tuple[Engine, int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """SQLite: a writer that tries to commit while the ranges run waits for the
+        caller's transaction to end, so the ranges count none of its events."""
+        engine, campaign_id = committed
+        if engine.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's writers do not wait: the previous test")
+        written = threading.Event()
+
+        def write_late_event() -> None:
+            with engine.begin() as other:
+                assignment = other.execute(
+                    select(Assignment.__table__).where(  # type: ignore[attr-defined]
+                        Assignment.__table__.c.campaign_id == campaign_id)  # type: ignore[attr-defined]
+                    .limit(1)).one()
+                event_row = other.execute(
+                    select(ChannelEvent.__table__).limit(1)).one()  # type: ignore[attr-defined]
+                other.execute(insert(ChannelEvent.__table__).values(  # type: ignore[attr-defined]
+                    client_event_id=f"late-{secrets.token_hex(4)}",
+                    customer_id=assignment.customer_id, channel_id=event_row.channel_id,
+                    stage_id=event_row.stage_id, kind="interaction",
+                    occurred_at=assignment.first_exposed_at + timedelta(hours=1),
+                    cost_minor=10**6))
+            written.set()
+
+        writer = threading.Thread(target=write_late_event)
+        with engine.connect() as caller:
+            before = statistics(caller, campaign_id, ranges=False, monkeypatch=monkeypatch)
+            writer.start()
+            # Time enough for the writer to commit, were the caller not holding the lock.
+            time.sleep(0.5)
+            assert not written.is_set()
+            split = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
+            assert split == before
+        writer.join(timeout=30)
+        assert written.is_set()
+        with engine.connect() as caller:
+            after = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
+        cost = sum(row["cost_to_serve_sum"] for row in after[0])
+        assert cost == sum(row["cost_to_serve_sum"] for row in before[0]) + 10**6
+
+    def test_sqlite_reader_without_the_lock_runs_one_statement(
+            self, committed: tuple[Engine, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        """SQLite: a caller in a read-only transaction does not keep writers out, so new
+        connections could read a later commit than it does: no ranges."""
+        engine, campaign_id = committed
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's read-only transactions")
+        begins = count_range_statements(engine)
+        with engine.connect() as caller:
+            caller = caller.execution_options(**SQLITE_READ_ONLY)
+            split = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
+            assert begins == ["BEGIN DEFERRED"]  # the caller's own
+            whole = statistics(caller, campaign_id, ranges=False, monkeypatch=monkeypatch)
+        assert split == whole
