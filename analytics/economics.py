@@ -26,10 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from scipy import stats as sps
 from sqlalchemy import and_, case, distinct, func, or_, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
@@ -48,6 +46,11 @@ from campaigns.models import (
     EventKind,
     Stage,
 )
+
+if TYPE_CHECKING:
+    # pandas (and SciPy) load on first use, inside the functions: a second of every
+    # server and CLI start that most never need.
+    import pandas as pd
 
 __all__ = [
     "ECONOMICS_METRICS",
@@ -246,6 +249,7 @@ def _ratio_interval(*, numerator: float, denominator: float, numerator_var: floa
 
     Var(N/D) ~ (Var N - 2 R Cov(N, D) + R^2 Var D) / D^2 with R = N/D.
     """
+    from scipy import stats as sps
     ratio = numerator / denominator
     variance = (numerator_var - 2 * ratio * covariance
                 + ratio * ratio * denominator_var) / (denominator * denominator)
@@ -297,6 +301,7 @@ def _cost_per_migration(arm: str, adoption: Comparison, treatment: _Arm, *,
 
 def _incentive_cost(arm: str, cost: MeanStats, *, alpha: float) -> EconomicsResult:
     """The arm's total incentive cost, with arm size x the t interval of the mean."""
+    from scipy import stats as sps
     metric, unit = "incentive_cost", "minor"
     variance = cost.variance
     if variance is None:
@@ -742,6 +747,7 @@ def _safe_text(value: Any) -> Any:
 
 
 def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
     # object dtype keeps counts as integers next to averages in the same column
     return pd.DataFrame([{name: _safe_text(row.get(name)) for name in columns} for row in rows],
                         columns=list(columns), dtype=object)
@@ -773,6 +779,7 @@ def overview_frames(overview: ChannelOverview) -> dict[str, pd.DataFrame]:
 
 def export_overview(overview: ChannelOverview, export_format: ExportFormat | str) -> bytes:
     """The overview as bytes: CSV (tidy records), XLSX (a sheet per section) or JSON."""
+    import pandas as pd
     export_format = ExportFormat(export_format)
     if export_format is ExportFormat.JSON:
         return json.dumps(overview.as_dict(), indent=2).encode()

@@ -25,9 +25,8 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
@@ -36,6 +35,11 @@ from analytics.report import Report, srm_sentence
 from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.stats import PROPORTIONS_METHOD
 from campaigns.models import CampaignOrigin
+
+if TYPE_CHECKING:
+    # pandas (and SciPy) load on first use, inside the functions: a second of every
+    # server and CLI start that most never need.
+    import pandas as pd
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -172,6 +176,7 @@ def records_frame(report: Report) -> pd.DataFrame:
     ``value`` is kept as Python objects so counts print as integers and floats with full
     precision; an undefined statistic is an empty cell.
     """
+    import pandas as pd
     records = report.records()
     return pd.DataFrame({
         column: pd.Series([_safe_text(record[column]) for record in records], dtype=object)
@@ -196,6 +201,7 @@ def _excel_value(value: Any) -> Any:
 
 
 def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
     return pd.DataFrame([[_excel_value(row.get(c)) for c in columns] for row in rows],
                         columns=list(columns), dtype=object)
 
@@ -246,6 +252,7 @@ def _write_block(writer: pd.ExcelWriter, sheet: str, row: int, title: str,
 
 def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> None:
     """The report as a workbook: summary, metrics, segments, economics, diagnostics."""
+    import pandas as pd
     with pd.ExcelWriter(target, engine="openpyxl") as writer:
         _frame(_summary_rows(report), ("field", "value")).to_excel(
             writer, sheet_name="summary", index=False)

@@ -30,14 +30,9 @@ from dataclasses import dataclass, replace
 from typing import Literal, overload
 
 import numpy as np
-from scipy import stats as sps
-from scipy.optimize import brentq
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import (
-    confint_proportions_2indep,
-    proportion_effectsize,
-    proportions_ztest,
-)
+
+# SciPy and statsmodels are imported inside the functions that use them: loading them takes
+# about a second of every server and CLI start, and most starts never compute a statistic.
 
 __all__ = [
     "SMALLEST_P_VALUE",
@@ -348,6 +343,7 @@ def _relative_lift(
     ``control_var`` and ``treatment_var`` are variances of the arm *estimates*
     (e.g. v / n for a mean): Var(mt/mc) ≈ Var(mt)/mc² + mt² Var(mc)/mc⁴.
     """
+    from scipy import stats as sps
     if control_mean == 0:
         return _Lift(reason="control mean is zero: relative lift is undefined")
     lift = treatment_mean / control_mean - 1.0
@@ -371,6 +367,7 @@ def _welch(
     method: str,
 ) -> Comparison:
     """Welch t comparison from each arm's mean, sample variance and n (both n >= 2)."""
+    from scipy import stats as sps
     var_c = control_variance / control_n
     var_t = treatment_variance / treatment_n
     diff = treatment_mean - control_mean
@@ -477,6 +474,7 @@ def compare_proportions(
     method "wald"). The two can disagree at the margin: a CI that just
     touches 0 with p slightly under alpha, or vice versa.
     """
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
     _check_alpha(alpha)
     for arm in (control, treatment):
         if not 0 <= arm.sum <= arm.n:
@@ -583,6 +581,7 @@ def compare_ratios(
     Each arm's ratio R = Σx/Σy has Var(R) ≈ (Var(x) - 2R Cov(x,y) + R² Var(y)) / (n ȳ²)
     (units are the randomisation units, so x and y are correlated within a unit).
     """
+    from scipy import stats as sps
     _check_alpha(alpha)
     reasons = [_small_arm_reason(control.n, treatment.n, 2)]
     reasons += [
@@ -738,6 +737,7 @@ def srm_check(observed_counts: Sequence[int], expected_weights: Sequence[float])
     Flagged when p < ``SRM_THRESHOLD`` (0.001). Units found in an arm whose
     planned weight is zero are flagged outright (no p-value).
     """
+    from scipy import stats as sps
     if len(observed_counts) != len(expected_weights):
         raise ValueError("one expected weight per observed count is required")
     if any(c < 0 for c in observed_counts) or any(
@@ -784,6 +784,7 @@ def _check_rate(rate: float, name: str) -> None:
 
 def _power(*, effect_size: float, n_control: float, ratio: float, alpha: float) -> float:
     """Power of the two-sided two-sample z test on Cohen's h (statsmodels ``NormalIndPower``)."""
+    from statsmodels.stats.power import NormalIndPower
     return float(
         NormalIndPower().power(effect_size, n_control, alpha, ratio=ratio, alternative="two-sided")
     )
@@ -795,6 +796,7 @@ def _solve_increasing(function: Callable[[float], float], *, low: float, high: f
     statsmodels' own ``solve_power`` stops at a loose tolerance (power off by
     ~1e-5), which breaks the exact round trip between MDE and sample size.
     """
+    from scipy.optimize import brentq
     if function(low) >= 0:
         return low
     if function(high) < 0:
@@ -857,6 +859,7 @@ def required_sample_size(
     :func:`minimum_detectable_effect` (two-sided, arcsine effect size), of
     which this is the inverse.
     """
+    from statsmodels.stats.proportion import proportion_effectsize
     _check_alpha(alpha)
     _check_alpha(power, "power")
     _check_rate(baseline_rate, "baseline_rate")
