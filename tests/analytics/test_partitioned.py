@@ -64,6 +64,21 @@ def count_range_statements(engine: Engine) -> list[str]:
     return seen
 
 
+def add_late_event(connection: Connection, campaign_id: int) -> None:
+    """An interaction costing 10**6 an hour into one exposure's window."""
+    assignment = connection.execute(
+        select(Assignment.__table__).where(  # type: ignore[attr-defined]
+            Assignment.__table__.c.campaign_id == campaign_id)  # type: ignore[attr-defined]
+        .limit(1)).one()
+    event_row = connection.execute(
+        select(ChannelEvent.__table__).limit(1)).one()  # type: ignore[attr-defined]
+    connection.execute(insert(ChannelEvent.__table__).values(  # type: ignore[attr-defined]
+        client_event_id=f"late-{secrets.token_hex(4)}",
+        customer_id=assignment.customer_id, channel_id=event_row.channel_id,
+        stage_id=event_row.stage_id, kind="interaction",
+        occurred_at=assignment.first_exposed_at + timedelta(hours=1), cost_minor=10**6))
+
+
 class TestRanges:
     def test_same_figures_as_one_statement(self, committed: tuple[Engine, int],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,18 +110,7 @@ class TestRanges:
             with caller.begin():
                 before = statistics(caller, campaign_id, ranges=False, monkeypatch=monkeypatch)
                 with engine.begin() as other:
-                    assignment = other.execute(
-                        select(Assignment.__table__).where(  # type: ignore[attr-defined]
-                            Assignment.__table__.c.campaign_id == campaign_id)  # type: ignore[attr-defined]
-                        .limit(1)).one()
-                    event_row = other.execute(
-                        select(ChannelEvent.__table__).limit(1)).one()  # type: ignore[attr-defined]
-                    other.execute(insert(ChannelEvent.__table__).values(  # type: ignore[attr-defined]
-                        client_event_id=f"late-{secrets.token_hex(4)}",
-                        customer_id=assignment.customer_id, channel_id=event_row.channel_id,
-                        stage_id=event_row.stage_id, kind="interaction",
-                        occurred_at=assignment.first_exposed_at + timedelta(hours=1),
-                        cost_minor=10**6))
+                    add_late_event(other, campaign_id)
                 split = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
             assert split == before
             after = statistics(caller, campaign_id, ranges=True, monkeypatch=monkeypatch)
@@ -124,18 +128,7 @@ class TestRanges:
 
         def write_late_event() -> None:
             with engine.begin() as other:
-                assignment = other.execute(
-                    select(Assignment.__table__).where(  # type: ignore[attr-defined]
-                        Assignment.__table__.c.campaign_id == campaign_id)  # type: ignore[attr-defined]
-                    .limit(1)).one()
-                event_row = other.execute(
-                    select(ChannelEvent.__table__).limit(1)).one()  # type: ignore[attr-defined]
-                other.execute(insert(ChannelEvent.__table__).values(  # type: ignore[attr-defined]
-                    client_event_id=f"late-{secrets.token_hex(4)}",
-                    customer_id=assignment.customer_id, channel_id=event_row.channel_id,
-                    stage_id=event_row.stage_id, kind="interaction",
-                    occurred_at=assignment.first_exposed_at + timedelta(hours=1),
-                    cost_minor=10**6))
+                add_late_event(other, campaign_id)
             written.set()
 
         writer = threading.Thread(target=write_late_event)
