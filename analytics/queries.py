@@ -38,7 +38,7 @@ import queue
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -60,13 +60,13 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Subquery
 from sqlalchemy.sql.elements import Cast
 from sqlalchemy.sql.selectable import LateralFromClause
 
-from campaigns.db import SQLITE_READ_ONLY
+from campaigns.db import SQLITE_READ_ONLY, sqlite_unpooled
 from campaigns.models import (
     Arm,
     Assignment,
@@ -556,6 +556,72 @@ def report_parallelism(connection: Connection) -> int:
     return max(1, min(8, int(workers) + 1))
 
 
+#: ``Connection.info`` key: the read-only connections a :func:`report_view` on SQLite
+#: opened beside its own, reading the same state of the database.
+_PINNED_READERS = "channelshift.report_readers"
+
+
+def _is_file_database(engine: Engine) -> bool:
+    database = engine.url.database
+    return bool(database) and database != ":memory:"
+
+
+def _pin(connection: Connection) -> None:
+    # A SQLite read transaction takes its snapshot at its first read, not at BEGIN.
+    connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()
+
+
+@contextmanager
+def report_view(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction for a whole report (or any long read): all of its
+    statements, and every customer range :func:`_partitioned` cuts, read one state of the
+    database, and no writer waits for it.
+
+    PostgreSQL: ``REPEATABLE READ READ ONLY``; the ranges import its snapshot.
+
+    SQLite: a deferred transaction, which in WAL mode takes no lock writers wait for
+    (a transaction of ours that may write begins ``IMMEDIATE`` and holds the write lock
+    to its end, so a report run in one kept offers, redemptions and events waiting for
+    as long as it ran). The range connections must read exactly what it reads, so on a
+    file database they are opened with it, as many as :func:`report_parallelism`
+    allows, each taking its snapshot with a first read while a gate connection holds the
+    write lock: nothing can commit between the snapshots, and writers wait only for
+    those few reads. The range connections come from :func:`sqlite_unpooled`, so a
+    report never waits for the pool its own requests draw from.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as view:
+            view = view.execution_options(isolation_level="REPEATABLE READ",
+                                          postgresql_readonly=True)
+            with view.begin():
+                yield view
+        return
+    with ExitStack() as stack:
+        view = stack.enter_context(engine.connect()).execution_options(**SQLITE_READ_ONLY)
+        readers: list[Connection] = []
+        count = report_parallelism(view) if _is_file_database(engine) else 1
+        if count > 1:
+            with engine.connect() as gate, gate.begin():
+                stack.enter_context(view.begin())
+                _pin(view)
+                for _ in range(count):
+                    reader = stack.enter_context(sqlite_unpooled(engine).connect())
+                    reader = reader.execution_options(**SQLITE_READ_ONLY)
+                    stack.enter_context(reader.begin())
+                    _pin(reader)
+                    readers.append(reader)
+        else:
+            stack.enter_context(view.begin())
+        view.info[_PINNED_READERS] = readers
+        stack.callback(view.info.pop, _PINNED_READERS, None)
+        yield view
+
+
+def _pinned_readers(connection: Connection) -> list[Connection]:
+    """The range connections of ``connection``'s :func:`report_view`, if any."""
+    return list(connection.info.get(_PINNED_READERS) or ())
+
+
 def _sqlite_can_share_view(connection: Connection) -> bool:
     """Whether new connections to ``connection``'s SQLite database read what it reads.
 
@@ -564,17 +630,21 @@ def _sqlite_can_share_view(connection: Connection) -> bool:
     nothing can commit until it ends, and a connection opened meanwhile reads the last
     commit, as it does. An in-memory database is private to its connection.
     """
-    database = connection.engine.url.database
-    return (bool(database) and database != ":memory:" and connection.in_transaction()
+    return (_is_file_database(connection.engine) and connection.in_transaction()
             and connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
             == "IMMEDIATE")
 
 
 @contextmanager
-def _range_connection(connection: Connection, snapshot: str | None) -> Iterator[Connection]:
-    """A new connection of ``connection``'s engine, in a transaction that reads exactly
-    what ``connection`` reads: on PostgreSQL by importing its ``snapshot``; on SQLite by
-    reading while ``connection`` holds the write lock (:func:`_sqlite_can_share_view`)."""
+def _range_connection(connection: Connection, snapshot: str | None,
+                      pinned: Connection | None) -> Iterator[Connection]:
+    """A connection in a transaction that reads exactly what ``connection`` reads: one of
+    its :func:`report_view`'s ``pinned`` readers; else a new connection of its engine,
+    on PostgreSQL importing its ``snapshot``, on SQLite reading while ``connection``
+    holds the write lock (:func:`_sqlite_can_share_view`)."""
+    if pinned is not None:
+        yield pinned
+        return
     with connection.engine.connect() as own:
         if snapshot is None:
             own = own.execution_options(**SQLITE_READ_ONLY)
@@ -602,15 +672,17 @@ def _partitioned(connection: Connection, campaign_id: int,
 
     A small campaign (under :data:`PARTITION_MIN_EXPOSURES`, or a
     :func:`report_parallelism` of 1) runs ``statement(connection, None)``, as does a
-    SQLite connection that does not hold the write lock (:func:`_sqlite_can_share_view`).
-    Otherwise the campaign's customer ids are cut into equal ranges that that many new
-    connections of the same engine take in turn, each in a transaction that reads exactly
-    the database the caller reads, even while events keep arriving: on PostgreSQL a
-    REPEATABLE READ transaction that imports the caller's snapshot
-    (``pg_export_snapshot``, as ``pg_dump --jobs`` does); on SQLite a read-only
-    transaction begun while the caller keeps writers out. Like the imported snapshot,
-    the ranges do not see the caller's own uncommitted writes. Rows with the same
-    ``part``, ``arm_id``, ``segment_value`` and ``day`` are added up over ``names``.
+    SQLite connection that neither comes from :func:`report_view` nor holds the write
+    lock (:func:`_sqlite_can_share_view`). Otherwise the campaign's customer ids are cut
+    into equal ranges that that many connections take in turn, each in a transaction
+    that reads exactly the database the caller reads, even while events keep arriving:
+    on PostgreSQL new connections in REPEATABLE READ transactions that import the
+    caller's snapshot (``pg_export_snapshot``, as ``pg_dump --jobs`` does); on SQLite
+    the read-only connections :func:`report_view` opened with the caller, or else new
+    read-only transactions begun while the caller keeps writers out. Like the imported
+    snapshot, the ranges do not see the caller's own uncommitted writes. Rows with the
+    same ``part``, ``arm_id``, ``segment_value`` and ``day`` are added up over
+    ``names``.
 
     Why not PostgreSQL's own parallel query: the per-exposure aggregate is a LATERAL
     subquery, which PostgreSQL (to 17) runs in one process; and the plans it can run
@@ -620,9 +692,10 @@ def _partitioned(connection: Connection, campaign_id: int,
     while a statement runs.
     """
     postgresql = connection.dialect.name == "postgresql"
-    workers = report_parallelism(connection)
+    pinned = [] if postgresql else _pinned_readers(connection)
+    workers = len(pinned) or report_parallelism(connection)
     bounds = None
-    if workers > 1 and (postgresql or _sqlite_can_share_view(connection)):
+    if workers > 1 and (postgresql or pinned or _sqlite_can_share_view(connection)):
         bounds = connection.execute(
             select(func.count(), func.min(A.c.customer_id), func.max(A.c.customer_id))
             .where(A.c.campaign_id == campaign_id)).one()
@@ -640,9 +713,9 @@ def _partitioned(connection: Connection, campaign_id: int,
     for first in range(low, high, step):
         ranges.put((first, min(first + step, high)))
 
-    def work() -> list[dict[str, Any]]:
+    def work(reader: Connection | None) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        with _range_connection(connection, snapshot) as own:
+        with _range_connection(connection, snapshot, reader) as own:
             while True:
                 try:
                     customers = ranges.get_nowait()
@@ -652,7 +725,9 @@ def _partitioned(connection: Connection, campaign_id: int,
                              for row in own.execute(statement(own, customers)))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
-        parts = [future.result() for future in [pool.submit(work) for _ in range(workers)]]
+        readers: list[Connection | None] = [*pinned] or [None] * workers
+        parts = [future.result() for future in [pool.submit(work, reader)
+                                                for reader in readers]]
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in (row for part in parts for row in part):
         key = (row["part"], row["arm_id"], row["segment_value"], row["day"])

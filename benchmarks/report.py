@@ -5,7 +5,8 @@ takes at most 3x a bare aggregate over the same tables, measured in the same run
 process that computes it peaks below 1 GiB, on PostgreSQL and on SQLite.
 
 * **report**: :func:`analytics.report.build_report` with the ``value_tier`` breakdown,
-  exactly what the API and ``channelshift report`` produce: one aggregation pass (every
+  exactly what the API and ``channelshift report`` produce, in the same read-only view
+  (:func:`analytics.queries.report_view`): one aggregation pass (every
   metric of every arm and segment value; CUPED, Holm, SRM, economics, guardrails from its
   rows; the adoption timeline from the same pass) plus the spend timeline. The pass is
   cut into customer ranges summed on several connections reading the same data: on
@@ -425,31 +426,43 @@ def measure(url: str, schema: str | None, campaign_id: int,
     one aggregation pass with the adoption timeline's counts, the spend timeline) are timed again
     afterwards to show where the time goes; they are not part of the ratio.
     """
-    from analytics.queries import arm_statistics_and_adoption
-    from analytics.report import build_report, spend_timeline
+    from analytics.queries import arm_statistics_and_adoption, report_view
+    from analytics.report import Report, build_report, spend_timeline
 
     baseline = peak_rss_mib()
     engine = build_engine(url, schema=schema)
-    with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            for name, value in settings.items():
-                connection.execute(text("SELECT set_config(:name, :value, false)"),
-                                   {"name": name, "value": value})
-        parameters = {"campaign": campaign_id}
-        connection.execute(text(BARE), parameters).all()
-        build_report(connection, campaign_id, segment=SEGMENT)
-        bare_rows: list[tuple[Any, ...]] = []
-        before = timed(lambda: bare_rows.extend(
-            tuple(row) for row in connection.execute(text(BARE), parameters)))
-        reports: list[Any] = []
-        whole = timed(lambda: reports.append(
-            build_report(connection, campaign_id, segment=SEGMENT)))
-        after = timed(lambda: connection.execute(text(BARE), parameters).all())
-        now = reports[0].generated_at
+    if engine.dialect.name == "postgresql" and settings:
+        @event.listens_for(engine, "connect")
+        def configure_session(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                for name, value in settings.items():
+                    cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
+            dbapi_connection.commit()
+
+    def whole_report() -> Report:
+        # As the API, the UI and `channelshift report` run it: in a read-only view.
+        with report_view(engine) as view:
+            return build_report(view, campaign_id, segment=SEGMENT)
+
+    def bare() -> list[tuple[Any, ...]]:
+        # A transaction of its own: on SQLite one holds the write lock until it ends.
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(BARE),
+                                                             {"campaign": campaign_id})]
+
+    bare()
+    whole_report()
+    bare_rows: list[tuple[Any, ...]] = []
+    before = timed(lambda: bare_rows.extend(bare()))
+    reports: list[Any] = []
+    whole = timed(lambda: reports.append(whole_report()))
+    after = timed(bare)
+    now = reports[0].generated_at
+    with report_view(engine) as view:
         parts = {
             f"arm_statistics_and_adoption(segment={SEGMENT!r})": timed(
-                lambda: arm_statistics_and_adoption(connection, campaign_id, segment=SEGMENT)),
-            "spend_timeline": timed(lambda: spend_timeline(connection, campaign_id, now=now)),
+                lambda: arm_statistics_and_adoption(view, campaign_id, segment=SEGMENT)),
+            "spend_timeline": timed(lambda: spend_timeline(view, campaign_id, now=now)),
         }
     engine.dispose()
     report = reports[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from campaigns.errors import SchemaOutOfDate
@@ -63,8 +64,13 @@ CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
 
 
-def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
+def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10,
+                 pooled: bool = True) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs.
+
+    ``pooled=False`` (SQLite only) opens a new connection for each checkout and closes it
+    on return: for connections held beside the pool's, which must never wait for it
+    (see :func:`sqlite_unpooled`).
 
     On PostgreSQL, every pooled connection is pinged (one round trip of an empty query)
     when it is checked out, so connections that died while idle in the pool (database
@@ -72,12 +78,15 @@ def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) ->
     request. A ``connect_timeout`` in the URL's query wins over the default here.
     """
     parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" and not pooled:
+        raise ValueError("only a SQLite engine can be unpooled")
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               hide_parameters=True)
+                               hide_parameters=True,
+                               **({} if pooled else {"poolclass": NullPool}))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -103,6 +112,22 @@ def build_engine(url: str, *, schema: str | None = None, pool_size: int = 10) ->
 
 #: The driver arguments :func:`build_engine` added to each PostgreSQL engine's URL.
 _connect_args: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+#: The unpooled twin of each SQLite engine that asked for one.
+_unpooled: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def sqlite_unpooled(engine: Engine) -> Engine:
+    """An engine on the same SQLite database as ``engine``, with the same settings, whose
+    connections bypass any pool: a process holding some of ``engine``'s connections can
+    open more without waiting for the pool's limit."""
+    with _engines_lock:
+        twin = _unpooled.get(engine)
+        if twin is None:
+            twin = _unpooled[engine] = build_engine(
+                engine.url.render_as_string(hide_password=False), pooled=False)
+        return twin
 
 
 def psycopg_connect_kwargs(engine: Engine) -> dict[str, Any]:

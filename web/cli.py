@@ -444,6 +444,7 @@ def report(
     html  one self-contained file with charts, to read or send
     """
     from analytics.exports import ExportFormat, export_bytes, export_filename
+    from analytics.queries import report_view
     from analytics.report import build_report, choose_segment, resolve_campaign
 
     export_format = ExportFormat(_report_format(report_format, out))
@@ -451,7 +452,7 @@ def report(
         raise fail(f"--alpha must be above 0 and at most 0.5 (got {alpha})")
     _ensure_schema()
     try:
-        with get_engine().connect() as connection:
+        with report_view(get_engine()) as connection:
             campaign_id = resolve_campaign(connection, campaign)
             built = build_report(connection, campaign_id, alpha=alpha,
                                  segment=choose_segment(connection, campaign_id, segment),
@@ -492,6 +493,7 @@ def economics(
         export_overview,
         parse_time_bound,
     )
+    from analytics.queries import report_view
     from campaigns.types import utcnow
 
     choices = {f.value for f in ExportFormat}
@@ -503,7 +505,7 @@ def economics(
         start = parse_time_bound(since, field_name="--since") if since else None
         end = parse_time_bound(until, field_name="--until") if until else None
         _ensure_schema()
-        with get_engine().connect() as connection:
+        with report_view(get_engine()) as connection:
             overview = channel_overview(connection, since=start, until=end)
     except PeriodError as error:
         raise fail(str(error)) from None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -12,9 +13,10 @@ import psycopg
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
+from analytics.queries import report_view
 from campaigns.asyncdb import Database, SessionConnection
 from campaigns.db import POOL_TIMEOUT_SECONDS, psycopg_connect_kwargs
 from campaigns.models import ApiKey, ApiScope
@@ -92,6 +94,27 @@ def roll_back_request(request: Request) -> None:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@contextmanager
+def read_view(session: Session) -> Iterator[Connection]:
+    """A connection for a long read (a report, the channel economics, a dashboard
+    headline): one state of the database for all its statements, holding nothing a
+    writer waits for (:func:`analytics.queries.report_view`).
+
+    What the request's session did so far (an API key looked up, a UI session touched)
+    is committed first: on SQLite its transaction holds the write lock, and would keep
+    holding it while the report runs. A session bound to a connection (a transaction its
+    caller owns, as the tests' are) is read on that connection.
+    """
+    bind = session.get_bind()
+    if isinstance(bind, Connection):
+        yield session.connection()
+        return
+    if session.in_transaction():
+        session.commit()
+    with report_view(bind) as connection:
+        yield connection
 
 T = TypeVar("T")
 

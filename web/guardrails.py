@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from analytics.queries import report_view
 from campaigns.db import session_scope
 from campaigns.errors import InvalidTransition
 from campaigns.models import Campaign, CampaignOrigin, CampaignStatus
@@ -172,7 +173,9 @@ def _decide(engine: Engine, candidate: _Candidate, *, alpha: float,
                                                             candidate.spent_minor):
         return _Verdict(_budget_reason(candidate, budget_minor=candidate.budget_minor,
                                        spent_minor=candidate.spent_minor), budget=True)
-    with engine.connect() as connection:
+    # A read-only view: on SQLite a plain connection would hold the write lock, and keep
+    # every offer and redemption waiting, for as long as the statistics take.
+    with report_view(engine) as connection:
         findings = tuple(evaluate_guardrails(connection, candidate.id, alpha=alpha,
                                              tuning_n=tuning_n))
     harmed = [result for result in findings if result.harm_detected]

@@ -24,7 +24,7 @@ from analytics.economics import (
 from campaigns.errors import FieldError, ValidationFailed
 from campaigns.models import ApiScope
 from web.api.schemas import ErrorPublic, error_responses
-from web.deps import Caller, SessionDep, require_scope
+from web.deps import Caller, SessionDep, read_view, require_scope
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 
@@ -201,7 +201,8 @@ def channel_economics(
     = ExportFormat.JSON,
 ) -> Any:
     start, end = _period(since, until)
-    overview = channel_overview(session.connection(), since=start, until=end)
+    with read_view(session) as connection:
+        overview = channel_overview(connection, since=start, until=end)
     if export_format is ExportFormat.JSON:
         return ChannelEconomicsPublic.model_validate(overview.as_dict())
     return Response(

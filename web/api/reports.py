@@ -10,7 +10,7 @@ from analytics.exports import ExportFormat, export_bytes, export_filename
 from analytics.report import build_report, choose_segment
 from campaigns.errors import FieldError, ValidationFailed
 from web.api.schemas import MAX_ID, ErrorPublic, error_responses
-from web.deps import AnalyticsCaller, SessionDep
+from web.deps import AnalyticsCaller, SessionDep, read_view
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -133,16 +133,16 @@ def campaign_report(
 ) -> Response:
     # A plain `def`: FastAPI runs it in the thread pool, so the report's SQL and the
     # rendering never block the event loop.
-    connection = session.connection()
-    try:
-        chosen = choose_segment(connection, campaign_id, segment)
-    except ValueError as error:
-        raise _invalid_query("segment", error) from None
-    try:
-        report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
-                              qini_score=qini_score)
-    except ValueError as error:  # alpha and segment are checked: only the score is left
-        raise _invalid_query("qini_score", error) from None
+    with read_view(session) as connection:
+        try:
+            chosen = choose_segment(connection, campaign_id, segment)
+        except ValueError as error:
+            raise _invalid_query("segment", error) from None
+        try:
+            report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
+                                  qini_score=qini_score)
+        except ValueError as error:  # alpha and segment are checked: only the score is left
+            raise _invalid_query("qini_score", error) from None
     disposition = "inline" if export_format is ExportFormat.JSON else "attachment"
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from analytics import queries
 from analytics.economics import channel_overview, export_overview
 from campaigns.models import Channel, ChannelEvent, Conversion, Customer, Stage
 from campaigns.services.apikeys import create_api_key, revoke_api_key
@@ -229,6 +230,8 @@ class SessionEngine:
 def run_cli(engine: Engine, session: Session, world: None,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setattr(cli, "get_engine", lambda: SessionEngine(engine, session))
+    # The command reads in a view of its own; here, the test's (rolled back) transaction.
+    monkeypatch.setattr(queries, "report_view", lambda _engine: nullcontext(session.connection()))
     runner = CliRunner()
 
     def run(*args: str) -> Any:

@@ -18,7 +18,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from campaigns.models import Assignment, Campaign, CampaignOrigin, CampaignStatus, MigrationGoal
-from web.deps import SessionDep
+from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn
 from web.ui.headline import CampaignHeadline, campaign_headline
 from web.ui.pages import page_router
@@ -131,7 +131,8 @@ def headline_fragment(request: Request, session: SessionDep, user: SignedIn,
         problem = "No customer exposed yet: results appear once offers are served."
     else:
         try:
-            headline = campaign_headline(session.connection(), campaign_id)
+            with read_view(session) as connection:
+                headline = campaign_headline(connection, campaign_id)
         except (ValueError, ArithmeticError) as error:
             # One campaign's degenerate data must not take the dashboard down; say why.
             logger.warning("headline of campaign %s failed: %s", campaign_id, error)

@@ -22,7 +22,7 @@ from analytics.economics import (
     channel_overview,
     export_overview,
 )
-from web.deps import SessionDep
+from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn, SignedInUser
 from web.ui.forms import FormState
 from web.ui.pages import page_router
@@ -133,8 +133,9 @@ def _overview_for(session: SessionDep, user: SignedInUser, since: str | None,
     period = parse_period(since, until, zone=user_zone(user), form=form)
     if form.failed:
         return form, period, None
-    return form, period, channel_overview(session.connection(), since=period.since,
-                                          until=period.until)
+    with read_view(session) as connection:
+        return form, period, channel_overview(connection, since=period.since,
+                                              until=period.until)
 
 
 @router.get("/economics", name="ui.economics")

@@ -49,7 +49,7 @@ from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.segments import segment_names
 from analytics.stats import PROPORTIONS_METHOD
 from campaigns.models import Campaign, CampaignOrigin, CampaignStatus, GoalMetric, MigrationGoal
-from web.deps import SessionDep
+from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn
 from web.ui.pages.campaigns import CAMPAIGN, CampaignId, campaign_router, load_campaign
 from web.ui.rendering import render
@@ -386,16 +386,17 @@ def _goal_metric(session: Session, campaign: Campaign) -> str | None:
 
 def _context(session: Session, campaign: Campaign, requested: str | None) -> dict[str, Any]:
     assert campaign.id is not None
-    connection = session.connection()
-    segment, choices = segment_choice(connection, campaign.id, requested)
-    report = campaign_report(connection, campaign.id, segment=segment)
+    goal_metric = _goal_metric(session, campaign)
+    with read_view(session) as connection:
+        segment, choices = segment_choice(connection, campaign.id, requested)
+        report = campaign_report(connection, campaign.id, segment=segment)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
     return {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
             "segment_choices": choices, "no_segment": NO_SEGMENT,
             "refresh_seconds": REFRESH_SECONDS if polls else None,
             "query": {"segment": segment or NO_SEGMENT},
-            **report_context(report, goal_metric=_goal_metric(session, campaign))}
+            **report_context(report, goal_metric=goal_metric)}
 
 
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
@@ -420,9 +421,9 @@ def _download(session: Session, campaign_id: int, segment: str | None,
               download: Download) -> Response:
     campaign = load_campaign(session, campaign_id)
     assert campaign.id is not None
-    connection = session.connection()
-    chosen, _ = segment_choice(connection, campaign.id, segment)
-    report = campaign_report(connection, campaign.id, segment=chosen)
+    with read_view(session) as connection:
+        chosen, _ = segment_choice(connection, campaign.id, segment)
+        report = campaign_report(connection, campaign.id, segment=chosen)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
