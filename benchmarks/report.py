@@ -32,7 +32,9 @@ aggregate reads the tables, the report also the events' ``(customer_id, occurred
 index, which nothing else reads; otherwise whichever ran first would pay for reading from
 disk what the other then finds in memory), then bare, the report and bare again, timed with
 ``time.perf_counter``; the ratio is the report
-against the mean of the two bare runs that bracket it (the machine's load drifts). Peak
+against the mean of the two bare runs that bracket it (the machine's load drifts). A
+writer starts its transaction one second into the timed report and its wait is printed:
+on SQLite it would wait for the write lock if the report held it. Peak
 memory is the child's peak resident set size (``VmHWM``), interpreter and libraries
 included; its value before the first query is printed as the baseline. The
 database server's own memory (PostgreSQL) is not in it.
@@ -57,6 +59,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,6 +113,9 @@ class Measurement:
     exposed: int
     adoption_diff: float | None
     comparisons: int
+    #: how long a writer waited for its transaction to begin (SQLite: the write lock), a
+    #: second into the report's run
+    writer_wait_seconds: float
 
     @property
     def bare_seconds(self) -> float:
@@ -455,7 +461,19 @@ def measure(url: str, schema: str | None, campaign_id: int,
     bare_rows: list[tuple[Any, ...]] = []
     before = timed(lambda: bare_rows.extend(bare()))
     reports: list[Any] = []
+    waits: list[float] = []
+
+    def writer() -> None:
+        time.sleep(1)
+        started = time.perf_counter()
+        with engine.begin() as connection:  # on SQLite BEGIN IMMEDIATE: the write lock
+            waits.append(time.perf_counter() - started)
+            connection.exec_driver_sql("SELECT 1")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
     whole = timed(lambda: reports.append(whole_report()))
+    thread.join()
     after = timed(bare)
     now = reports[0].generated_at
     with report_view(engine) as view:
@@ -472,7 +490,8 @@ def measure(url: str, schema: str | None, campaign_id: int,
                        report_seconds=whole, parts=parts, baseline_mib=baseline,
                        peak_mib=peak_rss_mib(), bare_rows=bare_rows,
                        exposed=sum(arm.n for arm in report.arms), adoption_diff=adoption,
-                       comparisons=len(report.results) + len(report.segments))
+                       comparisons=len(report.results) + len(report.segments),
+                       writer_wait_seconds=waits[0])
 
 
 def measure_in_child(url: str, schema: str | None, campaign_id: int,
@@ -526,6 +545,8 @@ def report(name: str, m: Measurement, customers: int) -> float:
         print(f"    {label:38} {seconds:8.2f} s  (timed again after the report)")
     lift = "undefined" if m.adoption_diff is None else f"{m.adoption_diff:+.4f}"
     print(f"  {m.comparisons} comparisons; adoption lift {lift}")
+    print(f"  a writer starting 1 s into the report waited {m.writer_wait_seconds * 1000:.1f} ms "
+          "for its transaction")
     print(f"  peak RSS {m.peak_mib:.0f} MiB (baseline after imports {m.baseline_mib:.0f} MiB)")
     print(f"  {name}: ratio={m.ratio:.2f} peak_mib={m.peak_mib:.0f}", flush=True)
     return m.ratio
