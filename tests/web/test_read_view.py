@@ -84,7 +84,7 @@ def test_a_session_on_a_callers_connection_is_read_there(scratch_engine: Engine)
 
 
 def test_a_failed_read_ends_its_view(scratch_engine: Engine) -> None:
-    with Session(scratch_engine) as session:
-        with pytest.raises(ZeroDivisionError), read_view(session):
-            raise ZeroDivisionError
+    with Session(scratch_engine) as session, pytest.raises(ZeroDivisionError), \
+            read_view(session):
+        raise ZeroDivisionError
     add_channel(scratch_engine, "after_failure")  # nothing left holding a lock
