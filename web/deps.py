@@ -116,6 +116,7 @@ def read_view(session: Session) -> Iterator[Connection]:
     with report_view(bind) as connection:
         yield connection
 
+
 T = TypeVar("T")
 
 
