@@ -9,9 +9,10 @@ which runs the same statements inside the test's transaction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from psycopg import Connection
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
@@ -85,3 +86,72 @@ def psycopg_sql(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
     timestamp), not through SQLAlchemy's type processing."""
     compiled = statement.compile(dialect=_DIALECT)
     return str(compiled), dict(compiled.params)
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Grouped(Generic[Item, Result]):
+    """Concurrent requests' items written together: one statement for many requests.
+
+    Each caller of :meth:`submit` waits for its own result. While ``max_flushes``
+    statements are running, new items wait and are sent together with the next one, up to
+    ``max_batch`` at a time (the way PostgreSQL groups the commits of concurrent
+    transactions): an idle server sends each item at once, alone, and a busy one pays the
+    per-statement cost (a round trip, the driver's work, PostgreSQL's parse, lock and WAL
+    flush) once for many requests.
+
+    ``flush`` gets the items in order and returns one result per item, in the same order.
+    If it fails, every caller of that batch gets its exception. A caller that stops waiting
+    (its request cancelled) does not stop the batch it is in: its item may still be written.
+    """
+
+    def __init__(self, flush: Callable[[list[Item]], Awaitable[list[Result]]], *,
+                 max_batch: int = 128, max_flushes: int = 2) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._max_flushes = max_flushes
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._flushing = 0
+        # Strong references: the event loop keeps only weak ones to running tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flushing < self._max_flushes:
+            self._flushing += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = [(item, future) for item, future in self._pending[:self._max_batch]
+                         if not future.done()]
+                del self._pending[:self._max_batch]
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._flushing -= 1
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results, strict=False):
+            if not future.done():
+                future.set_result(result)

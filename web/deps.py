@@ -21,6 +21,7 @@ from campaigns.asyncdb import Database, SessionConnection
 from campaigns.db import POOL_TIMEOUT_SECONDS, psycopg_connect_kwargs
 from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
+from campaigns.services.offers_postgresql import DirectSteps, GroupedSteps, StepGroups
 from web.api.guards import refuse_nul_characters
 from web.errors import (
     ApiError,
@@ -147,6 +148,11 @@ class AsyncPool:
             kwargs={**kwargs, "autocommit": True},
             min_size=1, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
             name="channelshift-async")
+        # Concurrent offers requests write their customers and exposures together.
+        self.offer_groups = StepGroups(lambda work: self.run(None, work))
+
+    def offer_steps(self, request: Request) -> GroupedSteps:
+        return GroupedSteps(self.offer_groups, lambda work: self.run(request, work))
 
     async def open(self) -> None:
         # Not waiting: the server starts (and /healthz answers) while the database is down.
@@ -155,7 +161,10 @@ class AsyncPool:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def run(self, request: Request, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run(self, request: Request | None, work: Callable[[Database], Awaitable[T]]
+                  ) -> T:
+        """Run ``work`` on a connection of the pool; ``request`` (if any) names the request
+        in the log line of a database error."""
         for attempt in (1, 2):
             try:
                 async with self.pool.connection() as connection:
@@ -185,6 +194,9 @@ class SessionRunner:
 
     async def run(self, request: Request, work: Callable[[Database], Awaitable[T]]) -> T:
         return await work(SessionConnection(self.session))
+
+    def offer_steps(self, request: Request) -> DirectSteps:
+        return DirectSteps(SessionConnection(self.session))
 
 
 async def async_database(request: Request) -> AsyncPool | SessionRunner | None:

@@ -136,7 +136,7 @@ def is_concurrency_conflict(error: BaseException) -> bool:
     return False
 
 
-def log_database_unavailable(request: Request, error: BaseException) -> None:
+def log_database_unavailable(request: Request | None, error: BaseException) -> None:
     """One warning line, no traceback: an outage makes many of these and none is a bug."""
     # The driver's first line only: SQLAlchemy's full text carries the statement's
     # parameters, which may hold coupon codes.
@@ -144,9 +144,10 @@ def log_database_unavailable(request: Request, error: BaseException) -> None:
     first_line = (str(original).strip().splitlines() or [""])[0][:200]
     what = "concurrency conflict" if is_concurrency_conflict(error) else "database unavailable"
     logger.warning("%s: %s: %s", what, type(original).__name__, first_line,
-                   extra={"request_id": getattr(request.state, "request_id", None),
+                   extra={"request_id": getattr(request.state, "request_id", None)
+                          if request is not None else None,
                           "route": str(getattr(request.scope.get("route"), "path", None)
-                                       or "unmatched")})
+                                       or "unmatched") if request is not None else None})
 
 
 def status_for(error: domain.ChannelShiftError) -> int:

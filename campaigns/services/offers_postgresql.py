@@ -4,18 +4,24 @@ The same work as :func:`campaigns.services.offers.customer_offers`, written as
 data-modifying CTEs so that each step is a single round trip, and run through psycopg's
 async driver without the ORM: on a storefront's busiest route, building and tracking ORM
 objects, and handing every round trip to a thread and back, cost more than PostgreSQL's
-work. The statements are prepared once per connection; their text does not depend on the
-number of campaigns.
+work. The statements are prepared once per connection; their text depends neither on the
+number of campaigns nor on the number of requests they serve.
 
 The server runs them on connections of its own async pool in autocommit: each statement is
-its own transaction, so a request costs two or three round trips and no BEGIN or COMMIT.
-That is safe because every step stands alone: a customer created by a request that then
-fails is simply found by the next one; exposures are inserted and read back in one
-statement; a code is claimed for a customer already exposed, and a customer exposed
-without a code gets one on the next request. The same code runs inside a caller's
-transaction (:class:`SessionConnection`), where a failed code claim is undone by a
-savepoint. (:mod:`campaigns.asyncdb` has the connection types.)
+its own transaction. Requests in flight at the same time share them (:class:`GroupedSteps`,
+:class:`campaigns.asyncdb.Grouped`): one statement gets or creates the customers of
+several requests, one records their first exposures and reads their standing, so a busy
+server pays a statement's fixed cost (round trip, driver, parse, locks, WAL flush) once for
+many requests. That is safe because every step stands alone: a customer created by a
+request that then fails is simply found by the next one; exposures are inserted and read
+back in one statement; a code is claimed for a customer already exposed, and a customer
+exposed without a code gets one on the next request. The same code runs inside a caller's
+transaction, one request at a time (:class:`DirectSteps` on a
+:class:`~campaigns.asyncdb.SessionConnection`), where a failed code claim is undone by a
+savepoint.
 
+Rows are inserted in the order of their unique keys, so two concurrent statements that
+insert some of the same customers or exposures wait for each other instead of deadlocking.
 A CTE's ``SELECT`` does not see rows its own ``INSERT`` wrote, nor rows a concurrent
 transaction committed after the statement started. Both statements therefore return the
 inserted rows (``RETURNING``) next to the ones that were there, and read again in a new
@@ -24,13 +30,15 @@ statement in the rare race where another request inserted the same row meanwhile
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from campaigns.asyncdb import Database
+from campaigns.asyncdb import Database, Grouped
 from campaigns.services.catalog import CampaignConfig, Snapshot
 from campaigns.services.customers import CustomerAttributes
 from campaigns.services.offers import (
@@ -47,54 +55,68 @@ from campaigns.services.offers import (
 )
 from campaigns.types import utcnow
 
-_CUSTOMER_COLUMNS = ("id, segment, value_tier, loyalty_tier, preferred_channel, region, "
-                     "age_band, tenure_months, points, lifetime_value_minor, is_new, attributes")
+T = TypeVar("T")
+
+_CUSTOMER_COLUMNS = ("id, external_id, segment, value_tier, loyalty_tier, preferred_channel, "
+                     "region, age_band, tenure_months, points, lifetime_value_minor, is_new, "
+                     "attributes")
 _ATTRIBUTE_NAMES = ("segment", "value_tier", "loyalty_tier", "preferred_channel", "region",
                     "age_band", "tenure_months", "points", "lifetime_value", "is_new",
                     "attributes")
+#: The attributes a new customer is created with, one array parameter each.
+_NEW_CUSTOMER = (("segment", "varchar"), ("value_tier", "varchar"), ("loyalty_tier", "varchar"),
+                 ("preferred_channel", "varchar"), ("region", "varchar"),
+                 ("age_band", "varchar"), ("tenure_months", "integer"), ("is_new", "boolean"),
+                 ("attributes", "jsonb"))
 
 # The statements are assembled from constant fragments only; values are always parameters.
-_FIND_CUSTOMER = (f"SELECT {_CUSTOMER_COLUMNS} FROM customer "  # noqa: S608
-                  "WHERE external_id = %(external_id)s")
+# Each takes arrays, one element per customer or exposure, so that one text (prepared once
+# per connection) serves one request or many (see campaigns.asyncdb.Grouped).
+_FIND_CUSTOMERS = (f"SELECT {_CUSTOMER_COLUMNS} FROM customer "  # noqa: S608
+                   "WHERE external_id = ANY(CAST(%(external_ids)s AS varchar[]))")
 
-_GET_OR_CREATE_CUSTOMER = f"""
-WITH found AS ({_FIND_CUSTOMER}),
+_GET_OR_CREATE_CUSTOMERS = f"""
+WITH found AS ({_FIND_CUSTOMERS}),
 created AS (
-    INSERT INTO customer (external_id, segment, value_tier, loyalty_tier, preferred_channel,
-                          region, age_band, tenure_months, points, lifetime_value_minor,
-                          is_new, attributes, created_at)
-    SELECT %(external_id)s, CAST(%(segment)s AS varchar), CAST(%(value_tier)s AS varchar),
-           CAST(%(loyalty_tier)s AS varchar), CAST(%(preferred_channel)s AS varchar),
-           CAST(%(region)s AS varchar), CAST(%(age_band)s AS varchar),
-           CAST(%(tenure_months)s AS integer), 0, 0, CAST(%(is_new)s AS boolean),
-           CAST(%(attributes)s AS jsonb), CAST(%(now)s AS timestamptz)
-    WHERE NOT EXISTS (SELECT FROM found)
+    INSERT INTO customer (external_id, {", ".join(name for name, _ in _NEW_CUSTOMER)},
+                          points, lifetime_value_minor, created_at)
+    SELECT t.external_id, {", ".join(f"t.{name}" for name, _ in _NEW_CUSTOMER)}, 0, 0,
+           CAST(%(now)s AS timestamptz)
+    FROM unnest(CAST(%(external_ids)s AS varchar[]),
+                {", ".join(f"CAST(%({name})s AS {kind}[])" for name, kind in _NEW_CUSTOMER)})
+         AS t(external_id, {", ".join(name for name, _ in _NEW_CUSTOMER)})
+    WHERE NOT EXISTS (SELECT FROM found WHERE found.external_id = t.external_id)
     ON CONFLICT (external_id) DO NOTHING
     RETURNING {_CUSTOMER_COLUMNS})
 SELECT * FROM found UNION ALL SELECT * FROM created
 """  # noqa: S608
 
-_STANDING_COLUMNS = ("s.campaign_id, s.arm_id, s.redemption_count, c.spent_minor, cc.code, "
-                     "cc.expires_at, cc.uses, cc.max_uses")
+_STANDING_COLUMNS = ("s.customer_id, s.campaign_id, s.arm_id, s.redemption_count, "
+                     "c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses")
 _STANDING_JOINS = """
 JOIN campaign c ON c.id = s.campaign_id
-LEFT JOIN coupon_code cc ON cc.campaign_id = s.campaign_id AND cc.customer_id = %(customer_id)s
+LEFT JOIN coupon_code cc ON cc.campaign_id = s.campaign_id AND cc.customer_id = s.customer_id
 """
-_EXISTING_ASSIGNMENTS = """
-SELECT campaign_id, arm_id, redemption_count FROM assignment
-WHERE customer_id = %(customer_id)s AND campaign_id = ANY(CAST(%(campaign_ids)s AS bigint[]))
+_EXPOSURES = """
+unnest(CAST(%(customer_ids)s AS bigint[]), CAST(%(campaign_ids)s AS bigint[]),
+       CAST(%(arm_ids)s AS bigint[]), CAST(%(periods)s AS integer[]),
+       CAST(%(channel_ids)s AS bigint[]), CAST(%(nows)s AS timestamptz[]))
+    AS t(customer_id, campaign_id, arm_id, period, channel_id, exposed_at)
 """
+_EXISTING_ASSIGNMENTS = f"""
+SELECT a.customer_id, a.campaign_id, a.arm_id, a.redemption_count
+FROM {_EXPOSURES} JOIN assignment a ON a.campaign_id = t.campaign_id
+                                   AND a.customer_id = t.customer_id
+"""  # noqa: S608
 
 _EXPOSE = f"""
 WITH created AS (
     INSERT INTO assignment (campaign_id, customer_id, arm_id, allocation_period,
                             first_exposed_at, exposure_channel_id, redemption_count)
-    SELECT t.campaign_id, %(customer_id)s, t.arm_id, t.period, CAST(%(now)s AS timestamptz),
-           CAST(%(channel_id)s AS bigint), 0
-    FROM unnest(CAST(%(campaign_ids)s AS bigint[]), CAST(%(arm_ids)s AS bigint[]),
-                CAST(%(periods)s AS integer[])) AS t(campaign_id, arm_id, period)
+    SELECT t.campaign_id, t.customer_id, t.arm_id, t.period, t.exposed_at, t.channel_id, 0
+    FROM {_EXPOSURES}
     ON CONFLICT (campaign_id, customer_id) DO NOTHING
-    RETURNING campaign_id, arm_id, redemption_count),
+    RETURNING customer_id, campaign_id, arm_id, redemption_count),
 s AS (SELECT * FROM created UNION ALL {_EXISTING_ASSIGNMENTS})
 SELECT {_STANDING_COLUMNS} FROM s {_STANDING_JOINS}
 """  # noqa: S608
@@ -106,42 +128,107 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-async def get_or_create_customer(database: Database, *, external_id: str,
-                                 attributes: CustomerAttributes
-                                 ) -> tuple[int, dict[str, object]]:
-    """The customer's id and the attributes eligibility rules see (created if unseen)."""
-    params = {"external_id": external_id, **attributes.model_dump(exclude={"attributes"}),
-              "attributes": Jsonb(attributes.attributes), "now": utcnow()}
-    row = await (await database.execute(_GET_OR_CREATE_CUSTOMER, params, prepare=True)
-                 ).fetchone()
-    if row is None:
-        # A concurrent first sighting inserted the customer after this statement began.
-        row = await (await database.execute(_FIND_CUSTOMER, params, prepare=True)).fetchone()
-    if row is None:
-        raise RuntimeError(f"customer '{external_id}' could be neither found nor created")
-    values = dict(zip(_ATTRIBUTE_NAMES, row[1:], strict=True))
-    values["attributes"] = values["attributes"] or {}
-    return int(row[0]), values
+@dataclass(frozen=True)
+class NewCustomer:
+    """A customer to find, or to create with ``attributes`` if unseen."""
+
+    external_id: str
+    attributes: CustomerAttributes
 
 
-async def expose(database: Database, *, rows: list[tuple[int, int, int]], customer_id: int,
-                 channel_id: int | None, now: datetime) -> dict[int, Exposure]:
-    """Record first exposures of ``rows`` (campaign, arm, period) and read the standing."""
-    if not rows:
-        return {}
-    params = {"customer_id": customer_id, "now": now, "channel_id": channel_id,
-              "campaign_ids": [row[0] for row in rows], "arm_ids": [row[1] for row in rows],
-              "periods": [row[2] for row in rows]}
-    standing = await (await database.execute(_EXPOSE, params, prepare=True)).fetchall()
-    if len(standing) < len(rows):
-        # Another request exposed this customer concurrently and committed after this
-        # statement began: its rows are visible to a new statement.
-        standing = await (await database.execute(_STANDING, params, prepare=True)).fetchall()
+@dataclass(frozen=True)
+class FirstExposures:
+    """A customer's first exposures to record: (campaign, arm, period) rows."""
+
+    customer_id: int
+    rows: list[tuple[int, int, int]]
+    channel_id: int | None
+    now: datetime
+
+
+CustomerRow = tuple[int, dict[str, object]]
+
+
+async def get_or_create_customers(database: Database, customers: list[NewCustomer]
+                                  ) -> list[CustomerRow]:
+    """Each customer's id and the attributes eligibility rules see (created if unseen).
+
+    New customers are inserted in the order of their ids, so two concurrent statements
+    that create some of the same customers wait for each other rather than deadlock.
+    """
+    new: dict[str, CustomerAttributes] = {}
+    for customer in sorted(customers, key=lambda customer: customer.external_id):
+        new.setdefault(customer.external_id, customer.attributes)
+    params: dict[str, Any] = {"external_ids": list(new), "now": utcnow()}
+    for name, _ in _NEW_CUSTOMER:
+        params[name] = [getattr(attributes, name) for attributes in new.values()]
+    params["attributes"] = [Jsonb(value) for value in params["attributes"]]
+    rows = await (await database.execute(_GET_OR_CREATE_CUSTOMERS, params, prepare=True)
+                  ).fetchall()
+    found = {row[1]: row for row in rows}
+    if len(found) < len(new):
+        # A concurrent first sighting inserted a customer after this statement began.
+        missing = [external_id for external_id in new if external_id not in found]
+        rows = await (await database.execute(_FIND_CUSTOMERS, {"external_ids": missing},
+                                             prepare=True)).fetchall()
+        found |= {row[1]: row for row in rows}
+    results = []
+    for customer in customers:
+        row = found.get(customer.external_id)
+        if row is None:
+            raise RuntimeError(f"customer '{customer.external_id}' could be neither found "
+                               "nor created")
+        values = dict(zip(_ATTRIBUTE_NAMES, row[2:], strict=True))
+        values["attributes"] = values["attributes"] or {}
+        results.append((int(row[0]), values))
+    return results
+
+
+def _exposure_params(exposures: list[FirstExposures]) -> dict[str, list[Any]]:
+    # One row per (campaign, customer), in that order: the order of the unique key, so
+    # concurrent statements insert shared rows in the same order and cannot deadlock.
+    rows = sorted({(campaign_id, exposure.customer_id): (arm_id, period, exposure)
+                   for exposure in reversed(exposures)
+                   for campaign_id, arm_id, period in exposure.rows}.items(),
+                  key=lambda item: item[0])
+    return {"customer_ids": [customer_id for (_, customer_id), _ in rows],
+            "campaign_ids": [campaign_id for (campaign_id, _), _ in rows],
+            "arm_ids": [arm_id for _, (arm_id, _, _) in rows],
+            "periods": [period for _, (_, period, _) in rows],
+            "channel_ids": [exposure.channel_id for _, (_, _, exposure) in rows],
+            "nows": [exposure.now for _, (_, _, exposure) in rows]}
+
+
+def _standing(rows: list[Any]) -> dict[tuple[int, int], Exposure]:
     return {
-        campaign_id: Exposure(arm_id, count, spent,
-                              IssuedCode(code, _utc(expires), uses, max_uses) if code else None)
-        for campaign_id, arm_id, count, spent, code, expires, uses, max_uses in standing
-    }
+        (customer_id, campaign_id): Exposure(
+            arm_id, count, spent, IssuedCode(code, _utc(expires), uses, max_uses)
+            if code else None)
+        for customer_id, campaign_id, arm_id, count, spent, code, expires, uses, max_uses
+        in rows}
+
+
+async def expose_all(database: Database, exposures: list[FirstExposures]
+                     ) -> list[dict[int, Exposure]]:
+    """Record first exposures and read each customer's standing, by campaign.
+
+    The first exposure of a (campaign, customer) wins: a row already there keeps its arm
+    and time, and so does the first of two requests for the same customer in one batch.
+    """
+    if not any(exposure.rows for exposure in exposures):
+        return [{} for _ in exposures]
+    params = _exposure_params(exposures)
+    standing = _standing(await (await database.execute(_EXPOSE, params, prepare=True)
+                                ).fetchall())
+    if len(standing) < len(params["customer_ids"]):
+        # Another request exposed a customer concurrently and committed after this
+        # statement began: its rows are visible to a new statement.
+        standing = _standing(await (await database.execute(_STANDING, params, prepare=True)
+                                    ).fetchall())
+    return [{campaign_id: standing[exposure.customer_id, campaign_id]
+             for campaign_id, _, _ in exposure.rows
+             if (exposure.customer_id, campaign_id) in standing}
+            for exposure in exposures]
 
 
 # The batch's next unissued code if there is one, else a new code: one statement. ON
@@ -206,22 +293,92 @@ async def issue_code(database: Database, *, campaign: CampaignConfig, arm: Any,
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
 
 
-async def customer_offers(database: Database, *, snapshot: Snapshot, external_id: str,
+class OfferSteps(Protocol):
+    """The database steps of an offers request: alone on one connection
+    (:class:`DirectSteps`), or grouped with concurrent requests' (:class:`GroupedSteps`)."""
+
+    async def customer(self, customer: NewCustomer) -> CustomerRow: ...
+
+    async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]: ...
+
+    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
+                         now: datetime) -> IssuedCode: ...
+
+
+class DirectSteps:
+    """Every step on one connection, as its own statement: for a caller's transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def customer(self, customer: NewCustomer) -> CustomerRow:
+        return (await get_or_create_customers(self.database, [customer]))[0]
+
+    async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]:
+        return (await expose_all(self.database, [exposures]))[0]
+
+    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
+                         now: datetime) -> IssuedCode:
+        return await issue_code(self.database, campaign=campaign, arm=arm,
+                                customer_id=customer_id, now=now)
+
+
+Run = Callable[[Callable[[Database], Awaitable[T]]], Awaitable[T]]
+
+
+class StepGroups:
+    """The grouped customer and exposure statements of one server process (one event loop).
+
+    ``run`` runs a unit of work on a connection of the process's pool (and once more after
+    a connection error: every statement here stands alone, so that is safe).
+    """
+
+    def __init__(self, run: Run[Any]) -> None:
+        self.customers: Grouped[NewCustomer, CustomerRow] = Grouped(
+            lambda customers: run(lambda database: get_or_create_customers(database,
+                                                                           customers)))
+        self.exposures: Grouped[FirstExposures, dict[int, Exposure]] = Grouped(
+            lambda exposures: run(lambda database: expose_all(database, exposures)))
+
+
+class GroupedSteps:
+    """A request's steps on the server's pool: its customer and its first exposures are
+    written together with those of the requests in flight at the same time. A coupon code
+    is claimed on its own (a minority of requests claim one)."""
+
+    def __init__(self, groups: StepGroups, run: Run[IssuedCode]) -> None:
+        self.groups = groups
+        self.run = run
+
+    async def customer(self, customer: NewCustomer) -> CustomerRow:
+        return await self.groups.customers.submit(customer)
+
+    async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]:
+        return await self.groups.exposures.submit(exposures)
+
+    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
+                         now: datetime) -> IssuedCode:
+        return await self.run(lambda database: issue_code(
+            database, campaign=campaign, arm=arm, customer_id=customer_id, now=now))
+
+
+async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id: str,
                           attributes: CustomerAttributes, channel_key: str | None,
                           stage_key: str | None, now: datetime) -> list[OfferView]:
     """:func:`campaigns.services.offers.customer_offers` in two or three statements."""
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
-    customer_id, customer_attributes = await get_or_create_customer(
-        database, external_id=external_id, attributes=attributes)
+    customer_id, customer_attributes = await steps.customer(NewCustomer(external_id,
+                                                                        attributes))
     chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes,
                                           stage_key=stage_key, now=now))
     if not chosen:
         return []
-    exposures = await expose(database, rows=_assignment_rows(chosen, external_id=external_id),
-                             customer_id=customer_id, channel_id=channel_id, now=now)
+    rows = _assignment_rows(chosen, external_id=external_id)
+    exposures = await steps.expose(FirstExposures(customer_id, rows, channel_id, now)) \
+        if rows else {}
     shown = offers_to_show(chosen, exposures)
-    issued = {offer.campaign.id: await issue_code(database, campaign=offer.campaign,
-                                                  arm=offer.arm, customer_id=customer_id,
-                                                  now=now)
+    issued = {offer.campaign.id: await steps.issue_code(campaign=offer.campaign,
+                                                        arm=offer.arm,
+                                                        customer_id=customer_id, now=now)
               for offer in shown if offer.code_to_issue}
     return describe_offers(shown, issued, now=now)

@@ -136,11 +136,12 @@ async def get_offers(
             _offers_in_session, session, snapshot=snapshot, external_id=customer_id,
             attributes=attributes, channel_key=channel, stage_key=stage, now=now)
     else:
-        # PostgreSQL: on the event loop. Every step stands alone, so repeating the whole on
-        # a fresh connection after a connection error is safe (see AsyncPool.run).
-        offers = await database.run(request, lambda connection: offers_postgresql(
-            connection, snapshot=snapshot, external_id=customer_id, attributes=attributes,
-            channel_key=channel, stage_key=stage, now=now))
+        # PostgreSQL: on the event loop, the customer and exposure statements grouped with
+        # those of concurrent requests. Every step stands alone, so repeating one on a fresh
+        # connection after a connection error is safe (see AsyncPool.run).
+        offers = await offers_postgresql(
+            database.offer_steps(request), snapshot=snapshot, external_id=customer_id,
+            attributes=attributes, channel_key=channel, stage_key=stage, now=now)
     # Built from values this code made, so serialised without validating them again.
     body = OffersOut.model_construct(
         customer_id=customer_id, channel=channel, stage=stage,

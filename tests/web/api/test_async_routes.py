@@ -163,6 +163,34 @@ class TestConcurrentFirstVisits:
         assert codes == [bodies[0]["offers"][0]["code"]]
         assert len(customers) == 1
 
+    def test_many_customers_at_once_each_get_their_own(self, world: World, app) -> None:
+        """Concurrent requests share statements (campaigns.asyncdb.Grouped): each must still
+        get its own customer, attributes, arms and code, and nobody else's."""
+        customers = [(f"M{i}", ("gold", "bronze", "silver")[i % 3]) for i in range(60)]
+        with TestClient(app) as client, ThreadPoolExecutor(20) as pool:
+            bodies = list(pool.map(
+                lambda item: get(client, world, item[0], value_tier=item[1],
+                                 tenure_months=str(int(item[0][1:]))), customers))
+        with Session(world.scratch.engine) as session:
+            stored = {customer.external_id: customer for customer in session.exec(
+                select(Customer).where(col(Customer.external_id).startswith("M")))}
+            codes = dict(session.exec(
+                select(Customer.external_id, CouponCode.code)
+                .join(Customer, col(Customer.id) == CouponCode.customer_id)
+                .where(col(Customer.external_id).startswith("M"))).all())
+        for (customer, tier), body in zip(customers, bodies, strict=True):
+            assert body["customer_id"] == customer
+            assert (stored[customer].value_tier, stored[customer].tenure_months) \
+                == (tier, int(customer[1:]))
+            arms = expected_arms(world, customer, tier)
+            assert {cid: arm for cid, (arm, _at) in assignments(world, customer).items()} \
+                == arms
+            assert {offer["campaign_id"]: offer["arm"] for offer in body["offers"]} == {
+                cid: arm for cid, arm in arms.items() if arm != "control"}
+            assert [offer["code"] for offer in body["offers"] if offer["code"]] \
+                == ([codes[customer]] if customer in codes else [])
+        assert len(set(codes.values())) == len(codes) > 0
+
 
 def redeem(client: TestClient, world: World, key: str, **body: object):
     return client.post("/api/v1/redemptions", json={"channel": "web", **body},

@@ -1,0 +1,113 @@
+"""The offers route's grouped statements on PostgreSQL: several requests' customers and
+first exposures in one statement each, every request getting back its own rows.
+
+The server groups concurrent requests (campaigns.asyncdb.Grouped); here the statements
+are called with several items at once, in the test's transaction, so each mix the server
+can send (new and known customers, the same customer twice, customers without exposures)
+is checked row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, col, select
+
+from campaigns.asyncdb import SessionConnection
+from campaigns.models import Assignment, Campaign, Customer
+from campaigns.services.campaigns import campaign_arms
+from campaigns.services.customers import CustomerAttributes
+from campaigns.services.offers_postgresql import (
+    FirstExposures,
+    NewCustomer,
+    expose_all,
+    get_or_create_customers,
+)
+from campaigns.types import utcnow
+from tests.builders import control_arm, make_customer, make_running_campaign, percent_arm
+
+pytestmark = pytest.mark.postgres_only
+
+
+def attributes(**values: object) -> CustomerAttributes:
+    return CustomerAttributes.model_validate(values)
+
+
+def arm_ids(session: Session, campaign: Campaign) -> list[int]:
+    return [arm.id for arm in campaign_arms(session, campaign) if arm.id is not None]
+
+
+class TestCustomers:
+    def test_each_request_gets_its_own_customer(self, session: Session) -> None:
+        known = make_customer(session, external_id="K1", value_tier="platinum", region="east")
+        batch = [
+            NewCustomer("N1", attributes(value_tier="gold", tenure_months=14)),
+            NewCustomer("K1", attributes(value_tier="bronze")),  # known: ignored
+            NewCustomer("N2", attributes(region="north", is_new=True,
+                                         attributes={"club": "yes"})),
+            NewCustomer("N1", attributes(value_tier="silver")),  # the first one wins
+        ]
+        rows = asyncio.run(get_or_create_customers(SessionConnection(session), batch))
+        ids = [customer_id for customer_id, _ in rows]
+        assert ids[1] == known.id and ids[0] == ids[3] and len(set(ids)) == 3
+        assert [values["value_tier"] for _, values in rows] == ["gold", "platinum", None, "gold"]
+        assert rows[0][1]["tenure_months"] == 14
+        assert rows[2][1] == {
+            "segment": None, "value_tier": None, "loyalty_tier": None,
+            "preferred_channel": None, "region": "north", "age_band": None,
+            "tenure_months": 0, "points": 0, "lifetime_value": 0, "is_new": True,
+            "attributes": {"club": "yes"}}
+        stored = {customer.external_id: customer for customer in session.exec(
+            select(Customer).where(col(Customer.external_id).in_(["N1", "N2", "K1"])))}
+        assert set(stored) == {"N1", "N2", "K1"}
+        assert (stored["N1"].value_tier, stored["K1"].value_tier) == ("gold", "platinum")
+        assert stored["N2"].attributes == {"club": "yes"}
+
+
+class TestExposures:
+    def test_each_request_gets_its_own_standing(self, session: Session) -> None:
+        first = make_running_campaign(session, name="First", arms=[control_arm(),
+                                                                   percent_arm()])
+        second = make_running_campaign(session, name="Second", arms=[control_arm(),
+                                                                     percent_arm()])
+        a, b, c = (make_customer(session, external_id=name) for name in ("A", "B", "C"))
+        assert first.id and second.id and a.id and b.id and c.id
+        first_arms, second_arms = arm_ids(session, first), arm_ids(session, second)
+        now = utcnow()
+        earlier = now - timedelta(days=2)
+        session.add(Assignment(campaign_id=first.id, customer_id=c.id, arm_id=first_arms[1],
+                               allocation_period=0, first_exposed_at=earlier,
+                               redemption_count=2))
+        session.flush()
+        batch = [
+            FirstExposures(a.id, [(first.id, first_arms[0], 0), (second.id, second_arms[1], 0)],
+                           None, now),
+            FirstExposures(b.id, [], None, now),  # nothing to expose
+            FirstExposures(c.id, [(first.id, first_arms[0], 0)], None, now),  # already there
+            FirstExposures(a.id, [(first.id, first_arms[1], 0)], None,
+                           now + timedelta(seconds=1)),  # A again: its first request wins
+        ]
+        standing = asyncio.run(expose_all(SessionConnection(session), batch))
+        assert {campaign: exposure.arm_id for campaign, exposure in standing[0].items()} == {
+            first.id: first_arms[0], second.id: second_arms[1]}
+        assert standing[1] == {}
+        assert standing[2][first.id].arm_id == first_arms[1]  # the arm it already had
+        assert standing[2][first.id].redemption_count == 2
+        assert standing[3] == {first.id: standing[0][first.id]}
+        rows = session.exec(select(Assignment.customer_id, Assignment.campaign_id,
+                                   Assignment.arm_id, Assignment.first_exposed_at)).all()
+        assert sorted(rows) == sorted([(a.id, first.id, first_arms[0], now),
+                                       (a.id, second.id, second_arms[1], now),
+                                       (c.id, first.id, first_arms[1], earlier)])
+
+    def test_a_batch_without_exposures_sends_nothing(self, session: Session) -> None:
+        class NoDatabase:
+            autocommit = True
+
+            async def execute(self, *args: object, **kwargs: object) -> None:
+                raise AssertionError("no statement expected")
+
+        batch = [FirstExposures(1, [], None, utcnow())] * 2
+        assert asyncio.run(expose_all(NoDatabase(), batch)) == [{}, {}]  # type: ignore[arg-type]
