@@ -48,26 +48,30 @@ class OfferView:
     redemptions_left: int | None
 
 
-def _candidates(snapshot: Snapshot, *, attributes: dict[str, object], stage_key: str | None,
-                now: datetime) -> list[CampaignConfig]:
-    return [
-        campaign for campaign in snapshot.campaigns
-        if (stage_key is None or campaign.stage_key == stage_key)
-        and (campaign.ends_at is None or campaign.ends_at > now)
-        and campaign.eligible(attributes)
-    ]
+def choose_campaigns(snapshot: Snapshot, *, attributes: dict[str, object],
+                     stage_key: str | None, now: datetime) -> list[CampaignConfig]:
+    """The campaigns (highest priority first) the customer takes part in for this request.
 
-
-def resolve_stacking(candidates: list[CampaignConfig]) -> list[CampaignConfig]:
-    """Campaigns (highest priority first) the customer takes part in for this request."""
+    Running campaigns of the stage whose rules admit the customer, stacking resolved: every
+    stackable one, down to the first exclusive one if no stackable one came before it (an
+    exclusive campaign is shown alone). Rules are evaluated only where the answer matters:
+    once an offer is chosen, exclusive campaigns are passed over unevaluated, and the first
+    exclusive one chosen ends the search (the busiest route evaluated every campaign's
+    rules of the stage before).
+    """
     chosen: list[CampaignConfig] = []
-    for campaign in candidates:
-        if campaign.stacking == "exclusive":
-            if not chosen:
-                chosen.append(campaign)
-                break
+    for campaign in snapshot.campaigns:
+        if (stage_key is not None and campaign.stage_key != stage_key) \
+                or (campaign.ends_at is not None and campaign.ends_at <= now):
+            continue
+        exclusive = campaign.stacking == "exclusive"
+        if exclusive and chosen:
             continue  # a higher-priority stackable offer is already shown
+        if not campaign.eligible(attributes):
+            continue
         chosen.append(campaign)
+        if exclusive:
+            break
     return chosen
 
 
@@ -216,8 +220,8 @@ def customer_offers(
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
     customer = get_or_create_customer(session, external_id=external_id, attributes=attributes)
     assert customer.id is not None
-    chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes(customer),
-                                          stage_key=stage_key, now=now))
+    chosen = choose_campaigns(snapshot, attributes=customer_attributes(customer),
+                              stage_key=stage_key, now=now)
     if not chosen:
         return []
     exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,

@@ -46,12 +46,11 @@ from campaigns.services.offers import (
     IssuedCode,
     OfferView,
     _assignment_rows,
-    _candidates,
+    choose_campaigns,
     code_expiry,
     describe_offers,
     fresh_code,
     offers_to_show,
-    resolve_stacking,
 )
 from campaigns.types import utcnow
 
@@ -369,8 +368,8 @@ async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id:
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
     customer_id, customer_attributes = await steps.customer(NewCustomer(external_id,
                                                                         attributes))
-    chosen = resolve_stacking(_candidates(snapshot, attributes=customer_attributes,
-                                          stage_key=stage_key, now=now))
+    chosen = choose_campaigns(snapshot, attributes=customer_attributes, stage_key=stage_key,
+                              now=now)
     if not chosen:
         return []
     rows = _assignment_rows(chosen, external_id=external_id)
