@@ -118,6 +118,14 @@ def read_view(session: Session) -> Iterator[Connection]:
         yield connection
 
 
+@contextmanager
+def read_session(session: Session) -> Iterator[Session]:
+    """:func:`read_view` as a Session, for service functions written against one (counting
+    an audience, streaming an export)."""
+    with read_view(session) as connection, Session(bind=connection) as view:
+        yield view
+
+
 T = TypeVar("T")
 
 

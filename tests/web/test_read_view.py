@@ -16,9 +16,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from campaigns.models import Channel
+from campaigns.models import Assignment, Channel
+from campaigns.services.campaigns import campaign_arms
 from campaigns.services.channels import create_channel
+from campaigns.services.coupons import audience_rows
+from tests.builders import make_customer, make_goal, make_running_campaign
 from tests.scratch import scratch_database
+from web.api.management.common import streamed
 from web.deps import read_view
 
 
@@ -88,3 +92,35 @@ def test_a_failed_read_ends_its_view(scratch_engine: Engine) -> None:
             read_view(session):
         raise ZeroDivisionError
     add_channel(scratch_engine, "after_failure")  # nothing left holding a lock
+
+
+def test_a_streamed_export_keeps_no_writer_waiting(scratch_engine: Engine) -> None:
+    """The audience download streams for as long as the client reads: meanwhile offers,
+    redemptions and events must go on, and the file is one state of the database."""
+    with Session(scratch_engine, expire_on_commit=False) as session:
+        campaign = make_running_campaign(session, name="Export while writing",
+                                         goal=make_goal(session, name="Export goal"))
+        arm = campaign_arms(session, campaign)[0]
+        for number in (1, 2):
+            customer = make_customer(session, external_id=f"EXPORT{number}")
+            session.add(Assignment(campaign_id=campaign.id, customer_id=customer.id,
+                                   arm_id=arm.id))
+        session.commit()
+    written = threading.Event()
+
+    def write() -> None:
+        add_channel(scratch_engine, "during_export")
+        written.set()
+
+    with Session(scratch_engine, expire_on_commit=False) as session:
+        # The request's API key lookup: on SQLite this transaction holds the write lock.
+        session.exec(select(Channel)).all()
+        rows = streamed(session, lambda view: audience_rows(view, campaign=campaign,
+                                                            batch_size=1))
+        first = next(rows)
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=10)
+        assert written.is_set(), "the writer waited for the export"
+        assert [first.external_id, *(row.external_id for row in rows)] == ["EXPORT1",
+                                                                           "EXPORT2"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query
 from fastapi.responses import StreamingResponse
@@ -17,7 +17,9 @@ from sqlmodel import Session, select
 from campaigns.models import Campaign
 from campaigns.services.campaigns import get_campaign
 from web.api.schemas import MAX_ID, error_responses
-from web.deps import ManagementCaller, SessionDep, get_session
+from web.deps import ManagementCaller, SessionDep, get_session, read_session
+
+T = TypeVar("T")
 
 #: Largest page a list endpoint returns.
 MAX_LIMIT = 500
@@ -26,6 +28,20 @@ DEFAULT_LIMIT = 50
 #: A session that stays open until a streamed response has been sent (the request's own
 #: session is committed and closed when the route returns, before the body streams).
 StreamSessionDep = Annotated[Session, Depends(get_session, scope="request")]
+
+
+def streamed(session: Session, rows: Callable[[Session], Iterator[T]]) -> Iterator[T]:
+    """``rows(view)`` for a streamed export, read in a read view opened as the body starts.
+
+    An export of a large campaign streams for as long as the client reads. On the stream's
+    own session it would hold, on SQLite, the write lock that session's transaction took,
+    and offers, redemptions and events would wait for the download;
+    :func:`web.deps.read_view` holds nothing a writer waits for, and the whole file is one
+    state of the database. Opened lazily: while the route runs, the request's own session
+    still holds that lock.
+    """
+    with read_session(session) as view:
+        yield from rows(view)
 
 
 @dataclass(frozen=True)

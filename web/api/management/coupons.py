@@ -14,7 +14,13 @@ from campaigns.services.coupons import (
     coupon_code_rows,
     generate_coupon_batch,
 )
-from web.api.management.common import CurrentCampaign, StreamSessionDep, csv_response, errors
+from web.api.management.common import (
+    CurrentCampaign,
+    StreamSessionDep,
+    csv_response,
+    errors,
+    streamed,
+)
 from web.api.schemas import MAX_ID, CouponBatchCreate, CouponBatchPublic
 from web.deps import ManagementCaller, SessionDep
 
@@ -61,7 +67,7 @@ def create_coupon_batch(
                         "WEB-3NP8RVW4ZC,web coupon,,,0\r\n", "The codes, as CSV"))
 def export_coupon_codes(caller: ManagementCaller, campaign: CurrentCampaign,
                         stream_session: StreamSessionDep) -> StreamingResponse:
-    rows = coupon_code_rows(stream_session, campaign=campaign)
+    rows = streamed(stream_session, lambda view: coupon_code_rows(view, campaign=campaign))
     return csv_response(CODES_HEADER, rows, filename=f"campaign-{campaign.id}-coupon-codes.csv")
 
 
@@ -76,5 +82,5 @@ def export_coupon_codes(caller: ManagementCaller, campaign: CurrentCampaign,
                         "C000043,control,true,2026-04-02T10:16:30Z,\r\n", "The audience, as CSV"))
 def export_audience(caller: ManagementCaller, campaign: CurrentCampaign,
                     stream_session: StreamSessionDep) -> StreamingResponse:
-    rows = audience_rows(stream_session, campaign=campaign)
+    rows = streamed(stream_session, lambda view: audience_rows(view, campaign=campaign))
     return csv_response(AUDIENCE_HEADER, rows, filename=f"campaign-{campaign.id}-audience.csv")

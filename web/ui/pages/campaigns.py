@@ -62,7 +62,7 @@ from campaigns.services.coupons import (
 from campaigns.services.goals import source_channels
 from campaigns.services.lotteries import ALGORITHM, run_draw, verify_draw
 from campaigns.types import utcnow
-from web.api.management.common import StreamSessionDep, csv_response
+from web.api.management.common import StreamSessionDep, csv_response, streamed
 from web.deps import SessionDep
 from web.ui.auth import SignedIn, SignedInUser, flash
 from web.ui.forms import FormFields, FormState, attempt, format_money, parse_int, parse_money
@@ -631,7 +631,8 @@ def download_coupon_codes(user: SignedIn, campaign_id: CampaignId,
                           stream_session: StreamSessionDep) -> StreamingResponse:
     """Every code of the campaign as CSV, streamed (the management API's format)."""
     campaign = load_campaign(stream_session, campaign_id)
-    return csv_response(CODES_HEADER, coupon_code_rows(stream_session, campaign=campaign),
+    rows = streamed(stream_session, lambda view: coupon_code_rows(view, campaign=campaign))
+    return csv_response(CODES_HEADER, rows,
                         filename=f"campaign-{campaign.id}-coupon-codes.csv")
 
 

@@ -15,7 +15,7 @@ The audience step counts matching customers as the marketer types (an htmx GET o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta, tzinfo
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,7 +42,7 @@ from campaigns.services.audience import (
 from campaigns.services.campaigns import create_campaign
 from campaigns.services.goals import source_channel_keys
 from campaigns.types import utcnow
-from web.deps import SessionDep
+from web.deps import SessionDep, read_session
 from web.ui.auth import SignedIn, SignedInUser, flash, ui_state
 from web.ui.forms import FormState
 from web.ui.pages import page_router
@@ -173,6 +173,16 @@ def audience_count(session: Session, *, rule_text: str, goal: MigrationGoal | No
 
 
 def _step_context(ctx: WizardContext, state: WizardState, step: str) -> dict[str, Any]:
+    if step in ("audience", "review"):
+        # These count customers (the whole table for a broad rule): in a read view, which
+        # on SQLite does not keep offers, redemptions and events waiting meanwhile.
+        with read_session(ctx.session) as view:
+            return _reading_step_context(replace(ctx, session=view), state, step)
+    return _reading_step_context(ctx, state, step)
+
+
+def _reading_step_context(ctx: WizardContext, state: WizardState, step: str
+                          ) -> dict[str, Any]:
     session = ctx.session
     if step == "goal":
         return {"goals": _goal_options(session)}
@@ -378,6 +388,9 @@ def wizard_audience_count(
     goal: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     """The live count under the rule input (an htmx fragment): matches, or the rule's error."""
-    goal_row = session.get(MigrationGoal, goal) if goal is not None else None
-    return render(request, "wizard/audience_count.html", {
-        "count": audience_count(session, rule_text=eligibility_rule, goal=goal_row)})
+    # Asked as the marketer types: in a read view, so that counting a large customer table
+    # keeps no writer waiting on SQLite.
+    with read_session(session) as view:
+        goal_row = view.get(MigrationGoal, goal) if goal is not None else None
+        count = audience_count(view, rule_text=eligibility_rule, goal=goal_row)
+    return render(request, "wizard/audience_count.html", {"count": count})
