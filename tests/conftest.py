@@ -1,7 +1,8 @@
 """Database fixtures: one migrated database per test run, one rolled-back transaction per test.
 
 The backend comes from ``CHANNELSHIFT_TEST_DATABASE_URL``: unset means a SQLite file in
-a temporary folder; a PostgreSQL URL gets a fresh schema for the run, dropped at the end.
+a temporary folder; a PostgreSQL URL gets a fresh schema for the run, dropped at the end
+(and the schemas of killed runs, once they are hours old, at the start of the next).
 Migrations are applied exactly as ``channelshift db upgrade`` applies them.
 """
 
@@ -19,6 +20,7 @@ from sqlmodel import Session
 
 from campaigns import migrate
 from campaigns.db import build_engine
+from tests.scratch import create_test_schema, drop_stale_schemas
 
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -40,7 +42,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     schema = f"cs_test_{secrets.token_hex(4)}"
     admin = build_engine(url)
     with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
+        drop_stale_schemas(connection)
+        create_test_schema(connection, schema)
     try:
         yield url, schema
     finally:

@@ -1,0 +1,64 @@
+"""A killed test run leaves its PostgreSQL schemas behind; the next run drops them once
+they are hours old, and nothing else."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from campaigns.db import build_engine
+from tests.scratch import SCHEMA_COMMENT, STALE_AFTER, create_test_schema, drop_stale_schemas
+
+pytestmark = pytest.mark.postgres_only
+
+
+def schemas(connection: Connection, names: list[str]) -> set[str]:
+    return set(connection.execute(text(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(:names)"),
+        {"names": names}).scalars())
+
+
+@pytest.fixture
+def admin(database: tuple[str, str | None]) -> Engine:
+    url, schema = database
+    if schema is None:
+        pytest.skip("PostgreSQL schemas only")
+    return build_engine(url)
+
+
+def test_only_old_test_schemas_are_dropped(admin: Engine) -> None:
+    token = secrets.token_hex(4)
+    old, fresh, other = f"cs_old_{token}", f"cs_fresh_{token}", f"cs_other_{token}"
+    long_ago = (datetime.now(UTC) - STALE_AFTER * 2).isoformat()
+    with admin.begin() as connection:
+        create_test_schema(connection, old)
+        connection.execute(text(f"COMMENT ON SCHEMA {old} IS '{SCHEMA_COMMENT}{long_ago}'"))
+        connection.execute(text(f"CREATE TABLE {old}.leftover (id integer)"))
+        create_test_schema(connection, fresh)
+        # Not a test run's (a benchmark's, a developer's): never touched, however old.
+        connection.execute(text(f"CREATE SCHEMA {other}"))
+        connection.execute(text(f"COMMENT ON SCHEMA {other} IS 'created {long_ago}'"))
+    try:
+        with admin.begin() as connection:
+            dropped = drop_stale_schemas(connection)
+        assert old in dropped
+        assert fresh not in dropped and other not in dropped
+        with admin.connect() as connection:
+            assert schemas(connection, [old, fresh, other]) == {fresh, other}
+    finally:
+        with admin.begin() as connection:
+            for name in (old, fresh, other):
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        admin.dispose()
+
+
+def test_the_running_suites_own_schema_is_kept(admin: Engine,
+                                                database: tuple[str, str | None]) -> None:
+    _, schema = database
+    with admin.begin() as connection:
+        assert schema not in drop_stale_schemas(connection)
+        assert schemas(connection, [str(schema)]) == {schema}
+    admin.dispose()
