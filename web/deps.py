@@ -129,6 +129,18 @@ def read_session(session: Session) -> Iterator[Session]:
 T = TypeVar("T")
 
 
+#: How the async pool's connections plan. Its statements (offers, redemptions) are
+#: prepared once per connection; PostgreSQL would still plan them again for every
+#: execution (custom plans, about 1 ms each for the exposure CTE) unless told to keep the
+#: generic plan. They are key lookups and inserts, for which the generic plan is the
+#: plan, made once whatever the tables hold at that moment: planned against a table still
+#: empty (a new database, a new campaign's first minute), reading it whole looks cheapest,
+#: and that plan would be kept as the table grows, until autovacuum's next ANALYZE. With
+#: sequential scans off, a lookup uses its index whatever the statistics say; a statement
+#: that has no index to use still scans (this only makes the planner avoid it).
+ASYNC_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+
+
 class AsyncPool:
     """psycopg's async connection pool, for the routes that run on the event loop.
 
@@ -146,12 +158,8 @@ class AsyncPool:
 
     def __init__(self, engine: Engine, *, size: int) -> None:
         kwargs = psycopg_connect_kwargs(engine)
-        # The hot path's statements are prepared once per connection; PostgreSQL would
-        # still plan them again for every execution (custom plans, about 1 ms each for
-        # the exposure CTE) unless told to keep the generic plan. They are key lookups
-        # and inserts, for which the generic plan is the plan.
-        kwargs["options"] = " ".join(filter(None, [
-            kwargs.get("options"), "-c plan_cache_mode=force_generic_plan"]))
+        kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), *(
+            f"-c {name}={value}" for name, value in ASYNC_POOL_SETTINGS.items())]))
         self.pool = AsyncConnectionPool(
             kwargs={**kwargs, "autocommit": True},
             min_size=1, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,

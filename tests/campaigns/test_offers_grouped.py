@@ -10,9 +10,11 @@ is checked row by row.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import pytest
+from psycopg import ClientCursor
 from sqlmodel import Session, col, select
 
 from campaigns.asyncdb import SessionConnection
@@ -20,13 +22,17 @@ from campaigns.models import Assignment, Campaign, Customer
 from campaigns.services.campaigns import campaign_arms
 from campaigns.services.customers import CustomerAttributes
 from campaigns.services.offers_postgresql import (
+    _EXPOSE,
+    _STANDING,
     FirstExposures,
     NewCustomer,
+    _exposure_params,
     expose_all,
     get_or_create_customers,
 )
 from campaigns.types import utcnow
 from tests.builders import control_arm, make_customer, make_running_campaign, percent_arm
+from web.deps import ASYNC_POOL_SETTINGS
 
 pytestmark = pytest.mark.postgres_only
 
@@ -111,3 +117,59 @@ class TestExposures:
 
         batch = [FirstExposures(1, [], None, utcnow())] * 2
         assert asyncio.run(expose_all(NoDatabase(), batch)) == [{}, {}]  # type: ignore[arg-type]
+
+
+class TestPlans:
+    """The server keeps each statement's generic plan (web.deps.ASYNC_POOL_SETTINGS), made
+    once for a batch of unknown size. Whatever the tables held when it was made, existing
+    rows must be found by their keys: a plan that reads assignment or coupon_code whole is
+    paid by every statement, and grows with the tables."""
+
+    @staticmethod
+    def generic_plan(session: Session, statement: str, params: dict[str, object]) -> str:
+        names: list[str] = []
+
+        def placeholder(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        prepared = re.sub(r"%\((\w+)\)s", placeholder, statement)
+        connection = session.connection()
+        for name, value in ASYNC_POOL_SETTINGS.items():  # as the server's connections plan
+            connection.exec_driver_sql(f"SET LOCAL {name} = {value}")
+        connection.exec_driver_sql(f"PREPARE offers_plan AS {prepared}")
+        try:
+            # Values inlined by the client: EXECUTE's own parameters would have no type.
+            cursor = ClientCursor(connection.connection.driver_connection)  # type: ignore[arg-type]
+            arguments = ", ".join(["%s"] * len(names))
+            cursor.execute(f"EXPLAIN EXECUTE offers_plan({arguments})",
+                           [params[name] for name in names])
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            connection.exec_driver_sql("DEALLOCATE offers_plan")
+
+    @pytest.mark.parametrize("filled", [False, True], ids=["empty tables", "5,000 rows"])
+    def test_existing_rows_are_looked_up_by_key(self, session: Session, filled: bool) -> None:
+        campaign = make_running_campaign(session, name="Planned", arms=[control_arm(),
+                                                                        percent_arm()])
+        arm = arm_ids(session, campaign)[0]
+        if filled:
+            # Enough rows that reading a table whole is cheaper than 100 index lookups.
+            session.connection().exec_driver_sql(
+                "INSERT INTO customer (external_id, tenure_months, points, "
+                "lifetime_value_minor, is_new, attributes, created_at) "
+                "SELECT 'P' || n, 0, 0, 0, false, '{}', now() FROM generate_series(1, 5000) n")
+            session.connection().exec_driver_sql(
+                "INSERT INTO assignment (campaign_id, customer_id, arm_id, allocation_period, "
+                "first_exposed_at, redemption_count) "
+                f"SELECT {campaign.id}, id, {arm}, 1, now(), 0 FROM customer "
+                "WHERE external_id LIKE 'P%%'")
+            session.connection().exec_driver_sql("ANALYZE assignment, coupon_code, customer")
+        exposures = [FirstExposures(1, [(campaign.id or 0, arm, 1)], None, utcnow())]
+        plan = self.generic_plan(session, _EXPOSE, _exposure_params(exposures))
+        assert "Seq Scan on assignment" not in plan, plan
+        assert "Seq Scan on coupon_code" not in plan, plan
+        standing = self.generic_plan(session, _STANDING, _exposure_params(exposures))
+        assert "Seq Scan on assignment" not in standing, standing
+        assert "Seq Scan on coupon_code" not in standing, standing
