@@ -14,7 +14,6 @@ import sys
 from datetime import timedelta
 
 from harness import fresh_schema, paced, server, wrk
-from sqlalchemy import text
 from sqlmodel import Session
 
 from campaigns.services.apikeys import create_api_key
@@ -108,20 +107,6 @@ def copy_customers(engine, count: int) -> None:
         raw.close()
 
 
-def analyze_written(engine) -> None:
-    """Give PostgreSQL statistics for the tables the warm-up wrote, as autovacuum does on a
-    live database within a minute or so.
-
-    The route's statements keep generic plans (see ``web.deps.AsyncPool``). Planned while
-    ``assignment`` and ``coupon_code`` were still empty, those plans read both tables
-    whole, once per statement; ANALYZE invalidates them and the next execution plans the
-    index lookups. A database that has served traffic for a minute has such statistics;
-    one created seconds ago does not, and measuring that would measure the empty tables.
-    """
-    with engine.begin() as connection:
-        connection.execute(text("ANALYZE assignment, coupon_code"))
-
-
 def lua(path: str, key: str, count: int) -> str:
     # Each wrk thread seeds itself differently, so threads do not replay the same customers.
     return f"""
@@ -144,7 +129,6 @@ def main() -> None:
         offers_path = "/api/v1/customers/C%d/offers?channel=web&stage=after_sale"
         with server("web.app:create_app", schema=schema, workers=WORKERS) as url:
             wrk(url, lua=lua(offers_path, key, CUSTOMERS), seconds=3)  # warm-up
-            analyze_written(engine)
             offers_max = wrk(url, lua=lua(offers_path, key, CUSTOMERS), seconds=SECONDS)
             half = offers_max.requests_per_second / 2
             at_half = paced(url + "/api/v1/customers/C{}/offers?channel=web&stage=after_sale",
