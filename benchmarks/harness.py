@@ -60,6 +60,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The process group of each running server, by base URL (see :func:`cpu_seconds`).
+SERVER_GROUPS: dict[str, int] = {}
+
+
+def _cpu_of(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> list[tuple[int, str, int]]:
+    """(pid, command name, process group) of every process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                head, tail = stat.read().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append((int(entry), head.partition("(")[2], int(tail.split()[2])))
+    return found
+
+
+def cpu_seconds(url: str) -> tuple[float, float]:
+    """CPU seconds used so far by the server at ``url`` (all its processes) and by
+    PostgreSQL's processes (the whole local server: nothing else should be using it)."""
+    processes = _processes()
+    group = SERVER_GROUPS[url]
+    return (_cpu_of([pid for pid, _, pgrp in processes if pgrp == group]),
+            _cpu_of([pid for pid, name, _ in processes if name == "postgres"]))
+
+
 @contextmanager
 def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | None = None
            ) -> Iterator[str]:
@@ -85,8 +125,10 @@ def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | N
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{app} did not start") from None
                 time.sleep(0.2)
+        SERVER_GROUPS[url] = process.pid  # start_new_session: its own process group
         yield url
     finally:
+        SERVER_GROUPS.pop(url, None)
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
@@ -111,6 +153,11 @@ class LoadResult:
     p99_ms: float
     requests: int
     errors: int
+    #: CPU per request of the server's processes and of PostgreSQL's, in milliseconds
+    #: (measured by :func:`wrk` for a server started by :func:`server`). Less noisy than
+    #: throughput on a shared machine: neighbours take time, not work.
+    server_cpu_ms: float | None = None
+    database_cpu_ms: float | None = None
 
 
 def _ms(value: str) -> float:
@@ -123,6 +170,7 @@ def wrk(url: str, *, lua: str, seconds: int = 15, connections: int = 64,
     """Closed-loop maximum throughput with wrk running the given Lua request script."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
+    before = cpu_seconds(url) if url in SERVER_GROUPS else None
     output = subprocess.run(
         [ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
          "--latency", "-s", script.name, url], capture_output=True, text=True, check=True
@@ -134,7 +182,12 @@ def wrk(url: str, *, lua: str, seconds: int = 15, connections: int = 64,
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = int(bad.group(1)) if bad else 0
-    return LoadResult(rps, p50, p99, total, errors)
+    if before is None or not total:
+        return LoadResult(rps, p50, p99, total, errors)
+    after = cpu_seconds(url)
+    return LoadResult(rps, p50, p99, total, errors,
+                      server_cpu_ms=(after[0] - before[0]) * 1000 / total,
+                      database_cpu_ms=(after[1] - before[1]) * 1000 / total)
 
 
 PACED_CLIENT = r'''

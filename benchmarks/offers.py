@@ -143,6 +143,9 @@ def main() -> None:
           f"p99 {bare_max.p99_ms:.1f} ms")
     print(f"offers at half load ({half:.0f} req/s): p50 {at_half.p50_ms:.1f} ms  p99 "
           f"{at_half.p99_ms:.1f} ms  errors {at_half.errors}")
+    print(f"CPU per request at max: offers {offers_max.server_cpu_ms:.2f} ms in the workers + "
+          f"{offers_max.database_cpu_ms:.2f} ms in PostgreSQL; bare "
+          f"{bare_max.server_cpu_ms:.2f} ms")
     ratio = offers_max.requests_per_second / bare_max.requests_per_second
     print(f"ratio={ratio:.3f} p99_ms={at_half.p99_ms:.1f}")
 
