@@ -100,7 +100,9 @@ class Grouped(Generic[Item, Result]):
     ``max_batch`` at a time (the way PostgreSQL groups the commits of concurrent
     transactions): an idle server sends each item at once, alone, and a busy one pays the
     per-statement cost (a round trip, the driver's work, PostgreSQL's parse, lock and WAL
-    flush) once for many requests.
+    flush) once for many requests. One statement at a time (the default) makes the
+    batches largest: under wrk, 1,191-1,646 req/s against 1,088-1,514 with two, and less
+    CPU per request in PostgreSQL.
 
     ``flush`` gets the items in order and returns one result per item, in the same order.
     If it fails, every caller of that batch gets its exception. A caller that stops waiting
@@ -108,7 +110,7 @@ class Grouped(Generic[Item, Result]):
     """
 
     def __init__(self, flush: Callable[[list[Item]], Awaitable[list[Result]]], *,
-                 max_batch: int = 128, max_flushes: int = 2) -> None:
+                 max_batch: int = 128, max_flushes: int = 1) -> None:
         self._flush = flush
         self._max_batch = max_batch
         self._max_flushes = max_flushes

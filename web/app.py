@@ -103,6 +103,9 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=10.0 if settings.config_refresh_seconds
                                           else 0.0)
     install_error_handlers(app)
+    # The storefront's routes first: a request is matched against the routes in order,
+    # and these are the busiest.
+    app.include_router(storefront.router)
     install_observability(app)
     # Outermost first: ChannelShiftApp's own layers, then the 500 handler, then these.
     app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
@@ -111,7 +114,6 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(events.router)
-    app.include_router(storefront.router)
     app.include_router(lotteries.router)
     # before management: /channels/economics must not be taken for /channels/{key}
     app.include_router(economics.router)

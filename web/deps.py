@@ -164,11 +164,11 @@ class AsyncPool:
             kwargs={**kwargs, "autocommit": True},
             min_size=1, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
             name="channelshift-async")
-        # Concurrent offers requests write their customers and exposures together.
+        # Concurrent offers requests write their customers, exposures and codes together.
         self.offer_groups = StepGroups(lambda work: self.run(None, work))
 
     def offer_steps(self, request: Request) -> GroupedSteps:
-        return GroupedSteps(self.offer_groups, lambda work: self.run(request, work))
+        return GroupedSteps(self.offer_groups)
 
     async def open(self) -> None:
         # Not waiting: the server starts (and /healthz answers) while the database is down.

@@ -1,4 +1,4 @@
-"""The offers hot path on PostgreSQL: one statement for the customer, one for the exposures.
+"""The offers hot path on PostgreSQL: a statement each for customers, exposures and codes.
 
 The same work as :func:`campaigns.services.offers.customer_offers`, written as
 data-modifying CTEs so that each step is a single round trip, and run through psycopg's
@@ -10,8 +10,8 @@ number of campaigns nor on the number of requests they serve.
 The server runs them on connections of its own async pool in autocommit: each statement is
 its own transaction. Requests in flight at the same time share them (:class:`GroupedSteps`,
 :class:`campaigns.asyncdb.Grouped`): one statement gets or creates the customers of
-several requests, one records their first exposures and reads their standing, so a busy
-server pays a statement's fixed cost (round trip, driver, parse, locks, WAL flush) once for
+several requests, one records their first exposures and reads their standing, one issues
+their coupon codes, so a busy server pays a statement's fixed cost (round trip, driver, parse, locks, WAL flush) once for
 many requests. That is safe because every step stands alone: a customer created by a
 request that then fails is simply found by the next one; exposures are inserted and read
 back in one statement; a code is claimed for a customer already exposed, and a customer
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from psycopg.errors import UniqueViolation
+from psycopg.errors import DeadlockDetected, UniqueViolation
 
 from campaigns.asyncdb import Database, Grouped
 from campaigns.services.catalog import CampaignConfig, Snapshot
@@ -310,6 +310,109 @@ async def issue_code(database: Database, *, campaign: CampaignConfig, arm: Any,
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
 
 
+# Codes for many (campaign, customer) pairs at once: the k-th claim of a batch's codes takes
+# the k-th unissued code that no concurrent claim holds (SKIP LOCKED), and a claim the
+# batch has no code left for gets its new code. A claim that is answered by neither (a
+# concurrent request issued that customer's code first, or a new code collided with an
+# existing one) is left out of the result and issued on its own (see issue_codes).
+_ISSUE_CODES = """
+WITH t AS (
+    SELECT * FROM jsonb_to_recordset(CAST(%(claims)s AS jsonb))
+    AS t(k integer, campaign_id bigint, incentive_id bigint, customer_id bigint,
+         code varchar, issued_at timestamptz, expires_at timestamptz)),
+numbered AS (
+    SELECT t.*, row_number() OVER (PARTITION BY campaign_id, incentive_id ORDER BY k) AS n
+    FROM t),
+wanted AS (SELECT campaign_id, incentive_id, count(*) AS count FROM t GROUP BY 1, 2),
+pooled AS (
+    SELECT w.campaign_id, w.incentive_id, p.id, p.n
+    FROM wanted w CROSS JOIN LATERAL (
+        SELECT id, row_number() OVER (ORDER BY id) AS n
+        FROM (SELECT id FROM coupon_code
+              WHERE campaign_id = w.campaign_id AND incentive_id = w.incentive_id
+                AND customer_id IS NULL
+              ORDER BY id LIMIT w.count FOR UPDATE SKIP LOCKED) AS free) p),
+claimed AS (
+    UPDATE coupon_code c
+    SET customer_id = numbered.customer_id, issued_at = numbered.issued_at,
+        expires_at = numbered.expires_at
+    FROM numbered JOIN pooled USING (campaign_id, incentive_id, n)
+    WHERE c.id = pooled.id
+    RETURNING c.campaign_id, c.customer_id, c.code, c.expires_at, c.uses, c.max_uses),
+created AS (
+    INSERT INTO coupon_code (code, incentive_id, campaign_id, customer_id, max_uses, uses,
+                             issued_at, expires_at, created_at)
+    SELECT numbered.code, numbered.incentive_id, numbered.campaign_id, numbered.customer_id,
+           1, 0, numbered.issued_at, numbered.expires_at, numbered.issued_at
+    FROM numbered
+    WHERE NOT EXISTS (SELECT FROM pooled WHERE pooled.campaign_id = numbered.campaign_id
+                        AND pooled.incentive_id = numbered.incentive_id
+                        AND pooled.n = numbered.n)
+    ORDER BY numbered.campaign_id, numbered.customer_id
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id, customer_id, code, expires_at, uses, max_uses)
+SELECT * FROM claimed UNION ALL SELECT * FROM created
+"""
+
+
+@dataclass(frozen=True)
+class CodeClaim:
+    """A code of the customer's own to issue for an offer (see :func:`issue_code`)."""
+
+    campaign: CampaignConfig
+    arm: Any
+    customer_id: int
+    now: datetime
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.campaign.id, self.customer_id
+
+
+async def issue_codes(database: Database, claims: list[CodeClaim]) -> list[IssuedCode]:
+    """Issue codes for several offers and customers in one statement, one per claim.
+
+    Claims for the same campaign and customer get the same code. If the statement fails
+    on a race (two batches issuing one customer's code at once), it leaves nothing behind
+    (it is its own transaction, or a savepoint in a caller's), and each claim is then
+    issued on its own.
+    """
+    unique = {claim.key: claim for claim in reversed(claims)}
+    if len(unique) == 1:
+        only = claims[0]
+        issued = await issue_code(database, campaign=only.campaign, arm=only.arm,
+                                  customer_id=only.customer_id, now=only.now)
+        return [issued for _ in claims]
+    rows = [{"k": k, "campaign_id": claim.campaign.id, "incentive_id": claim.arm.incentive_id,
+             "customer_id": claim.customer_id, "code": fresh_code(claim.arm),
+             "issued_at": claim.now.isoformat(),
+             "expires_at": _iso(code_expiry(claim.arm, claim.campaign, claim.now))}
+            for k, (_, claim) in enumerate(sorted(unique.items()))]
+    params = {"claims": json.dumps(rows)}
+    found: dict[tuple[int, int], IssuedCode] = {}
+    try:
+        if database.autocommit:
+            result = await (await database.execute(_ISSUE_CODES, params, prepare=True)
+                            ).fetchall()
+        else:
+            async with database.transaction():
+                result = await (await database.execute(_ISSUE_CODES, params, prepare=True)
+                                ).fetchall()
+        found = {(campaign_id, customer_id): IssuedCode(code, _utc(expires), uses, max_uses)
+                 for campaign_id, customer_id, code, expires, uses, max_uses in result}
+    except (UniqueViolation, DeadlockDetected):
+        pass
+    for key, claim in sorted(unique.items()):
+        if key not in found:
+            found[key] = await issue_code(database, campaign=claim.campaign, arm=claim.arm,
+                                          customer_id=claim.customer_id, now=claim.now)
+    return [found[claim.key] for claim in claims]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 class OfferSteps(Protocol):
     """The database steps of an offers request: alone on one connection
     (:class:`DirectSteps`), or grouped with concurrent requests' (:class:`GroupedSteps`)."""
@@ -318,8 +421,7 @@ class OfferSteps(Protocol):
 
     async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]: ...
 
-    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
-                         now: datetime) -> IssuedCode: ...
+    async def issue_codes(self, claims: list[CodeClaim]) -> list[IssuedCode]: ...
 
 
 class DirectSteps:
@@ -334,17 +436,27 @@ class DirectSteps:
     async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]:
         return (await expose_all(self.database, [exposures]))[0]
 
-    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
-                         now: datetime) -> IssuedCode:
-        return await issue_code(self.database, campaign=campaign, arm=arm,
-                                customer_id=customer_id, now=now)
+    async def issue_codes(self, claims: list[CodeClaim]) -> list[IssuedCode]:
+        return [await issue_code(self.database, campaign=claim.campaign, arm=claim.arm,
+                                 customer_id=claim.customer_id, now=claim.now)
+                for claim in claims]
 
 
 Run = Callable[[Callable[[Database], Awaitable[T]]], Awaitable[T]]
 
 
+def _flattened(flush: Callable[[list[CodeClaim]], Awaitable[list[IssuedCode]]]
+               ) -> Callable[[list[list[CodeClaim]]], Awaitable[list[list[IssuedCode]]]]:
+    """A flush of single claims as a flush of each request's list of claims."""
+    async def flush_lists(lists: list[list[CodeClaim]]) -> list[list[IssuedCode]]:
+        issued = iter(await flush([claim for claims in lists for claim in claims]))
+        return [[next(issued) for _ in claims] for claims in lists]
+    return flush_lists
+
+
 class StepGroups:
-    """The grouped customer and exposure statements of one server process (one event loop).
+    """The grouped statements of one server process (one event loop): customers, first
+    exposures and coupon codes.
 
     ``run`` runs a unit of work on a connection of the process's pool (and once more after
     a connection error: every statement here stands alone, so that is safe).
@@ -356,16 +468,17 @@ class StepGroups:
                                                                            customers)))
         self.exposures: Grouped[FirstExposures, dict[int, Exposure]] = Grouped(
             lambda exposures: run(lambda database: expose_all(database, exposures)))
+        self.codes: Grouped[list[CodeClaim], list[IssuedCode]] = Grouped(_flattened(
+            lambda claims: run(lambda database: issue_codes(database, claims))))
 
 
 class GroupedSteps:
-    """A request's steps on the server's pool: its customer and its first exposures are
-    written together with those of the requests in flight at the same time. A coupon code
-    is claimed on its own (a minority of requests claim one)."""
+    """A request's steps on the server's pool: its customer, its first exposures and its
+    coupon codes are written together with those of the requests in flight at the same
+    time."""
 
-    def __init__(self, groups: StepGroups, run: Run[IssuedCode]) -> None:
+    def __init__(self, groups: StepGroups) -> None:
         self.groups = groups
-        self.run = run
 
     async def customer(self, customer: NewCustomer) -> CustomerRow:
         return await self.groups.customers.submit(customer)
@@ -373,10 +486,8 @@ class GroupedSteps:
     async def expose(self, exposures: FirstExposures) -> dict[int, Exposure]:
         return await self.groups.exposures.submit(exposures)
 
-    async def issue_code(self, *, campaign: CampaignConfig, arm: Any, customer_id: int,
-                         now: datetime) -> IssuedCode:
-        return await self.run(lambda database: issue_code(
-            database, campaign=campaign, arm=arm, customer_id=customer_id, now=now))
+    async def issue_codes(self, claims: list[CodeClaim]) -> list[IssuedCode]:
+        return await self.groups.codes.submit(claims)
 
 
 async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id: str,
@@ -394,8 +505,8 @@ async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id:
     exposures = await steps.expose(FirstExposures(customer_id, rows, channel_id, now)) \
         if rows else {}
     shown = offers_to_show(chosen, exposures)
-    issued = {offer.campaign.id: await steps.issue_code(campaign=offer.campaign,
-                                                        arm=offer.arm,
-                                                        customer_id=customer_id, now=now)
-              for offer in shown if offer.code_to_issue}
+    claims = [CodeClaim(offer.campaign, offer.arm, customer_id, now)
+              for offer in shown if offer.code_to_issue]
+    issued = dict(zip((claim.campaign.id for claim in claims),
+                      await steps.issue_codes(claims), strict=True)) if claims else {}
     return describe_offers(shown, issued, now=now)

@@ -1,5 +1,5 @@
-"""The offers route's grouped statements on PostgreSQL: several requests' customers and
-first exposures in one statement each, every request getting back its own rows.
+"""The offers route's grouped statements on PostgreSQL: several requests' customers, first
+exposures and coupon codes in one statement each, every request getting back its own rows.
 
 The server groups concurrent requests (campaigns.asyncdb.Grouped); here the statements
 are called with several items at once, in the test's transaction, so each mix the server
@@ -10,6 +10,7 @@ is checked row by row.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import timedelta
 
@@ -18,20 +19,31 @@ from psycopg import ClientCursor
 from sqlmodel import Session, col, select
 
 from campaigns.asyncdb import SessionConnection
-from campaigns.models import Assignment, Campaign, Customer
+from campaigns.models import Arm, Assignment, Campaign, CouponCode, Customer
 from campaigns.services.campaigns import campaign_arms
+from campaigns.services.catalog import CampaignConfig, load_snapshot
+from campaigns.services.coupons import generate_coupon_batch
 from campaigns.services.customers import CustomerAttributes
 from campaigns.services.offers_postgresql import (
     _EXPOSE,
+    _ISSUE_CODES,
     _STANDING,
+    CodeClaim,
     FirstExposures,
     NewCustomer,
     _exposure_params,
     expose_all,
     get_or_create_customers,
+    issue_codes,
 )
 from campaigns.types import utcnow
-from tests.builders import control_arm, make_customer, make_running_campaign, percent_arm
+from tests.builders import (
+    control_arm,
+    coupon_arm,
+    make_customer,
+    make_running_campaign,
+    percent_arm,
+)
 from web.deps import ASYNC_POOL_SETTINGS
 
 pytestmark = pytest.mark.postgres_only
@@ -119,6 +131,65 @@ class TestExposures:
         assert asyncio.run(expose_all(NoDatabase(), batch)) == [{}, {}]  # type: ignore[arg-type]
 
 
+class TestCodes:
+    @staticmethod
+    def coupon_campaign(session: Session, name: str) -> tuple[Campaign, Arm, CampaignConfig]:
+        campaign = make_running_campaign(session, name=name, arms=[
+            control_arm(), coupon_arm(f"{name} coupon", expires_days=10)])
+        arm = next(arm for arm in campaign_arms(session, campaign) if not arm.is_control)
+        config = load_snapshot(session, epoch=0).campaign(campaign.id or 0)
+        assert config is not None
+        return campaign, arm, config
+
+    @staticmethod
+    def claim(config: CampaignConfig, customer: Customer) -> CodeClaim:
+        arm = next(arm for arm in config.arms if not arm.is_control)
+        assert customer.id is not None
+        return CodeClaim(config, arm, customer.id, utcnow())
+
+    def test_each_claim_gets_its_own_code(self, session: Session) -> None:
+        pooled, pooled_arm, pooled_config = self.coupon_campaign(session, "Pooled")
+        _, _, fresh_config = self.coupon_campaign(session, "Fresh")
+        generate_coupon_batch(session, campaign=pooled, arm=pooled_arm, count=2, actor="test")
+        batch_codes = sorted(session.exec(select(CouponCode.id, CouponCode.code)).all())
+        a, b, c = (make_customer(session, external_id=name) for name in ("A", "B", "C"))
+        claims = [self.claim(pooled_config, a), self.claim(fresh_config, a),
+                  self.claim(pooled_config, b), self.claim(pooled_config, c),
+                  self.claim(pooled_config, a)]  # A again: the same code
+        issued = asyncio.run(issue_codes(SessionConnection(session), claims))
+        codes = [code.code for code in issued]
+        assert codes[0] == codes[4] and len(set(codes)) == 4
+        # The batch's two codes went, in order, to the first two customers that needed one.
+        assert codes[0] == batch_codes[0][1] and codes[2] == batch_codes[1][1]
+        assert codes[3].startswith("WEB") and codes[3] not in {code for _, code in batch_codes}
+        assert all(code.max_uses == 1 and code.uses == 0 for code in issued)
+        # Each claim's own time: the same customer's code keeps its first claim's.
+        assert [code.expires_at for code in issued] == [
+            claim.now + timedelta(days=10) for claim in claims[:4]] + [
+            claims[0].now + timedelta(days=10)]
+        stored = {(row.campaign_id, row.customer_id): row.code
+                  for row in session.exec(select(CouponCode))}
+        assert stored == {(pooled.id, a.id): codes[0], (fresh_config.id, a.id): codes[1],
+                          (pooled.id, b.id): codes[2], (pooled.id, c.id): codes[3]}
+
+    def test_a_customer_with_a_code_keeps_it(self, session: Session) -> None:
+        """A concurrent request issued the customer's code first: the grouped statement
+        fails on the unique index, leaves nothing behind, and each claim is then issued
+        on its own, the customer getting the code it already has."""
+        campaign, arm, config = self.coupon_campaign(session, "Raced")
+        generate_coupon_batch(session, campaign=campaign, arm=arm, count=3, actor="test")
+        a, b = make_customer(session, external_id="A"), make_customer(session, external_id="B")
+        first = asyncio.run(issue_codes(SessionConnection(session), [self.claim(config, a)]))
+        again = asyncio.run(issue_codes(SessionConnection(session),
+                                        [self.claim(config, a), self.claim(config, b)]))
+        assert again[0] == first[0]
+        assert again[1].code != first[0].code
+        rows = session.exec(select(CouponCode.customer_id).where(
+            CouponCode.campaign_id == campaign.id)).all()
+        assert sorted(rows, key=lambda value: value or 0) == sorted(
+            [a.id, b.id, None], key=lambda value: value or 0)
+
+
 class TestPlans:
     """The server keeps each statement's generic plan (web.deps.ASYNC_POOL_SETTINGS), made
     once for a batch of unknown size. Whatever the tables held when it was made, existing
@@ -173,3 +244,8 @@ class TestPlans:
         standing = self.generic_plan(session, _STANDING, _exposure_params(exposures))
         assert "Seq Scan on assignment" not in standing, standing
         assert "Seq Scan on coupon_code" not in standing, standing
+        claims = json.dumps([{"k": 0, "campaign_id": campaign.id, "incentive_id": 1,
+                              "customer_id": 1, "code": "X", "issued_at": None,
+                              "expires_at": None}])
+        codes = self.generic_plan(session, _ISSUE_CODES, {"claims": claims})
+        assert "Seq Scan on coupon_code" not in codes, codes

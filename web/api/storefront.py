@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -37,6 +37,8 @@ from campaigns.validation import parse_input
 from web.api.schemas import MAX_ID, error_responses, inline_refs
 from web.deps import AsyncDatabase, SessionDep, StorefrontCaller
 from web.errors import ApiError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 router = APIRouter(prefix="/api/v1", tags=["storefront"])
 
@@ -86,11 +88,39 @@ NEW_CUSTOMER_FIELDS = ("segment", "value_tier", "loyalty_tier", "preferred_chann
                        "age_band", "tenure_months", "is_new")
 
 
-def _new_customer_parameters() -> list[dict[str, Any]]:
-    properties = CustomerAttributes.model_json_schema()["properties"]
+class OffersWhere(BaseModel):
+    """Where the offers will be shown: query parameters of the offers route."""
+
+    channel: str | None = Field(default=None, max_length=40, description="Channel key.")
+    stage: str | None = Field(default=None, max_length=40, description="Stage key.")
+
+
+def _query_parameters(model: type[BaseModel], names: tuple[str, ...], *,
+                      description: str | None = None) -> list[dict[str, Any]]:
+    """OpenAPI entries for query parameters the route reads itself (:func:`_from_query`)."""
+    properties = model.model_json_schema()["properties"]
     return [{"name": name, "in": "query", "required": False, "schema": properties[name],
-             "description": "Used only when the customer is created by this request."}
-            for name in NEW_CUSTOMER_FIELDS]
+             "description": description or properties[name].get("description", "")}
+            for name in names]
+
+
+def _from_query(request: Request, model: type[ModelT], names: tuple[str, ...],
+                errors: list[dict[str, Any]]) -> ModelT | None:
+    """``model`` from the named query parameters, or None with the problems added to
+    ``errors``, each naming its parameter.
+
+    Read by hand rather than declared one by one: FastAPI's per-parameter work was a
+    measurable share of the busiest route (about a fifth of its CPU for two parameters).
+    They are documented through :func:`_query_parameters`.
+    """
+    query = request.query_params
+    try:
+        return model.model_validate({name: query[name] for name in names if name in query})
+    except ValidationError as error:
+        errors.extend({"loc": ["query", *(str(part) for part in item["loc"])],
+                       "msg": item["msg"].removeprefix("Value error, "), "type": item["type"]}
+                      for item in error.errors())
+        return None
 
 
 @router.get(
@@ -109,24 +139,28 @@ def _new_customer_parameters() -> list[dict[str, Any]]:
     responses=error_responses(descriptions={
         403: "Key of another scope (offers need a storefront key)",
         422: "Bad parameter, or an unknown channel or stage; `errors` names it"}),
-    openapi_extra={"parameters": _new_customer_parameters()},
+    openapi_extra={"parameters": [
+        *_query_parameters(OffersWhere, ("channel", "stage")),
+        *_query_parameters(CustomerAttributes, NEW_CUSTOMER_FIELDS,
+                           description="Used only when the customer is created by this "
+                                       "request.")]},
 )
 async def get_offers(
     request: Request, session: SessionDep, caller: StorefrontCaller, database: AsyncDatabase,
     customer_id: CustomerIdPath,
-    channel: Annotated[str | None, Query(max_length=40, description="Channel key.")] = None,
-    stage: Annotated[str | None, Query(max_length=40, description="Stage key.")] = None,
 ) -> Response:
     catalog = request.app.state.catalog
     snapshot = catalog.current() or await run_in_threadpool(catalog.snapshot, session)
-    errors = []
+    errors: list[dict[str, Any]] = []
+    where = _from_query(request, OffersWhere, ("channel", "stage"), errors)
+    channel, stage = (where.channel, where.stage) if where else (None, None)
     if channel is not None and channel not in snapshot.channel_ids:
         errors.append({"loc": ["query", "channel"], "msg": f"unknown channel '{channel}'",
                        "type": "not_found"})
     if stage is not None and stage not in snapshot.stage_ids:
         errors.append({"loc": ["query", "stage"], "msg": f"unknown stage '{stage}'",
                        "type": "not_found"})
-    attributes = _new_customer_attributes(request, errors)
+    attributes = _from_query(request, CustomerAttributes, NEW_CUSTOMER_FIELDS, errors)
     if errors or attributes is None:
         raise ApiError(422, "validation_failed", "invalid request", errors)
     now = utcnow()
@@ -153,25 +187,6 @@ def _offers_in_session(session: Session, **arguments: Any) -> list[OfferView]:
     offers = customer_offers(session, **arguments)
     session.commit()  # here, on the route's thread: the dependency then has nothing to do
     return offers
-
-
-def _new_customer_attributes(request: Request, errors: list[dict[str, Any]]
-                             ) -> CustomerAttributes | None:
-    """The attributes an unknown customer is created with, from the query string.
-
-    Read by hand rather than declared one by one: FastAPI's per-parameter work was a
-    measurable share of the busiest route. They are documented through
-    ``NEW_CUSTOMER_PARAMETERS``, and a bad one is named like any other parameter.
-    """
-    query = request.query_params
-    raw = {name: query[name] for name in NEW_CUSTOMER_FIELDS if name in query}
-    try:
-        return CustomerAttributes.model_validate(raw)
-    except ValidationError as error:
-        errors.extend({"loc": ["query", *(str(part) for part in item["loc"])],
-                       "msg": item["msg"].removeprefix("Value error, "), "type": item["type"]}
-                      for item in error.errors())
-        return None
 
 
 REDEMPTION_EXAMPLE = {"customer_id": "C000042", "campaign_id": 1, "code": "WEBK7M2Q9XHT",
