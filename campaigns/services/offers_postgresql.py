@@ -9,14 +9,14 @@ number of campaigns nor on the number of requests they serve.
 
 The server runs them on connections of its own async pool in autocommit: each statement is
 its own transaction. Requests in flight at the same time share them (:class:`GroupedSteps`,
-:class:`campaigns.asyncdb.Grouped`): one statement gets or creates the customers of
-several requests, one records their first exposures and reads their standing, one issues
-their coupon codes, so a busy server pays a statement's fixed cost (round trip, driver, parse, locks, WAL flush) once for
-many requests. That is safe because every step stands alone: a customer created by a
-request that then fails is simply found by the next one; exposures are inserted and read
-back in one statement; a code is claimed for a customer already exposed, and a customer
-exposed without a code gets one on the next request. The same code runs inside a caller's
-transaction, one request at a time (:class:`DirectSteps` on a
+:class:`campaigns.asyncdb.Grouped`): one statement gets or creates the customers of several
+requests, one records their first exposures and reads their standing, one issues their
+coupon codes, so a busy server pays a statement's fixed cost (round trip, driver, parse,
+locks, WAL flush) once for many requests. That is safe because every step stands alone: a
+customer created by a request that then fails is simply found by the next one; exposures
+are inserted and read back in one statement; a code is claimed for a customer already
+exposed, and a customer exposed without a code gets one on the next request. The same code
+runs inside a caller's transaction, one request at a time (:class:`DirectSteps` on a
 :class:`~campaigns.asyncdb.SessionConnection`), where a failed code claim is undone by a
 savepoint.
 

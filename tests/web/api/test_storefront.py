@@ -537,11 +537,12 @@ class TestObservability:
 
 class TestConfigurationCache:
     def test_hot_path_reads_no_configuration(self, engine, session, storefront_key,
-                                             coupon_campaign) -> None:
+                                             coupon_campaign, monkeypatch) -> None:
         """With a warm cache, an offers request touches no configuration table."""
         from fastapi.testclient import TestClient
         from sqlalchemy import event
 
+        from campaigns.asyncdb import SessionConnection
         from campaigns.settings import Settings
         from web.app import create_app
         from web.deps import SessionRunner, async_database, get_session
@@ -562,14 +563,27 @@ class TestConfigurationCache:
         def record(conn, cursor, statement, *args) -> None:
             statements.append(statement.lower())
 
+        # On PostgreSQL the route's statements go to psycopg directly, past SQLAlchemy.
+        execute = SessionConnection.execute
+
+        async def record_async(self, query, params, *, prepare=None):
+            if recording:
+                statements.append(query.lower())
+            return await execute(self, query, params, prepare=prepare)
+
+        monkeypatch.setattr(SessionConnection, "execute", record_async)
+        recording = False
+
         with TestClient(app) as client:
             offers(client, storefront_key, treated(session, coupon_campaign))  # warms up
             event.listen(engine, "before_cursor_execute", record)
+            recording = True
             try:
                 for i in range(5):
                     assert offers(client, storefront_key, f"warm-{i}").status_code == 200
             finally:
                 event.remove(engine, "before_cursor_execute", record)
+                recording = False
         assert statements, "the requests ran no SQL at all?"
         configuration = ("from arm", "from incentive", "from migration_goal", "from api_key",
                          "from arm_allocation", "from config_epoch", "from channel ")
