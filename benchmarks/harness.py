@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from campaigns import migrate  # noqa: E402
-from campaigns.db import build_engine  # noqa: E402
+from campaigns.db import build_engine, create_marked_schema, drop_stale_schemas  # noqa: E402
+
+#: A benchmark takes minutes: a marked schema this old was left by a killed one.
+STALE_AFTER = timedelta(hours=6)
 
 DATABASE_URL = os.environ.get("CHANNELSHIFT_BENCH_DATABASE_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -42,7 +46,10 @@ def fresh_schema(prefix: str) -> Iterator[tuple[Engine, str]]:
     schema = f"{prefix}_{secrets.token_hex(4)}"
     admin = build_engine(DATABASE_URL)
     with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
+        # A benchmark killed before it could drop its schema (a million customers) left
+        # it marked; the next benchmark drops it once it is surely not a running one's.
+        drop_stale_schemas(connection, kind="benchmark", older_than=STALE_AFTER)
+        create_marked_schema(connection, schema, kind="benchmark")
     engine = build_engine(DATABASE_URL, schema=schema, pool_size=5)
     try:
         migrate.upgrade(engine)

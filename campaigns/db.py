@@ -11,11 +11,13 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
@@ -224,3 +226,49 @@ def check_schema_current(engine: Engine) -> None:
             f"the database is {state} but this version of ChannelShift needs revision {head}; "
             "run `channelshift db upgrade` first"
         )
+
+
+def schema_comment(kind: str) -> str:
+    """The comment that marks a schema a run of ``kind`` (tests, a benchmark) created."""
+    return f"channelshift {kind} schema, created "
+
+
+def create_marked_schema(connection: Connection, schema: str, *, kind: str) -> None:
+    """``CREATE SCHEMA`` with a comment saying who made it and when, so that a later run
+    can drop it if this one is killed before it does (:func:`drop_stale_schemas`)."""
+    connection.execute(text(f"CREATE SCHEMA {schema}"))
+    # COMMENT takes a literal only; the text is ours (a constant and an ISO timestamp).
+    connection.execute(text(f"COMMENT ON SCHEMA {schema} IS "
+                            f"'{schema_comment(kind)}{datetime.now(UTC).isoformat()}'"))
+
+
+def drop_stale_schemas(connection: Connection, *, kind: str, older_than: timedelta,
+                       now: datetime | None = None) -> list[str]:
+    """Drop the schemas that runs of ``kind`` marked and left behind more than
+    ``older_than`` ago; their names.
+
+    Only schemas marked by :func:`create_marked_schema` for that kind are considered, so
+    nothing else in the database (another kind's, a developer's) is touched, nor a live
+    run's.
+    """
+    now = now or datetime.now(UTC)
+    marked = schema_comment(kind)
+    rows = connection.execute(text(
+        "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+        "WHERE obj_description(oid, 'pg_namespace') LIKE :marked"),
+        {"marked": marked + "%"}).all()
+    dropped = []
+    for name, comment in rows:
+        try:
+            created = datetime.fromisoformat(comment.removeprefix(marked))
+        except ValueError:
+            continue
+        if now - created < older_than:
+            continue
+        try:
+            with connection.begin_nested():
+                connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        except DBAPIError:
+            continue  # another run dropped it first
+        dropped.append(name)
+    return dropped

@@ -13,19 +13,24 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
 
 from campaigns import migrate
-from campaigns.db import build_engine, dispose_engines
+from campaigns.db import (
+    build_engine,
+    create_marked_schema,
+    dispose_engines,
+    schema_comment,
+)
+from campaigns.db import drop_stale_schemas as drop_marked_schemas
 from campaigns.settings import get_settings
 
 #: Every schema a test run creates says so, and when, in its comment.
-SCHEMA_COMMENT = "channelshift test schema, created "
+SCHEMA_COMMENT = schema_comment("test")
 #: A test schema older than this was left by a run that was killed before it could drop it
 #: (a full run takes minutes, CI at most 90): the next run drops it.
 STALE_AFTER = timedelta(hours=6)
@@ -33,38 +38,13 @@ STALE_AFTER = timedelta(hours=6)
 
 def create_test_schema(connection: Connection, schema: str) -> None:
     """``CREATE SCHEMA`` with the comment :func:`drop_stale_schemas` recognises."""
-    connection.execute(text(f"CREATE SCHEMA {schema}"))
-    # COMMENT takes a literal only; the text is ours (a constant and an ISO timestamp).
-    connection.execute(text(f"COMMENT ON SCHEMA {schema} IS "
-                            f"'{SCHEMA_COMMENT}{datetime.now(UTC).isoformat()}'"))
+    create_marked_schema(connection, schema, kind="test")
 
 
 def drop_stale_schemas(connection: Connection, *, now: datetime | None = None) -> list[str]:
     """Drop the test schemas of killed runs (older than :data:`STALE_AFTER`); their names.
-
-    Only schemas whose comment says a test run made them are considered, so nothing else
-    in the database (a benchmark's, a developer's) is touched, nor a live run's.
-    """
-    now = now or datetime.now(UTC)
-    rows = connection.execute(text(
-        "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
-        "WHERE obj_description(oid, 'pg_namespace') LIKE :marked"),
-        {"marked": SCHEMA_COMMENT + "%"}).all()
-    dropped = []
-    for name, comment in rows:
-        try:
-            created = datetime.fromisoformat(comment.removeprefix(SCHEMA_COMMENT))
-        except ValueError:
-            continue
-        if now - created < STALE_AFTER:
-            continue
-        try:
-            with connection.begin_nested():
-                connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        except DBAPIError:
-            continue  # another run dropped it first
-        dropped.append(name)
-    return dropped
+    A benchmark's schemas, or a developer's, are never touched."""
+    return drop_marked_schemas(connection, kind="test", older_than=STALE_AFTER, now=now)
 
 
 @dataclass(frozen=True)

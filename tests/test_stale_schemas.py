@@ -1,5 +1,5 @@
-"""A killed test run leaves its PostgreSQL schemas behind; the next run drops them once
-they are hours old, and nothing else."""
+"""A killed test run (or benchmark) leaves its PostgreSQL schemas behind; the next run of
+the same kind drops them once they are hours old, and nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from campaigns.db import build_engine
+from campaigns.db import build_engine, create_marked_schema, schema_comment
+from campaigns.db import drop_stale_schemas as drop_marked_schemas
 from tests.scratch import SCHEMA_COMMENT, STALE_AFTER, create_test_schema, drop_stale_schemas
 
 pytestmark = pytest.mark.postgres_only
@@ -62,3 +63,31 @@ def test_the_running_suites_own_schema_is_kept(admin: Engine,
         assert schema not in drop_stale_schemas(connection)
         assert schemas(connection, [str(schema)]) == {schema}
     admin.dispose()
+
+
+def test_a_benchmarks_schemas_are_its_own_to_drop(admin: Engine) -> None:
+    """benchmarks/harness.py marks its schemas as a benchmark's: the test suite leaves them
+    alone, the next benchmark drops them once stale."""
+    token = secrets.token_hex(4)
+    old, fresh = f"cs_bench_old_{token}", f"cs_bench_fresh_{token}"
+    long_ago = (datetime.now(UTC) - STALE_AFTER * 2).isoformat()
+    with admin.begin() as connection:
+        create_marked_schema(connection, old, kind="benchmark")
+        connection.execute(text(
+            f"COMMENT ON SCHEMA {old} IS '{schema_comment('benchmark')}{long_ago}'"))
+        create_marked_schema(connection, fresh, kind="benchmark")
+    try:
+        with admin.begin() as connection:
+            assert old not in drop_stale_schemas(connection)  # the test suite's cleanup
+            assert schemas(connection, [old, fresh]) == {old, fresh}
+        with admin.begin() as connection:
+            dropped = drop_marked_schemas(connection, kind="benchmark",
+                                          older_than=STALE_AFTER)
+        assert old in dropped and fresh not in dropped
+        with admin.connect() as connection:
+            assert schemas(connection, [old, fresh]) == {fresh}
+    finally:
+        with admin.begin() as connection:
+            for name in (old, fresh):
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        admin.dispose()
