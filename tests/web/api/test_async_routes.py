@@ -11,6 +11,7 @@ without an error.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from campaigns.assignment import choose_arm
 from campaigns.models import Assignment, Campaign, CouponCode, Customer
 from campaigns.services.apikeys import create_api_key
 from campaigns.services.campaigns import campaign_arms
+from campaigns.services.coupons import generate_coupon_batch
 from campaigns.settings import Settings
 from tests.builders import control_arm, coupon_arm, make_goal, make_running_campaign, percent_arm
 from tests.scratch import Scratch, scratch_database
@@ -190,6 +192,42 @@ class TestConcurrentFirstVisits:
             assert [offer["code"] for offer in body["offers"] if offer["code"]] \
                 == ([codes[customer]] if customer in codes else [])
         assert len(set(codes.values())) == len(codes) > 0
+
+    def test_codes_issued_together_each_customer_once(self, world: World, app) -> None:
+        """Codes are claimed in grouped statements too: the k-th claim of a batch takes the
+        k-th unissued code of the coupon batch, a claim with none left gets a new code, and
+        a batch that races another for the same customer's code falls back to claims one
+        by one. Whatever the interleaving, every customer ends with one code of its own."""
+        with Session(world.scratch.engine) as session:
+            arm = next(arm for arm in campaign_arms(session, world.coupons)
+                       if not arm.is_control)
+            generate_coupon_batch(session, campaign=world.coupons, arm=arm, count=12,
+                                  actor="test")
+            session.commit()
+            pooled = set(session.exec(select(CouponCode.code).where(
+                CouponCode.campaign_id == world.coupons.id,
+                col(CouponCode.customer_id).is_(None))).all())
+        customers = [f"G{i}" for i in range(30)]
+        requests = [customer for customer in customers for _ in range(3)]
+        random.Random(5).shuffle(requests)
+        with TestClient(app) as client, ThreadPoolExecutor(24) as pool:
+            bodies = list(pool.map(lambda customer: get(client, world, customer,
+                                                        value_tier="bronze"), requests))
+        with Session(world.scratch.engine) as session:
+            issued = session.exec(
+                select(Customer.external_id, CouponCode.code)
+                .join(Customer, col(Customer.id) == CouponCode.customer_id)
+                .where(col(Customer.external_id).startswith("G"))).all()
+        codes = dict(issued)
+        assert len(codes) == len(issued)  # one code per customer
+        assert len(set(codes.values())) == len(codes)  # nobody else's
+        treated = {customer for customer in customers
+                   if expected_arms(world, customer, "bronze")[world.coupons.id] != "control"}
+        assert set(codes) == treated and len(treated) > len(pooled) // 2
+        for customer, body in zip(requests, bodies, strict=True):
+            assert [offer["code"] for offer in body["offers"]] \
+                == ([codes[customer]] if customer in treated else [])
+        assert pooled & set(codes.values()), "the batch's codes were not used"
 
 
 def redeem(client: TestClient, world: World, key: str, **body: object):
