@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness import create_benchmark_schema
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     schema = f"cs_bench_{secrets.token_hex(4)}"
     admin = build_engine(url)
     with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
+        create_benchmark_schema(connection, schema)
     engine = build_engine(url, schema=schema)
     try:
         migrate.upgrade(engine)

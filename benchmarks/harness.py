@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,15 +41,20 @@ DATABASE_URL = os.environ.get("CHANNELSHIFT_BENCH_DATABASE_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def create_benchmark_schema(connection: Connection, schema: str) -> None:
+    """Create ``schema``, marked as a benchmark's. A benchmark killed before it could drop
+    its schema (a million customers) left it marked: the next benchmark drops it once it
+    is surely not a running one's."""
+    drop_stale_schemas(connection, kind="benchmark", older_than=STALE_AFTER)
+    create_marked_schema(connection, schema, kind="benchmark")
+
+
 @contextmanager
 def fresh_schema(prefix: str) -> Iterator[tuple[Engine, str]]:
     schema = f"{prefix}_{secrets.token_hex(4)}"
     admin = build_engine(DATABASE_URL)
     with admin.begin() as connection:
-        # A benchmark killed before it could drop its schema (a million customers) left
-        # it marked; the next benchmark drops it once it is surely not a running one's.
-        drop_stale_schemas(connection, kind="benchmark", older_than=STALE_AFTER)
-        create_marked_schema(connection, schema, kind="benchmark")
+        create_benchmark_schema(connection, schema)
     engine = build_engine(DATABASE_URL, schema=schema, pool_size=5)
     try:
         migrate.upgrade(engine)

@@ -68,6 +68,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import create_benchmark_schema
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
@@ -561,7 +562,7 @@ def run_postgresql(*, customers: int, events: int, show_plan: bool,
     schema = f"cs_bench_{secrets.token_hex(4)}"
     admin = build_engine(url)
     with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
+        create_benchmark_schema(connection, schema)
     engine = build_engine(url, schema=schema)
     try:
         migrate.upgrade(engine)
