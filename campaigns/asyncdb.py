@@ -75,6 +75,16 @@ class SessionConnection:
             yield
 
 
+async def fetch_alone(database: Database, query: str, params: dict[str, Any]) -> list[Any]:
+    """The rows of a statement that, if it fails, must leave nothing behind and let the
+    caller go on: in autocommit it is its own transaction; inside a caller's transaction,
+    it runs in a savepoint (an error would otherwise abort the whole transaction)."""
+    if database.autocommit:
+        return await (await database.execute(query, params, prepare=True)).fetchall()
+    async with database.transaction():
+        return await (await database.execute(query, params, prepare=True)).fetchall()
+
+
 _DIALECT = psycopg_dialect.dialect()
 
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from psycopg.errors import DeadlockDetected, UniqueViolation
 
-from campaigns.asyncdb import Database, Grouped
+from campaigns.asyncdb import Database, Grouped, fetch_alone
 from campaigns.services.catalog import CampaignConfig, Snapshot
 from campaigns.services.customers import CustomerAttributes
 from campaigns.services.offers import (
@@ -281,14 +281,10 @@ WHERE campaign_id = %(campaign_id)s AND customer_id = %(customer_id)s
 
 async def _claim(database: Database, params: dict[str, Any]) -> Any:
     try:
-        if database.autocommit:
-            return await (await database.execute(_ISSUE_CODE, params, prepare=True)).fetchone()
-        # Inside a transaction a unique violation would abort it: a savepoint keeps the
-        # failure to the claim.
-        async with database.transaction():
-            return await (await database.execute(_ISSUE_CODE, params, prepare=True)).fetchone()
+        rows = await fetch_alone(database, _ISSUE_CODE, params)
     except UniqueViolation:
         return None
+    return rows[0] if rows else None
 
 
 async def issue_code(database: Database, *, campaign: CampaignConfig, arm: Any,
@@ -391,13 +387,7 @@ async def issue_codes(database: Database, claims: list[CodeClaim]) -> list[Issue
     params = {"claims": json.dumps(rows)}
     found: dict[tuple[int, int], IssuedCode] = {}
     try:
-        if database.autocommit:
-            result = await (await database.execute(_ISSUE_CODES, params, prepare=True)
-                            ).fetchall()
-        else:
-            async with database.transaction():
-                result = await (await database.execute(_ISSUE_CODES, params, prepare=True)
-                                ).fetchall()
+        result = await fetch_alone(database, _ISSUE_CODES, params)
         found = {(campaign_id, customer_id): IssuedCode(code, _utc(expires), uses, max_uses)
                  for campaign_id, customer_id, code, expires, uses, max_uses in result}
     except (UniqueViolation, DeadlockDetected):

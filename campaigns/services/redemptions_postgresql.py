@@ -22,7 +22,7 @@ from typing import Any
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
-from campaigns.asyncdb import Database, psycopg_sql
+from campaigns.asyncdb import Database, fetch_alone, psycopg_sql
 from campaigns.services.catalog import Snapshot
 from campaigns.services.redemptions import (
     ASSIGNMENT_OF,
@@ -69,13 +69,7 @@ async def _execute_at_once(database: Database, params: dict[str, Any]) -> AtOnce
     transaction, in a savepoint."""
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
-            if database.autocommit:
-                row = await (await database.execute(_AT_ONCE_SQL, params, prepare=True)
-                             ).fetchone()
-            else:
-                async with database.transaction():
-                    row = await (await database.execute(_AT_ONCE_SQL, params, prepare=True)
-                                 ).fetchone()
+            (row,) = await fetch_alone(database, _AT_ONCE_SQL, params)
             return AtOnce(*row)
         except pg_errors.DeadlockDetected:
             if attempt == DEADLOCK_ATTEMPTS:
