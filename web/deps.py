@@ -167,7 +167,7 @@ class AsyncPool:
         # Concurrent offers requests write their customers, exposures and codes together.
         self.offer_groups = StepGroups(lambda work: self.run(None, work))
 
-    def offer_steps(self, request: Request) -> GroupedSteps:
+    def offer_steps(self) -> GroupedSteps:
         return GroupedSteps(self.offer_groups)
 
     async def open(self) -> None:
@@ -211,7 +211,7 @@ class SessionRunner:
     async def run(self, request: Request, work: Callable[[Database], Awaitable[T]]) -> T:
         return await work(SessionConnection(self.session))
 
-    def offer_steps(self, request: Request) -> DirectSteps:
+    def offer_steps(self) -> DirectSteps:
         return DirectSteps(SessionConnection(self.session))
 
 

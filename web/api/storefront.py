@@ -174,7 +174,7 @@ async def get_offers(
         # those of concurrent requests. Every step stands alone, so repeating one on a fresh
         # connection after a connection error is safe (see AsyncPool.run).
         offers = await offers_postgresql(
-            database.offer_steps(request), snapshot=snapshot, external_id=customer_id,
+            database.offer_steps(), snapshot=snapshot, external_id=customer_id,
             attributes=attributes, channel_key=channel, stage_key=stage, now=now)
     # Built from values this code made, so serialised without validating them again.
     body = OffersOut.model_construct(
