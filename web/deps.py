@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from types import TracebackType
+from typing import Annotated, TypeVar, cast
 
 import psycopg
 from fastapi import Depends, Request
@@ -225,6 +227,52 @@ async def async_database(request: Request) -> AsyncPool | SessionRunner | None:
 AsyncDatabase = Annotated[AsyncPool | SessionRunner | None, Depends(async_database)]
 
 
+class OnDemand:
+    """The request's session and async database for a route that skips FastAPI's dependency
+    solving (:class:`web.api.direct.DirectRoute`), each made only when first asked for.
+
+    They are what :func:`get_session` and :func:`async_database` give every other route, or
+    what the app's ``dependency_overrides`` put in their place (the tests' transaction), so
+    such a route behaves like the others. Used as an async context manager: on leaving it,
+    the session (if one was opened) is committed, or rolled back if the route raised, exactly
+    as the dependency does, before the response is sent. On the offers route with warm
+    caches no session is opened at all.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self._stack = AsyncExitStack()
+        self._session: Session | None = None
+
+    async def session(self) -> Session:
+        if self._session is None:
+            provider = self.request.app.dependency_overrides.get(get_session, get_session)
+            arguments = (self.request,) if inspect.signature(provider).parameters else ()
+            if inspect.isasyncgenfunction(provider):
+                session = await self._stack.enter_async_context(
+                    asynccontextmanager(provider)(*arguments))
+            else:
+                session = self._stack.enter_context(contextmanager(provider)(*arguments))
+            self._session = cast(Session, session)
+        return self._session
+
+    async def database(self) -> AsyncPool | SessionRunner | None:
+        provider = self.request.app.dependency_overrides.get(async_database)
+        if provider is None:
+            return await async_database(self.request)
+        value = provider(self.request) if inspect.signature(provider).parameters \
+            else provider()
+        return cast(AsyncPool | SessionRunner | None,
+                    await value if inspect.isawaitable(value) else value)
+
+    async def __aenter__(self) -> OnDemand:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> bool:
+        return bool(await self._stack.__aexit__(kind, error, traceback))
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: the API key's id, name and scope (never its secret)."""
@@ -285,17 +333,37 @@ def _load_caller(session: Session, secret: str) -> Caller | None:
     return Caller(api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
 
 
-async def _lookup(request: Request, session: Session, secret: str) -> Caller | None:
-    """The caller for a key: from the per-process cache, or one query on a miss."""
+async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], secret: str
+                  ) -> Caller | None:
+    """The caller for a key: from the per-process cache, or one query on a miss.
+    ``session`` gives the request's session: it is asked for only on a miss."""
     cache: ApiKeyCache = request.app.state.api_key_cache
     catalog = request.app.state.catalog
-    epoch = await run_in_threadpool(catalog.epoch, session) if catalog.epoch_due() \
+    epoch = await run_in_threadpool(catalog.epoch, await session()) if catalog.epoch_due() \
         else catalog.cached_epoch
     hit, caller = cache.get(secret, epoch=epoch)
     if hit:
         return caller
-    caller = await run_in_threadpool(_load_caller, session, secret)
+    caller = await run_in_threadpool(_load_caller, await session(), secret)
     cache.put(secret, caller)
+    return caller
+
+
+async def admit(request: Request, allowed: frozenset[ApiScope],
+                session: Callable[[], Awaitable[Session]]) -> Caller:
+    """The caller, if its API key is of one of the ``allowed`` scopes (401 / 403 otherwise).
+    ``session`` gives the request's session, asked for only if the key is not cached."""
+    caller = await _lookup(request, session, _bearer(request))
+    if caller is None:
+        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if caller.scope not in allowed:
+        raise ApiError(403, "wrong_scope",
+                       f"this route needs a {' or '.join(sorted(allowed))} key; "
+                       f"this key has scope {caller.scope.value}")
+    request.state.caller = caller
+    # Input is looked at only once the caller is known to be allowed here.
+    await refuse_nul_characters(request)
     return caller
 
 
@@ -304,18 +372,10 @@ def require_scope(*scopes: ApiScope) -> Callable[..., Awaitable[Caller]]:
     allowed = frozenset(scopes)
 
     async def dependency(request: Request, session: SessionDep) -> Caller:
-        caller = await _lookup(request, session, _bearer(request))
-        if caller is None:
-            raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
-                           headers={"WWW-Authenticate": "Bearer"})
-        if caller.scope not in allowed:
-            raise ApiError(403, "wrong_scope",
-                           f"this route needs a {' or '.join(sorted(allowed))} key; "
-                           f"this key has scope {caller.scope.value}")
-        request.state.caller = caller
-        # Input is looked at only once the caller is known to be allowed here.
-        await refuse_nul_characters(request)
-        return caller
+        async def given() -> Session:
+            return session
+
+        return await admit(request, allowed, given)
 
     return dependency
 

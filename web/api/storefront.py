@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from campaigns.models import Assignment, Incentive, PointsLedger, TrialGrant
+from campaigns.models import ApiScope, Assignment, Incentive, PointsLedger, TrialGrant
 from campaigns.schemas import InputModel
 from campaigns.services.customers import (
     CustomerAttributes,
@@ -34,13 +35,14 @@ from campaigns.services.redemptions import (
 from campaigns.services.redemptions_postgresql import redeem as redeem_postgresql
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
+from web.api.direct import DirectRoute, documented, parameters
 from web.api.schemas import MAX_ID, error_responses, inline_refs
-from web.deps import AsyncDatabase, SessionDep, StorefrontCaller
+from web.deps import AsyncDatabase, OnDemand, SessionDep, StorefrontCaller, admit
 from web.errors import ApiError
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
 router = APIRouter(prefix="/api/v1", tags=["storefront"])
+
+STOREFRONT = frozenset({ApiScope.STOREFRONT})
 
 CustomerIdPath = Annotated[str, Path(min_length=1, max_length=100,
                                      pattern=r"^[A-Za-z0-9_.:@-]+$",
@@ -88,6 +90,12 @@ NEW_CUSTOMER_FIELDS = ("segment", "value_tier", "loyalty_tier", "preferred_chann
                        "age_band", "tenure_months", "is_new")
 
 
+class OffersPath(BaseModel):
+    """The offers route's path parameter."""
+
+    customer_id: ExternalId = Field(description="The customer's id in your systems.")
+
+
 class OffersWhere(BaseModel):
     """Where the offers will be shown: query parameters of the offers route."""
 
@@ -95,36 +103,53 @@ class OffersWhere(BaseModel):
     stage: str | None = Field(default=None, max_length=40, description="Stage key.")
 
 
-def _query_parameters(model: type[BaseModel], names: tuple[str, ...], *,
-                      description: str | None = None) -> list[dict[str, Any]]:
-    """OpenAPI entries for query parameters the route reads itself (:func:`_from_query`)."""
-    properties = model.model_json_schema()["properties"]
-    return [{"name": name, "in": "query", "required": False, "schema": properties[name],
-             "description": description or properties[name].get("description", "")}
-            for name in names]
+async def get_offers(request: Request) -> Response:
+    # A DirectRoute (see web.api.direct): the busiest route reads its parameters, checks
+    # its caller and opens a session (only on a cache miss, or on SQLite) itself.
+    async with OnDemand(request) as on_demand:
+        await admit(request, STOREFRONT, on_demand.session)
+        catalog = request.app.state.catalog
+        snapshot = catalog.current() or await run_in_threadpool(catalog.snapshot,
+                                                                await on_demand.session())
+        errors: list[dict[str, Any]] = []
+        path = parameters(request.path_params, OffersPath, "path", ("customer_id",), errors)
+        query = request.query_params
+        where = parameters(query, OffersWhere, "query", ("channel", "stage"), errors)
+        channel, stage = (where.channel, where.stage) if where else (None, None)
+        if channel is not None and channel not in snapshot.channel_ids:
+            errors.append({"loc": ("query", "channel"), "msg": f"unknown channel '{channel}'",
+                           "type": "not_found"})
+        if stage is not None and stage not in snapshot.stage_ids:
+            errors.append({"loc": ("query", "stage"), "msg": f"unknown stage '{stage}'",
+                           "type": "not_found"})
+        attributes = parameters(query, CustomerAttributes, "query", NEW_CUSTOMER_FIELDS, errors)
+        if errors or path is None or attributes is None:
+            raise RequestValidationError(errors)
+        customer_id, now = path.customer_id, utcnow()
+        database = await on_demand.database()
+        if database is None:
+            # SQLite: the ORM path, on a thread, committed there.
+            offers = await run_in_threadpool(
+                _offers_in_session, await on_demand.session(), snapshot=snapshot,
+                external_id=customer_id, attributes=attributes, channel_key=channel,
+                stage_key=stage, now=now)
+        else:
+            # PostgreSQL: on the event loop, the customer and exposure statements grouped
+            # with those of concurrent requests. Every step stands alone, so repeating one on
+            # a fresh connection after a connection error is safe (see AsyncPool.run).
+            offers = await offers_postgresql(
+                database.offer_steps(), snapshot=snapshot, external_id=customer_id,
+                attributes=attributes, channel_key=channel, stage_key=stage, now=now)
+    # Built from values this code made, so serialised without validating them again.
+    body = OffersOut.model_construct(
+        customer_id=customer_id, channel=channel, stage=stage,
+        offers=[OfferOut.model_construct(**offer.__dict__) for offer in offers])
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
-def _from_query(request: Request, model: type[ModelT], names: tuple[str, ...],
-                errors: list[dict[str, Any]]) -> ModelT | None:
-    """``model`` from the named query parameters, or None with the problems added to
-    ``errors``, each naming its parameter.
-
-    Read by hand rather than declared one by one: FastAPI's per-parameter work was a
-    measurable share of the busiest route (about a fifth of its CPU for two parameters).
-    They are documented through :func:`_query_parameters`.
-    """
-    query = request.query_params
-    try:
-        return model.model_validate({name: query[name] for name in names if name in query})
-    except ValidationError as error:
-        errors.extend({"loc": ["query", *(str(part) for part in item["loc"])],
-                       "msg": item["msg"].removeprefix("Value error, "), "type": item["type"]}
-                      for item in error.errors())
-        return None
-
-
-@router.get(
-    "/customers/{customer_id}/offers", response_model=OffersOut,
+router.add_api_route(
+    "/customers/{customer_id}/offers", get_offers, methods=["GET"],
+    route_class_override=DirectRoute, response_model=OffersOut,
     summary="The offers to show this customer now",
     description=(
         "Returns the customer's offers from running campaigns: eligibility rules applied, "
@@ -140,47 +165,11 @@ def _from_query(request: Request, model: type[ModelT], names: tuple[str, ...],
         403: "Key of another scope (offers need a storefront key)",
         422: "Bad parameter, or an unknown channel or stage; `errors` names it"}),
     openapi_extra={"parameters": [
-        *_query_parameters(OffersWhere, ("channel", "stage")),
-        *_query_parameters(CustomerAttributes, NEW_CUSTOMER_FIELDS,
-                           description="Used only when the customer is created by this "
-                                       "request.")]},
+        *documented(OffersPath, "path", ("customer_id",)),
+        *documented(OffersWhere, "query", ("channel", "stage")),
+        *documented(CustomerAttributes, "query", NEW_CUSTOMER_FIELDS,
+                    description="Used only when the customer is created by this request.")]},
 )
-async def get_offers(
-    request: Request, session: SessionDep, caller: StorefrontCaller, database: AsyncDatabase,
-    customer_id: CustomerIdPath,
-) -> Response:
-    catalog = request.app.state.catalog
-    snapshot = catalog.current() or await run_in_threadpool(catalog.snapshot, session)
-    errors: list[dict[str, Any]] = []
-    where = _from_query(request, OffersWhere, ("channel", "stage"), errors)
-    channel, stage = (where.channel, where.stage) if where else (None, None)
-    if channel is not None and channel not in snapshot.channel_ids:
-        errors.append({"loc": ["query", "channel"], "msg": f"unknown channel '{channel}'",
-                       "type": "not_found"})
-    if stage is not None and stage not in snapshot.stage_ids:
-        errors.append({"loc": ["query", "stage"], "msg": f"unknown stage '{stage}'",
-                       "type": "not_found"})
-    attributes = _from_query(request, CustomerAttributes, NEW_CUSTOMER_FIELDS, errors)
-    if errors or attributes is None:
-        raise ApiError(422, "validation_failed", "invalid request", errors)
-    now = utcnow()
-    if database is None:
-        # SQLite: the ORM path, on a thread, committed there.
-        offers = await run_in_threadpool(
-            _offers_in_session, session, snapshot=snapshot, external_id=customer_id,
-            attributes=attributes, channel_key=channel, stage_key=stage, now=now)
-    else:
-        # PostgreSQL: on the event loop, the customer and exposure statements grouped with
-        # those of concurrent requests. Every step stands alone, so repeating one on a fresh
-        # connection after a connection error is safe (see AsyncPool.run).
-        offers = await offers_postgresql(
-            database.offer_steps(), snapshot=snapshot, external_id=customer_id,
-            attributes=attributes, channel_key=channel, stage_key=stage, now=now)
-    # Built from values this code made, so serialised without validating them again.
-    body = OffersOut.model_construct(
-        customer_id=customer_id, channel=channel, stage=stage,
-        offers=[OfferOut.model_construct(**offer.__dict__) for offer in offers])
-    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _offers_in_session(session: Session, **arguments: Any) -> list[OfferView]:

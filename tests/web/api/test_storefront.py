@@ -90,6 +90,15 @@ class TestOffers:
         assert session.exec(select(Customer).where(Customer.external_id == "NEW-2")).first() \
             is None
 
+    def test_bad_customer_id_is_named_with_the_other_problems(self, client, session,
+                                                              storefront_key) -> None:
+        response = offers(client, storefront_key, "no spaces", channel="fax")
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["errors"]] == [["path", "customer_id"],
+                                                                 ["query", "channel"]]
+        assert response.json()["message"] == "invalid request: path.customer_id, query.channel"
+        assert session.exec(select(func.count()).select_from(Customer)).one() == 0
+
     def test_unknown_channel_and_stage(self, client, storefront_key, coupon_campaign) -> None:
         response = offers(client, storefront_key, "C1", channel="fax", stage="afterlife")
         assert response.status_code == 422
@@ -529,7 +538,8 @@ class TestObservability:
                         headers=storefront_key)
             out = capsys.readouterr().out
         finally:
-            logging.getLogger("channelshift").handlers.clear()
+            for name in ("channelshift", "uvicorn"):
+                logging.getLogger(name).handlers.clear()
         assert '"route": "/api/v1/redemptions"' in out
         assert code not in out
         assert storefront_key["Authorization"].split()[1] not in out
@@ -550,7 +560,10 @@ class TestConfigurationCache:
         app = create_app(engine=engine, check_schema=False,
                          settings=Settings(config_refresh_seconds=60))
 
+        opened = []
+
         def test_session():
+            opened.append(recording)
             session.commit()
             yield session
             session.commit()
@@ -585,6 +598,9 @@ class TestConfigurationCache:
                 event.remove(engine, "before_cursor_execute", record)
                 recording = False
         assert statements, "the requests ran no SQL at all?"
+        # The route opens a session only when it needs one: on SQLite for its ORM path, on
+        # PostgreSQL (async statements, warm caches) never.
+        assert opened.count(True) == (0 if engine.dialect.name == "postgresql" else 5)
         configuration = ("from arm", "from incentive", "from migration_goal", "from api_key",
                          "from arm_allocation", "from config_epoch", "from channel ")
         assert [s for s in statements if any(t in s for t in configuration)] == []
