@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from campaigns import migrate  # noqa: E402
 from campaigns.db import build_engine, create_marked_schema, drop_stale_schemas  # noqa: E402
+from web import observability  # noqa: E402
 
 #: A benchmark takes minutes: a marked schema this old was left by a killed one.
 STALE_AFTER = timedelta(hours=6)
@@ -122,10 +123,16 @@ def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | N
     env |= {"CHANNELSHIFT_DATABASE_URL": DATABASE_URL, "CHANNELSHIFT_DATABASE_SCHEMA": schema,
             "CHANNELSHIFT_DATA_DIR": data_dir, "PYTHONPATH": str(ROOT),
             "CHANNELSHIFT_DATABASE_POOL_SIZE": "10", **(extra_env or {})}
+    # Logging as `channelshift serve` sets it up: JSON lines, ChannelShift's access log
+    # (one line per request) instead of uvicorn's, written to a file in the data directory.
+    log_config = Path(data_dir) / "log-config.json"
+    log_config.write_text(json.dumps(observability.log_config()))
+    log = open(Path(data_dir) / "server.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-        env=env, cwd=ROOT, start_new_session=True)
+         str(port), "--workers", str(workers), "--no-access-log", "--log-config",
+         str(log_config)],
+        env=env, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -135,7 +142,9 @@ def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | N
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{app} did not start") from None
+                    log.flush()
+                    tail = (Path(data_dir) / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"{app} did not start:\n{tail}") from None
                 time.sleep(0.2)
         SERVER_GROUPS[url] = process.pid  # start_new_session: its own process group
         yield url
@@ -146,6 +155,7 @@ def server(app: str, *, schema: str, workers: int, extra_env: dict[str, str] | N
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

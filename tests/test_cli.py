@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -136,4 +137,11 @@ class TestDemo:
             server.terminate()
             output = server.communicate(timeout=30)[0]
         assert f"http://127.0.0.1:{port}/" in output
+        # The server logs JSON lines: uvicorn's own, and one access line per request with
+        # its request id (uvicorn's plain access log is off).
+        lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        readyz = [line for line in lines if line.get("route") == "/readyz"]
+        assert readyz and readyz[0]["status"] == 200 and len(readyz[0]["request_id"]) == 16
+        assert any(line["logger"].startswith("uvicorn") for line in lines)
+        assert "GET /readyz HTTP/1.1" not in output
         assert count(cli_env, "customer") == customers

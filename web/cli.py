@@ -165,9 +165,12 @@ def _ensure_schema() -> None:
 def _serve(*, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    from web.observability import log_config
+
     _ensure_schema()
+    # JSON lines on stdout, our access log (with request ids) instead of uvicorn's.
     uvicorn.run("web.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info")
+                log_config=log_config(), access_log=False)
 
 
 @app.command()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import os
 import secrets
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -56,13 +56,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def log_config(level: str = "INFO") -> dict[str, Any]:
+    """Logging for a served app, as uvicorn applies it in every worker (``log_config``).
+
+    One JSON line per record on stdout, for ChannelShift's loggers (the access log with
+    request ids among them) and uvicorn's own. uvicorn's plain access log is off: ours has
+    the request id, the route template rather than the full URL, and the caller's key id.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "web.observability.JsonFormatter"}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stdout"}},
+        "loggers": {
+            "channelshift": {"handlers": ["stdout"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["stdout"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("channelshift")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    """Apply :func:`log_config` in this process."""
+    logging.config.dictConfig(log_config(level))
 
 
 class Metrics:
