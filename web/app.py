@@ -16,6 +16,7 @@ from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
 from web.api import docs, economics, events, health, lotteries, management, reports, storefront
+from web.api.direct import DirectDispatch
 from web.deps import ApiKeyCache, AsyncPool
 from web.errors import install_error_handlers
 from web.guardrails import GuardrailScheduler
@@ -107,7 +108,11 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     # and these are the busiest.
     app.include_router(storefront.router)
     install_observability(app)
-    # Outermost first: ChannelShiftApp's own layers, then the 500 handler, then these.
+    # ChannelShiftApp's own layers, then the 500 handler, then these: each added layer
+    # goes around those added before it. Innermost, the storefront's direct routes are
+    # answered without FastAPI's router; around them the gate and the body limit.
+    app.add_middleware(DirectDispatch, routes=storefront.router.routes,
+                       handlers=app.exception_handlers)
     app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")

@@ -82,7 +82,8 @@ def fire(server, requests) -> list[httpx.Response]:
 def expose(server, keys, customers: list[str]) -> list[dict[str, Any]]:
     responses = fire(server, [("GET", f"/api/v1/customers/{c}/offers", {}, keys["storefront"])
                               for c in customers])
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses[:3]]
+    failed = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not failed, failed[:3]
     return [r.json() for r in responses]
 
 

@@ -7,14 +7,14 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from web.api.direct import DirectRoute, documented, parameters
+from web.api.direct import DirectDispatch, DirectRoute, documented, parameters
 from web.deps import OnDemand, async_database, get_session
-from web.errors import install_error_handlers
+from web.errors import ApiError, install_error_handlers
 
 
 class Where(BaseModel):
@@ -128,3 +128,63 @@ class TestOnDemand:
         client, events = world
         assert client.get("/x?session&fail").status_code == 500
         assert events == ["open", "got the session", "again the session", "rollback"]
+
+
+class TestDirectDispatch:
+    """Direct routes answered before FastAPI's router, their errors by the app's handlers."""
+
+    @pytest.fixture
+    def client(self) -> Iterator[TestClient]:
+        async def endpoint(request: Request) -> Response:
+            problem = request.query_params.get("raise")
+            if problem == "api":
+                raise ApiError(409, "taken", "already taken", headers={"X-Why": "taken"})
+            if problem == "validation":
+                raise RequestValidationError([{"loc": ("query", "n"), "msg": "bad n",
+                                               "type": "value_error"}])
+            if problem == "http":
+                raise HTTPException(418, "a teapot")
+            if problem == "unexpected":
+                raise RuntimeError("boom")
+            route = request.scope["route"]
+            return Response(f"{route.path} {request.path_params['key']}")
+
+        # Routed only through the dispatch layer: the router itself has no such route.
+        direct = DirectRoute("/direct/{key}", endpoint, methods=["GET"])
+        app = FastAPI()
+        install_error_handlers(app)
+
+        @app.post("/direct/{key}")
+        def post(key: str) -> dict[str, str]:
+            return {"posted": key}
+
+        app.add_middleware(DirectDispatch, routes=[direct], handlers=app.exception_handlers)
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            yield test_client
+
+    def test_answered_before_the_router(self, client) -> None:
+        answer = client.get("/direct/abc")
+        assert (answer.status_code, answer.text) == (200, "/direct/{key} abc")
+
+    def test_other_methods_and_paths_go_on_to_the_router(self, client) -> None:
+        assert client.post("/direct/abc").json() == {"posted": "abc"}
+        assert client.get("/direct/abc/more").status_code == 404
+        assert client.delete("/direct/abc").status_code == 405
+
+    def test_behind_a_root_path_the_router_answers(self, client) -> None:
+        # The router strips the root path; the router has no GET route here, so 405.
+        with TestClient(client.app, root_path="/prefix") as behind:
+            assert behind.get("/prefix/direct/abc").status_code == 405
+
+    def test_errors_answered_by_the_apps_handlers(self, client) -> None:
+        taken = client.get("/direct/abc?raise=api")
+        assert (taken.status_code, taken.json()["code"], taken.headers["x-why"]) == (
+            409, "taken", "taken")
+        invalid = client.get("/direct/abc?raise=validation")
+        assert (invalid.status_code, invalid.json()["errors"][0]["loc"]) == (422, ["query", "n"])
+        teapot = client.get("/direct/abc?raise=http")
+        assert (teapot.status_code, teapot.json()["message"]) == (418, "a teapot")
+
+    def test_an_unexpected_error_reaches_the_500_handler(self, client) -> None:
+        answer = client.get("/direct/abc?raise=unexpected")
+        assert (answer.status_code, answer.json()["code"]) == (500, "internal_error")
