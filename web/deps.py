@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import time
@@ -23,6 +24,7 @@ from campaigns.asyncdb import Database, SessionConnection
 from campaigns.db import POOL_TIMEOUT_SECONDS, psycopg_connect_kwargs
 from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
+from campaigns.services.catalog import Catalog
 from campaigns.services.offers_postgresql import DirectSteps, GroupedSteps, StepGroups
 from web.api.guards import refuse_nul_characters
 from web.errors import (
@@ -333,14 +335,68 @@ def _load_caller(session: Session, secret: str) -> Caller | None:
     return Caller(api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
 
 
+class EpochReads:
+    """One read of the configuration epoch at a time in a server process (event loop).
+
+    The epoch is read once per interval (:meth:`Catalog.epoch_due`), on a thread with a
+    session. Under load every request in flight when a read fell due read it too, each
+    with a thread and a session of its own, once per interval. A request that finds a
+    read under way now waits for its answer instead, unless that read began an interval
+    ago or more (stuck on a database that went away, it may take until a timeout).
+    If the read it waited for fails, or its request is cancelled, it reads for itself. With
+    an interval of 0 (every request reads, so that it sees each change committed before
+    it arrived) nothing is shared.
+    """
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[int] | None = None
+        self._pending_since = 0.0
+
+    async def epoch(self, catalog: Catalog, session: Callable[[], Awaitable[Session]]) -> int:
+        """The epoch: cached, read by the read under way, or read now."""
+        if not catalog.epoch_due():
+            return catalog.cached_epoch
+        pending = self._pending
+        if pending is not None and catalog.refresh_interval \
+                and time.monotonic() - self._pending_since < catalog.refresh_interval:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request is being cancelled, not the reader's
+            except Exception:  # noqa: S110 (the read failed: this request tries its own)
+                pass
+        self._pending = future = asyncio.get_running_loop().create_future()
+        self._pending_since = time.monotonic()
+        try:
+            epoch = await run_in_threadpool(catalog.epoch, await session())
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: nobody may be waiting
+            raise
+        else:
+            future.set_result(epoch)
+            return epoch
+        finally:
+            if not future.done():
+                future.cancel()
+            if self._pending is future:
+                self._pending = None
+
+
 async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], secret: str
                   ) -> Caller | None:
     """The caller for a key: from the per-process cache, or one query on a miss.
     ``session`` gives the request's session: it is asked for only on a miss."""
     cache: ApiKeyCache = request.app.state.api_key_cache
-    catalog = request.app.state.catalog
-    epoch = await run_in_threadpool(catalog.epoch, await session()) if catalog.epoch_due() \
-        else catalog.cached_epoch
+    catalog: Catalog = request.app.state.catalog
+    reads: EpochReads | None = getattr(request.state, "epoch_reads", None)
+    if reads is not None:
+        epoch = await reads.epoch(catalog, session)
+    elif catalog.epoch_due():  # an app without its lifespan (some tests)
+        epoch = await run_in_threadpool(catalog.epoch, await session())
+    else:
+        epoch = catalog.cached_epoch
     hit, caller = cache.get(secret, epoch=epoch)
     if hit:
         return caller

@@ -176,7 +176,10 @@ class Catalog:
         self.reloads = 0
 
     def epoch_due(self) -> bool:
-        """Whether the next :meth:`epoch` call will read the database."""
+        """Whether the epoch was last read an interval ago or more (always, with an
+        interval of 0): then read it (:meth:`epoch`, on a thread) before trusting the
+        cached snapshot. ``web.deps.EpochReads`` shares one read among the requests that
+        find it due at the same time."""
         return time.monotonic() - self._checked_at >= self.refresh_interval
 
     @property
@@ -184,25 +187,28 @@ class Catalog:
         return self._epoch
 
     def epoch(self, session: Session) -> int:
-        """The configuration epoch, read from the database at most once per interval."""
+        """Read the configuration epoch from the database (see :meth:`epoch_due`)."""
         now = time.monotonic()
-        if now - self._checked_at >= self.refresh_interval:
-            epoch = read_config_epoch(session)
-            with self._lock:
-                self._epoch = epoch
-                self._checked_at = now
-        return self._epoch
+        epoch = read_config_epoch(session)
+        with self._lock:
+            self._epoch = epoch
+            self._checked_at = now
+        return epoch
 
     def current(self) -> Snapshot | None:
-        """The cached snapshot if no database read is due, else None (call :meth:`snapshot`
-        then, on a thread): lets the routes on the event loop skip the thread pool."""
+        """The cached snapshot if it is of the epoch last read, else None (call
+        :meth:`snapshot` then, on a thread): lets the routes on the event loop skip the
+        thread pool. Callers check the epoch first (:meth:`epoch_due`), as the API key
+        check does for every API request."""
         current = self._snapshot
-        if current is None or self.epoch_due() or current.epoch != self._epoch:
+        if current is None or current.epoch != self._epoch:
             return None
         return current
 
     def snapshot(self, session: Session) -> Snapshot:
-        epoch = self.epoch(session)
+        """The snapshot of the current configuration, loaded if the cached one is of an
+        older epoch (or was invalidated)."""
+        epoch = self.epoch(session) if self._epoch < 0 or self.epoch_due() else self._epoch
         current = self._snapshot
         if current is not None and current.epoch == epoch:
             return current
