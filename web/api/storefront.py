@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 from sqlmodel import Session, col, select
 
 from campaigns.models import ApiScope, Assignment, Incentive, PointsLedger, TrialGrant
@@ -140,11 +141,10 @@ async def get_offers(request: Request) -> Response:
             offers = await offers_postgresql(
                 database.offer_steps(), snapshot=snapshot, external_id=customer_id,
                 attributes=attributes, channel_key=channel, stage_key=stage, now=now)
-    # Built from values this code made, so serialised without validating them again.
-    body = OffersOut.model_construct(
-        customer_id=customer_id, channel=channel, stage=stage,
-        offers=[OfferOut.model_construct(**offer.__dict__) for offer in offers])
-    return Response(body.model_dump_json(), media_type="application/json")
+    # Built from values this code made, so serialised as they are: an OfferView has the
+    # fields of OfferOut, in its order (building the models cost a tenth of the route).
+    return Response(to_json({"customer_id": customer_id, "channel": channel, "stage": stage,
+                             "offers": offers}), media_type="application/json")
 
 
 router.add_api_route(

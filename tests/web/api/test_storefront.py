@@ -24,6 +24,7 @@ from tests.builders import (
     percent_arm,
 )
 from tests.web.api.conftest import bearer
+from web.api.storefront import OfferOut, OffersOut
 
 
 def offers(client, key, customer: str, **params):
@@ -120,6 +121,17 @@ class TestOffers:
         again = offers(client, storefront_key, customer, stage="after_sale").json()["offers"]
         assert again[0]["code"] == offer["code"]
         assert session.exec(select(func.count()).select_from(CouponCode)).one() == 1
+
+    def test_answer_has_the_documented_fields_in_order(self, client, session, storefront_key,
+                                                       coupon_campaign) -> None:
+        # The route serialises its own values (OfferView), not the documented models.
+        customer = treated(session, coupon_campaign)
+        body = offers(client, storefront_key, customer, stage="after_sale").json()
+        assert list(body) == list(OffersOut.model_fields)
+        assert list(body["offers"][0]) == list(OfferOut.model_fields)
+        offer = OffersOut.model_validate(body).offers[0]
+        assert offer.expires_at is not None and offer.expires_at.tzinfo is not None
+        assert body["offers"][0]["expires_at"].endswith("Z")
 
     def test_code_comes_from_pregenerated_batch(self, client, session, storefront_key,
                                                 coupon_campaign) -> None:
