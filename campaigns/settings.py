@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         "guardrails and pauses those spent or harmful (+-10% jitter). 0 turns the in-server "
         "check off, e.g. when cron runs `channelshift guardrails check` instead.",
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="Send traces, metrics and logs to the OpenTelemetry providers set up in "
+        "the server process (FastAPI's own instrumentation). Off by default: ChannelShift's "
+        "metrics are at /metrics and its logs are JSON lines; looking for providers costs "
+        "every request.",
+    )
 
     report_parallelism: int | None = Field(
         default=None, ge=1, le=16,

@@ -95,6 +95,8 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         summary="Incentive campaigns that move customers to the right channel, "
         "with randomized proof of what they moved.",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
         docs_url=None,
         redoc_url=None,
     )

@@ -38,3 +38,30 @@ def test_statistics_load_them_on_first_use() -> None:
          "print(abs(c.p_value - t.pvalue) < 1e-12, srm_check([500, 500], [0.5, 0.5]).flagged)"],
         capture_output=True, text=True, check=True, timeout=120).stdout.split()
     assert output == ["True", "False"]
+
+
+OPENTELEMETRY_PROBE = """
+from opentelemetry import trace
+from opentelemetry.trace import NoOpTracer, TracerProvider
+
+class Provider(TracerProvider):  # as an SDK or an agent would set up
+    def get_tracer(self, *args, **kwargs):
+        return NoOpTracer()
+
+trace.set_tracer_provider(Provider())
+from campaigns.settings import Settings
+from web.app import create_app
+for wanted in (False, True):
+    app = create_app(settings=Settings(opentelemetry=wanted), check_schema=False)
+    print(app._native_telemetry.enabled())
+"""
+
+
+def test_opentelemetry_instrumentation_only_when_asked(tmp_path) -> None:
+    """FastAPI's own instrumentation looks for providers on every request; it is on only
+    with CHANNELSHIFT_OPENTELEMETRY, even where a provider is set up."""
+    output = subprocess.run(
+        [sys.executable, "-c", OPENTELEMETRY_PROBE], capture_output=True, text=True,
+        check=True, timeout=120, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "CHANNELSHIFT_DATA_DIR": str(tmp_path)}).stdout.split()
+    assert output == ["False", "True"]
