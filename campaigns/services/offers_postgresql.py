@@ -1,4 +1,5 @@
-"""The offers hot path on PostgreSQL: a statement each for customers, exposures and codes.
+"""The offers hot path on PostgreSQL: one statement for the customer, one for exposures
+and codes.
 
 The same work as :func:`campaigns.services.offers.customer_offers`, written as
 data-modifying CTEs so that each step is a single round trip, and run through psycopg's
@@ -10,14 +11,16 @@ number of campaigns nor on the number of requests they serve.
 The server runs them on connections of its own async pool in autocommit: each statement is
 its own transaction. Requests in flight at the same time share them (:class:`GroupedSteps`,
 :class:`campaigns.asyncdb.Grouped`): one statement gets or creates the customers of several
-requests, one records their first exposures and reads their standing, one issues their
-coupon codes, so a busy server pays a statement's fixed cost (round trip, driver, parse,
-locks, WAL flush) once for many requests. That is safe because every step stands alone: a
-customer created by a request that then fails is simply found by the next one; exposures
-are inserted and read back in one statement; a code is claimed for a customer already
-exposed, and a customer exposed without a code gets one on the next request. The same code
-runs inside a caller's transaction, one request at a time (:class:`DirectSteps` on a
-:class:`~campaigns.asyncdb.SessionConnection`), where a failed code claim is undone by a
+requests, one records their first exposures, claims the coupon codes of the offers they
+show for the first time and reads their standing, so a busy server pays a statement's
+fixed cost (round trip, driver, parse, locks, WAL flush) once for many requests. That is
+safe because every step stands alone: a customer created by a request that then fails is
+simply found by the next one; exposures and their codes are written and read back in one
+statement. An offer that still needs a code after it (a customer exposed earlier whose
+claim failed, a claim that lost a race) gets it from a third statement, and a customer
+exposed without a code gets one on the next request. The same code runs inside a caller's
+transaction, one request at a time (:class:`DirectSteps` on a
+:class:`~campaigns.asyncdb.SessionConnection`), where a failed statement is undone by a
 savepoint.
 
 Rows are inserted in the order of their unique keys, so two concurrent statements that
@@ -31,8 +34,8 @@ statement in the rare race where another request inserted the same row meanwhile
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +53,7 @@ from campaigns.services.offers import (
     code_expiry,
     describe_offers,
     fresh_code,
+    needs_own_code,
     offers_to_show,
 )
 from campaigns.types import utcnow
@@ -112,7 +116,8 @@ LEFT JOIN LATERAL (SELECT code, expires_at, uses, max_uses FROM coupon_code
 _EXPOSURES = """
 t AS (SELECT * FROM jsonb_to_recordset(CAST(%(exposures)s AS jsonb))
       AS t(customer_id bigint, campaign_id bigint, arm_id bigint, period integer,
-           channel_id bigint, exposed_at timestamptz))
+           channel_id bigint, exposed_at timestamptz, incentive_id bigint, code varchar,
+           code_expires_at timestamptz, budget_minor bigint, unit_cost_minor bigint))
 """
 _EXISTING_ASSIGNMENTS = """
 SELECT t.customer_id, t.campaign_id, a.arm_id, a.redemption_count
@@ -121,6 +126,47 @@ FROM t CROSS JOIN LATERAL (SELECT arm_id, redemption_count FROM assignment
                            LIMIT 1) a
 """
 
+# The k-th code wanted of a batch (by campaign and incentive) is its k-th unissued code
+# that no concurrent statement holds (SKIP LOCKED); a claim the batch has no code left for
+# inserts the new code it brought. Used by the exposure statement and by _ISSUE_CODES.
+_CLAIM_CODES = """
+wanted AS (SELECT campaign_id, incentive_id, count(*) AS count FROM wants GROUP BY 1, 2),
+pooled AS (
+    SELECT w.campaign_id, w.incentive_id, p.id, p.n
+    FROM wanted w CROSS JOIN LATERAL (
+        SELECT id, row_number() OVER (ORDER BY id) AS n
+        FROM (SELECT id FROM coupon_code
+              WHERE campaign_id = w.campaign_id AND incentive_id = w.incentive_id
+                AND customer_id IS NULL
+              ORDER BY id LIMIT w.count FOR UPDATE SKIP LOCKED) AS free) p),
+claimed AS (
+    UPDATE coupon_code c
+    SET customer_id = wants.customer_id, issued_at = wants.issued_at,
+        expires_at = wants.expires_at
+    FROM wants JOIN pooled USING (campaign_id, incentive_id, n)
+    WHERE c.id = pooled.id
+    RETURNING c.campaign_id, c.customer_id, c.code, c.expires_at, c.uses, c.max_uses),
+created_codes AS (
+    INSERT INTO coupon_code (code, incentive_id, campaign_id, customer_id, max_uses, uses,
+                             issued_at, expires_at, created_at)
+    SELECT wants.code, wants.incentive_id, wants.campaign_id, wants.customer_id,
+           1, 0, wants.issued_at, wants.expires_at, wants.issued_at
+    FROM wants
+    WHERE NOT EXISTS (SELECT FROM pooled WHERE pooled.campaign_id = wants.campaign_id
+                        AND pooled.incentive_id = wants.incentive_id
+                        AND pooled.n = wants.n)
+    ORDER BY wants.campaign_id, wants.customer_id
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id, customer_id, code, expires_at, uses, max_uses),
+issued AS (SELECT * FROM claimed UNION ALL SELECT * FROM created_codes)
+"""
+
+# First exposures, the standing of every exposed campaign and the coupon codes of the
+# offers first shown, in one statement. A code is claimed only for an assignment this
+# statement created (so no other statement claims one for the same customer and
+# campaign), for a row that brought a claim (the arm's offer carries a code of the
+# customer's own), and when the campaign's budget can pay the offer, as offered_arm decides
+# it. Any other offer that needs a code gets it from the code statement.
 _EXPOSE = f"""
 WITH {_EXPOSURES},
 created AS (
@@ -130,8 +176,25 @@ created AS (
     FROM t
     ON CONFLICT (campaign_id, customer_id) DO NOTHING
     RETURNING customer_id, campaign_id, arm_id, redemption_count),
-s AS (SELECT * FROM created UNION ALL {_EXISTING_ASSIGNMENTS})
-SELECT {_STANDING_COLUMNS} FROM s {_STANDING_JOINS}
+s AS (SELECT s.*, c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses
+      FROM (SELECT *, true AS fresh FROM created
+            UNION ALL SELECT *, false FROM ({_EXISTING_ASSIGNMENTS}) e) s
+      {_STANDING_JOINS}),
+wants AS (
+    SELECT t.campaign_id, t.incentive_id, t.customer_id, t.code, t.exposed_at AS issued_at,
+           t.code_expires_at AS expires_at,
+           row_number() OVER (PARTITION BY t.campaign_id, t.incentive_id
+                              ORDER BY t.customer_id) AS n
+    FROM s JOIN t ON t.campaign_id = s.campaign_id AND t.customer_id = s.customer_id
+    WHERE s.fresh AND s.code IS NULL AND t.incentive_id IS NOT NULL
+      AND (t.budget_minor IS NULL
+           OR (t.budget_minor - s.spent_minor > 0
+               AND t.budget_minor - s.spent_minor >= t.unit_cost_minor))),
+{_CLAIM_CODES}
+SELECT s.customer_id, s.campaign_id, s.arm_id, s.redemption_count, s.spent_minor,
+       coalesce(s.code, i.code), coalesce(s.expires_at, i.expires_at),
+       coalesce(s.uses, i.uses), coalesce(s.max_uses, i.max_uses)
+FROM s LEFT JOIN issued i ON i.campaign_id = s.campaign_id AND i.customer_id = s.customer_id
 """  # noqa: S608
 
 _STANDING = f"""
@@ -153,13 +216,29 @@ class NewCustomer:
 
 
 @dataclass(frozen=True)
+class CodeOffer:
+    """The customer's own coupon code to claim with a first exposure (see ``_EXPOSE``):
+    the arm's incentive, a new code for when its batch has none left, the code's expiry,
+    and what :func:`campaigns.services.offers.offered_arm` needs to tell whether the
+    campaign's budget can pay the offer."""
+
+    incentive_id: int
+    code: str
+    expires_at: datetime | None
+    budget_minor: int | None
+    unit_cost_minor: int
+
+
+@dataclass(frozen=True)
 class FirstExposures:
-    """A customer's first exposures to record: (campaign, arm, period) rows."""
+    """A customer's first exposures to record: (campaign, arm, period) rows, and the codes
+    to claim with them, by campaign."""
 
     customer_id: int
     rows: list[tuple[int, int, int]]
     channel_id: int | None
     now: datetime
+    codes: Mapping[int, CodeOffer] = field(default_factory=dict)
 
 
 CustomerRow = tuple[int, dict[str, object]]
@@ -200,9 +279,19 @@ async def get_or_create_customers(database: Database, customers: list[NewCustome
     return results
 
 
-def _exposure_params(exposures: list[FirstExposures]) -> dict[str, Any]:
+def _code_columns(offer: CodeOffer | None) -> dict[str, Any]:
+    if offer is None:
+        return {}
+    return {"incentive_id": offer.incentive_id, "code": offer.code,
+            "code_expires_at": _iso(offer.expires_at), "budget_minor": offer.budget_minor,
+            "unit_cost_minor": offer.unit_cost_minor}
+
+
+def _exposure_params(exposures: list[FirstExposures], *, claim_codes: bool = True
+                     ) -> dict[str, Any]:
     # One row per (campaign, customer), in that order: the order of the unique key, so
-    # concurrent statements insert shared rows in the same order and cannot deadlock.
+    # concurrent statements insert shared rows in the same order and cannot deadlock. Of
+    # two requests for the same customer, the first one's row (arm, time, code) is sent.
     rows = sorted({(campaign_id, exposure.customer_id): (arm_id, period, exposure)
                    for exposure in reversed(exposures)
                    for campaign_id, arm_id, period in exposure.rows}.items(),
@@ -210,7 +299,8 @@ def _exposure_params(exposures: list[FirstExposures]) -> dict[str, Any]:
     return {"exposures": json.dumps([
         {"customer_id": customer_id, "campaign_id": campaign_id, "arm_id": arm_id,
          "period": period, "channel_id": exposure.channel_id,
-         "exposed_at": exposure.now.isoformat()}
+         "exposed_at": exposure.now.isoformat(),
+         **_code_columns(exposure.codes.get(campaign_id) if claim_codes else None)}
         for (campaign_id, customer_id), (arm_id, period, exposure) in rows]),
         "count": len(rows)}
 
@@ -226,17 +316,26 @@ def _standing(rows: list[Any]) -> dict[tuple[int, int], Exposure]:
 
 async def expose_all(database: Database, exposures: list[FirstExposures]
                      ) -> list[dict[int, Exposure]]:
-    """Record first exposures and read each customer's standing, by campaign.
+    """Record first exposures, claim the codes of the offers first shown, and read each
+    customer's standing, by campaign.
 
     The first exposure of a (campaign, customer) wins: a row already there keeps its arm
     and time, and so does the first of two requests for the same customer in one batch.
+    If claiming a code fails on a race (a code issued to the customer meanwhile by another
+    way, a deadlock between two claims), the statement leaves nothing behind and runs
+    again without claims; those offers then get their codes from the code statement.
     """
     if not any(exposure.rows for exposure in exposures):
         return [{} for _ in exposures]
     params = _exposure_params(exposures)
     count = params.pop("count")
-    standing = _standing(await (await database.execute(_EXPOSE, params, prepare=True)
-                                ).fetchall())
+    try:
+        rows = await fetch_alone(database, _EXPOSE, params)
+    except (UniqueViolation, DeadlockDetected):
+        params = _exposure_params(exposures, claim_codes=False)
+        count = params.pop("count")
+        rows = await fetch_alone(database, _EXPOSE, params)
+    standing = _standing(rows)
     if len(standing) < count:
         # Another request exposed a customer concurrently and committed after this
         # statement began: its rows are visible to a new statement.
@@ -306,49 +405,21 @@ async def issue_code(database: Database, *, campaign: CampaignConfig, arm: Any,
     raise RuntimeError("could not issue a unique coupon code in 5 attempts")
 
 
-# Codes for many (campaign, customer) pairs at once: the k-th claim of a batch's codes takes
-# the k-th unissued code that no concurrent claim holds (SKIP LOCKED), and a claim the
-# batch has no code left for gets its new code. A claim that is answered by neither (a
-# concurrent request issued that customer's code first, or a new code collided with an
-# existing one) is left out of the result and issued on its own (see issue_codes).
-_ISSUE_CODES = """
+# Codes for many (campaign, customer) pairs at once (see _CLAIM_CODES). A claim that is
+# answered by neither a batch code nor its new code (a concurrent request issued that
+# customer's code first, or the new code collided with an existing one) is left out of the
+# result and issued on its own (see issue_codes).
+_ISSUE_CODES = f"""
 WITH t AS (
     SELECT * FROM jsonb_to_recordset(CAST(%(claims)s AS jsonb))
     AS t(k integer, campaign_id bigint, incentive_id bigint, customer_id bigint,
          code varchar, issued_at timestamptz, expires_at timestamptz)),
-numbered AS (
+wants AS (
     SELECT t.*, row_number() OVER (PARTITION BY campaign_id, incentive_id ORDER BY k) AS n
     FROM t),
-wanted AS (SELECT campaign_id, incentive_id, count(*) AS count FROM t GROUP BY 1, 2),
-pooled AS (
-    SELECT w.campaign_id, w.incentive_id, p.id, p.n
-    FROM wanted w CROSS JOIN LATERAL (
-        SELECT id, row_number() OVER (ORDER BY id) AS n
-        FROM (SELECT id FROM coupon_code
-              WHERE campaign_id = w.campaign_id AND incentive_id = w.incentive_id
-                AND customer_id IS NULL
-              ORDER BY id LIMIT w.count FOR UPDATE SKIP LOCKED) AS free) p),
-claimed AS (
-    UPDATE coupon_code c
-    SET customer_id = numbered.customer_id, issued_at = numbered.issued_at,
-        expires_at = numbered.expires_at
-    FROM numbered JOIN pooled USING (campaign_id, incentive_id, n)
-    WHERE c.id = pooled.id
-    RETURNING c.campaign_id, c.customer_id, c.code, c.expires_at, c.uses, c.max_uses),
-created AS (
-    INSERT INTO coupon_code (code, incentive_id, campaign_id, customer_id, max_uses, uses,
-                             issued_at, expires_at, created_at)
-    SELECT numbered.code, numbered.incentive_id, numbered.campaign_id, numbered.customer_id,
-           1, 0, numbered.issued_at, numbered.expires_at, numbered.issued_at
-    FROM numbered
-    WHERE NOT EXISTS (SELECT FROM pooled WHERE pooled.campaign_id = numbered.campaign_id
-                        AND pooled.incentive_id = numbered.incentive_id
-                        AND pooled.n = numbered.n)
-    ORDER BY numbered.campaign_id, numbered.customer_id
-    ON CONFLICT DO NOTHING
-    RETURNING campaign_id, customer_id, code, expires_at, uses, max_uses)
-SELECT * FROM claimed UNION ALL SELECT * FROM created
-"""
+{_CLAIM_CODES}
+SELECT * FROM issued
+"""  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -480,10 +551,31 @@ class GroupedSteps:
         return await self.groups.codes.submit(claims)
 
 
+def _code_offers(chosen: list[CampaignConfig], rows: list[tuple[int, int, int]],
+                 now: datetime) -> dict[int, CodeOffer]:
+    """The code to claim with each first exposure whose offer carries a code of the
+    customer's own, if :func:`campaigns.services.offers.offered_arm` would show it to a
+    customer just exposed (no redemption yet; the budget is checked in the statement)."""
+    campaigns = {campaign.id: campaign for campaign in chosen}
+    offers = {}
+    for campaign_id, arm_id, _ in rows:
+        campaign = campaigns[campaign_id]
+        arm = campaign.arm(arm_id)
+        if arm is None or arm.is_control or not needs_own_code(arm) \
+                or arm.incentive_id is None \
+                or (campaign.per_customer_limit is not None and campaign.per_customer_limit <= 0):
+            continue
+        offers[campaign_id] = CodeOffer(arm.incentive_id, fresh_code(arm),
+                                        code_expiry(arm, campaign, now), campaign.budget_minor,
+                                        arm.unit_cost_minor)
+    return offers
+
+
 async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id: str,
                           attributes: CustomerAttributes, channel_key: str | None,
                           stage_key: str | None, now: datetime) -> list[OfferView]:
-    """:func:`campaigns.services.offers.customer_offers` in two or three statements."""
+    """:func:`campaigns.services.offers.customer_offers` in two statements (three when an
+    offer needs a code the exposure statement did not claim)."""
     channel_id = snapshot.channel_ids.get(channel_key) if channel_key else None
     customer_id, customer_attributes = await steps.customer(NewCustomer(external_id,
                                                                         attributes))
@@ -492,8 +584,8 @@ async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id:
     if not chosen:
         return []
     rows = _assignment_rows(chosen, external_id=external_id)
-    exposures = await steps.expose(FirstExposures(customer_id, rows, channel_id, now)) \
-        if rows else {}
+    exposures = await steps.expose(FirstExposures(
+        customer_id, rows, channel_id, now, _code_offers(chosen, rows, now))) if rows else {}
     shown = offers_to_show(chosen, exposures)
     claims = [CodeClaim(offer.campaign, offer.arm, customer_id, now)
               for offer in shown if offer.code_to_issue]

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 from psycopg import ClientCursor
+from psycopg.errors import UniqueViolation
 from sqlmodel import Session, col, select
 
 from campaigns.asyncdb import SessionConnection
@@ -24,14 +25,18 @@ from campaigns.services.campaigns import campaign_arms
 from campaigns.services.catalog import CampaignConfig, load_snapshot
 from campaigns.services.coupons import generate_coupon_batch
 from campaigns.services.customers import CustomerAttributes
+from campaigns.services.offers import IssuedCode
 from campaigns.services.offers_postgresql import (
     _EXPOSE,
     _ISSUE_CODES,
     _STANDING,
     CodeClaim,
+    CodeOffer,
+    DirectSteps,
     FirstExposures,
     NewCustomer,
     _exposure_params,
+    customer_offers,
     expose_all,
     get_or_create_customers,
     issue_codes,
@@ -40,6 +45,7 @@ from campaigns.types import utcnow
 from tests.builders import (
     control_arm,
     coupon_arm,
+    customer_id_in_arm,
     make_customer,
     make_running_campaign,
     percent_arm,
@@ -188,6 +194,129 @@ class TestCodes:
             CouponCode.campaign_id == campaign.id)).all()
         assert sorted(rows, key=lambda value: value or 0) == sorted(
             [a.id, b.id, None], key=lambda value: value or 0)
+
+
+class Counting:
+    """A database that counts the statements sent through it and can make the first
+    exposure statement fail as a race would."""
+
+    def __init__(self, database: SessionConnection, *, race_once: bool = False) -> None:
+        self.database = database
+        self.autocommit = database.autocommit
+        self.sent: list[str] = []
+        self.race_once = race_once
+
+    async def execute(self, query: str, params: dict[str, object], *,
+                      prepare: bool | None = None) -> object:
+        self.sent.append(query)
+        if self.race_once and query == _EXPOSE:
+            self.race_once = False
+            raise UniqueViolation("duplicate key value violates unique constraint")
+        return await self.database.execute(query, params, prepare=prepare)
+
+    def transaction(self) -> object:
+        return self.database.transaction()
+
+
+class TestCodesWithExposures:
+    """The codes of offers first shown are claimed by the exposure statement itself."""
+
+    @staticmethod
+    def offer(config: CampaignConfig, arm_id: int, *, budget_minor: int | None = None,
+              code: str = "WEBNEW0000") -> CodeOffer:
+        arm = config.arm(arm_id)
+        assert arm is not None and arm.incentive_id is not None
+        return CodeOffer(arm.incentive_id, code, utcnow() + timedelta(days=10), budget_minor,
+                         arm.unit_cost_minor)
+
+    def test_first_exposures_get_batch_codes_in_order_then_new_ones(self, session: Session
+                                                                     ) -> None:
+        campaign, arm, config = TestCodes.coupon_campaign(session, "Pooled")
+        assert campaign.id and arm.id
+        generate_coupon_batch(session, campaign=campaign, arm=arm, count=2, actor="test")
+        batch = [code for _, code in sorted(session.exec(select(CouponCode.id,
+                                                                CouponCode.code)).all())]
+        a, b, c, d = (make_customer(session, external_id=name) for name in "ABCD")
+        assert a.id and b.id and c.id and d.id
+        control = next(arm.id for arm in config.arms if arm.is_control)
+        now = utcnow()
+        # D was exposed before without a code (a request that failed before its claim):
+        # its code is left to the code statement.
+        session.add(Assignment(campaign_id=campaign.id, customer_id=d.id, arm_id=arm.id,
+                               allocation_period=0, first_exposed_at=now,
+                               redemption_count=0))
+        session.flush()
+        exposures = [FirstExposures(customer.id, [(campaign.id, arm.id, 0)], None, now,
+                                    {campaign.id: self.offer(config, arm.id,
+                                                             code=f"WEBNEW{customer.id}")})
+                     for customer in (c, a, d) if customer.id]
+        exposures.append(FirstExposures(b.id, [(campaign.id, control, 0)], None, now))
+        database = Counting(SessionConnection(session))
+        standing = asyncio.run(expose_all(database, exposures))
+        assert len(database.sent) == 1
+        codes = [result[campaign.id].code for result in standing]
+        # The batch's codes go to the first customers by id, then new codes are made.
+        assert codes[1] is not None and codes[1].code == batch[0]  # A
+        assert codes[0] is not None and codes[0].code == batch[1]  # C
+        assert codes[2] is None and codes[3] is None  # D exposed before, B in control
+        # A batch code takes the expiry of the claim that took it.
+        assert codes[1].expires_at == exposures[1].codes[campaign.id].expires_at
+        assert codes[0].expires_at == exposures[0].codes[campaign.id].expires_at
+        exposures = [FirstExposures(
+            customer.id, [(campaign.id, arm.id, 0)], None, now,
+            {campaign.id: self.offer(config, arm.id, code=f"WEBNEW{customer.id}")})
+            for customer in (make_customer(session, external_id="E"),) if customer.id]
+        (fresh,) = asyncio.run(expose_all(SessionConnection(session), exposures))
+        assert fresh[campaign.id].code == IssuedCode(
+            f"WEBNEW{exposures[0].customer_id}", exposures[0].codes[campaign.id].expires_at,
+            0, 1)
+
+    def test_no_code_for_an_offer_the_budget_cannot_pay(self, session: Session) -> None:
+        campaign, arm, config = TestCodes.coupon_campaign(session, "Spent")
+        customer = make_customer(session, external_id="A")
+        assert campaign.id and arm.id and customer.id
+        campaign.spent_minor = 9_000
+        session.add(campaign)
+        session.flush()
+        unit = config.arm(arm.id).unit_cost_minor  # type: ignore[union-attr]
+        exposures = [FirstExposures(customer.id, [(campaign.id, arm.id, 0)], None, utcnow(),
+                                    {campaign.id: self.offer(
+                                        config, arm.id, budget_minor=9_000 + unit - 1)})]
+        (standing,) = asyncio.run(expose_all(SessionConnection(session), exposures))
+        assert standing[campaign.id].code is None
+        assert standing[campaign.id].spent_minor == 9_000
+        assert session.exec(select(CouponCode)).all() == []
+
+    def test_a_first_visit_is_two_statements_and_shows_its_code(self, session: Session
+                                                                ) -> None:
+        campaign = make_running_campaign(session, name="Coupon", arms=[
+            control_arm(), coupon_arm("coupon", expires_days=10)])
+        external_id = customer_id_in_arm(session, campaign, "coupon")
+        snapshot = load_snapshot(session, epoch=0)
+        database = Counting(SessionConnection(session))
+        offers = asyncio.run(customer_offers(
+            DirectSteps(database), snapshot=snapshot, external_id=external_id,  # type: ignore[arg-type]
+            attributes=attributes(), channel_key=None, stage_key=None, now=utcnow()))
+        assert len(database.sent) == 2
+        assert [offer.code for offer in offers] == [session.exec(
+            select(CouponCode.code).where(CouponCode.campaign_id == campaign.id)).one()]
+
+    def test_a_claim_that_fails_on_a_race_is_left_to_the_code_statement(
+            self, session: Session) -> None:
+        campaign = make_running_campaign(session, name="Coupon", arms=[
+            control_arm(), coupon_arm("coupon", expires_days=10)])
+        external_id = customer_id_in_arm(session, campaign, "coupon")
+        snapshot = load_snapshot(session, epoch=0)
+        database = Counting(SessionConnection(session), race_once=True)
+        offers = asyncio.run(customer_offers(
+            DirectSteps(database), snapshot=snapshot, external_id=external_id,  # type: ignore[arg-type]
+            attributes=attributes(), channel_key=None, stage_key=None, now=utcnow()))
+        # customer, exposure (failed), exposure again without claims, then the code
+        assert len(database.sent) == 4
+        assert database.sent[1] == database.sent[2] == _EXPOSE
+        assert [offer.code for offer in offers] == [session.exec(
+            select(CouponCode.code).where(CouponCode.campaign_id == campaign.id)).one()]
+        assert len(session.exec(select(Assignment)).all()) == 1
 
 
 class TestPlans:
