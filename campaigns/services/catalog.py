@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -71,8 +72,12 @@ class CampaignConfig:
     ends_at: datetime | None
     currency: str
 
+    @cached_property
+    def _arms_by_id(self) -> dict[int, ArmConfig]:
+        return {arm.id: arm for arm in self.arms}
+
     def arm(self, arm_id: int) -> ArmConfig | None:
-        return next((arm for arm in self.arms if arm.id == arm_id), None)
+        return self._arms_by_id.get(arm_id)
 
     def eligible(self, attributes: dict[str, object]) -> bool:
         return self.goal_rule.evaluate(attributes) and self.campaign_rule.evaluate(attributes)
