@@ -373,6 +373,12 @@ class TestPlans:
         standing = self.generic_plan(session, _STANDING, _exposure_params(exposures))
         assert "Seq Scan on assignment" not in standing, standing
         assert "Seq Scan on coupon_code" not in standing, standing
+        for text in (plan, standing):
+            lines = text.splitlines()
+            campaign_scans = [i for i, line in enumerate(lines) if " on campaign " in line]
+            assert campaign_scans, text
+            # each campaign's spend read by its id, not the table hashed whole
+            assert all("Index Cond: (id = " in lines[i + 1] for i in campaign_scans), text
         claims = json.dumps([{"k": 0, "campaign_id": campaign.id, "incentive_id": 1,
                               "customer_id": 1, "code": "X", "issued_at": None,
                               "expires_at": None}])
