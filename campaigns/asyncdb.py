@@ -114,16 +114,28 @@ class Grouped(Generic[Item, Result]):
     batches largest: under wrk, 1,191-1,646 req/s against 1,088-1,514 with two, and less
     CPU per request in PostgreSQL.
 
+    With ``coming`` (how many items are sure to be submitted soon: requests in flight that
+    have not reached this step yet), a batch waits for them, up to ``linger`` seconds,
+    before it is sent (the way PostgreSQL's ``commit_delay`` waits for the commits of
+    concurrent transactions). A lone request never waits. Under moderate load, when
+    statements are quick and requests seldom meet, that turns many statements of one
+    request each into fewer of several, for a fraction of a millisecond of waiting: the
+    CPU a request costs, and with it the queueing, goes down.
+
     ``flush`` gets the items in order and returns one result per item, in the same order.
     If it fails, every caller of that batch gets its exception. A caller that stops waiting
     (its request cancelled) does not stop the batch it is in: its item may still be written.
     """
 
     def __init__(self, flush: Callable[[list[Item]], Awaitable[list[Result]]], *,
-                 max_batch: int = 128, max_flushes: int = 1) -> None:
+                 max_batch: int = 128, max_flushes: int = 1, linger: float = 0.0,
+                 coming: Callable[[], int] | None = None) -> None:
         self._flush = flush
         self._max_batch = max_batch
         self._max_flushes = max_flushes
+        self._linger = linger if coming is not None else 0.0
+        self._coming = coming
+        self._arrival: asyncio.Future[None] | None = None
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushing = 0
         # Strong references: the event loop keeps only weak ones to running tasks.
@@ -132,6 +144,7 @@ class Grouped(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self.recheck()
         if self._flushing < self._max_flushes:
             self._flushing += 1
             task = asyncio.create_task(self._drain())
@@ -142,6 +155,8 @@ class Grouped(Generic[Item, Result]):
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._linger:
+                    await self._gather()
                 batch = [(item, future) for item, future in self._pending[:self._max_batch]
                          if not future.done()]
                 del self._pending[:self._max_batch]
@@ -149,6 +164,29 @@ class Grouped(Generic[Item, Result]):
                     await self._write(batch)
         finally:
             self._flushing -= 1
+
+    def recheck(self) -> None:
+        """Tell a waiting batch to look at ``coming`` again (an item it waited for will not
+        come: its request ended without one)."""
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+
+    async def _gather(self) -> None:
+        """Wait, up to the linger, while items are coming and the batch has room."""
+        assert self._coming is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while self._coming() > 0 and len(self._pending) < self._max_batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            arrival = self._arrival = loop.create_future()
+            timer = loop.call_later(remaining, _settle, arrival)
+            try:
+                await arrival
+            finally:
+                timer.cancel()
+                self._arrival = None
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
@@ -167,3 +205,8 @@ class Grouped(Generic[Item, Result]):
         for (_, future), result in zip(batch, results, strict=False):
             if not future.done():
                 future.set_result(result)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -7,11 +7,15 @@ statement "running" while more items arrive and see exactly how they are grouped
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from campaigns.asyncdb import Grouped
+from campaigns.services.offers_postgresql import FirstExposures, GroupedSteps, StepGroups
+from campaigns.types import utcnow
 
 
 class Flushes:
@@ -131,5 +135,159 @@ def test_a_caller_that_stops_waiting_leaves_the_others_their_results() -> None:
         assert gone.cancelled()
         # A caller cancelled before its batch started is not sent at all.
         assert flushes.batches == [[1], [3]]
+
+    run(test)
+
+
+class Coming:
+    """How many items the test says are still coming (``Grouped``'s ``coming``)."""
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def __call__(self) -> int:
+        return self.count
+
+
+def test_a_batch_waits_for_the_items_coming_and_goes_once_they_are_in() -> None:
+    async def test() -> None:
+        flushes = Flushes()
+        flushes.release.set()
+        coming = Coming(2)
+        group = Grouped(flushes, linger=5.0, coming=coming)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.create_task(group.submit(1))
+        await settle()
+        assert flushes.batches == []  # two more are on their way
+        coming.count = 1
+        second = asyncio.create_task(group.submit(2))
+        await settle()
+        assert flushes.batches == []
+        coming.count = 0
+        third = asyncio.create_task(group.submit(3))
+        assert await asyncio.gather(first, second, third) == [2, 4, 6]
+        assert flushes.batches == [[1, 2, 3]]
+        assert loop.time() - started < 1.0  # long before the linger ran out
+
+    run(test)
+
+
+def test_a_lone_item_is_sent_at_once_whatever_the_linger() -> None:
+    async def test() -> None:
+        flushes = Flushes()
+        flushes.release.set()
+        group = Grouped(flushes, linger=5.0, coming=Coming(0))
+        started = asyncio.get_running_loop().time()
+        assert await group.submit(1) == 2
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert flushes.batches == [[1]]
+
+    run(test)
+
+
+def test_items_that_do_not_come_delay_a_batch_by_the_linger_at_most() -> None:
+    async def test() -> None:
+        flushes = Flushes()
+        flushes.release.set()
+        group = Grouped(flushes, linger=0.05, coming=Coming(3))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.gather(group.submit(1), group.submit(2)) == [2, 4]
+        waited = loop.time() - started
+        assert 0.04 <= waited < 1.0
+        assert flushes.batches == [[1, 2]]
+        # each batch waits again: the next one too is held for the linger only
+        started = loop.time()
+        assert await group.submit(3) == 6
+        assert 0.04 <= loop.time() - started < 1.0
+
+    run(test)
+
+
+def test_a_full_batch_does_not_wait() -> None:
+    async def test() -> None:
+        flushes = Flushes()
+        flushes.release.set()
+        group = Grouped(flushes, max_batch=2, linger=5.0, coming=Coming(10))
+        results = await asyncio.wait_for(
+            asyncio.gather(group.submit(1), group.submit(2)), timeout=1.0)
+        assert results == [2, 4]
+        assert flushes.batches == [[1, 2]]
+
+    run(test)
+
+
+class ExposureDatabase:
+    """Answers the exposure statement as if every row were a first exposure, and records
+    how many requests' rows each statement carried."""
+
+    autocommit = True
+
+    def __init__(self) -> None:
+        self.statements: list[list[int]] = []
+
+    async def execute(self, query: str, params: dict[str, Any], *,
+                      prepare: bool | None = None) -> Any:
+        rows = json.loads(params["exposures"])
+        self.statements.append(sorted({row["customer_id"] for row in rows}))
+        result = [(row["customer_id"], row["campaign_id"], row["arm_id"], 0, 0, None, None,
+                   None, None) for row in rows]
+
+        class Rows:
+            async def fetchall(self) -> list[Any]:
+                return result
+        return Rows()
+
+
+def exposure(customer_id: int) -> FirstExposures:
+    return FirstExposures(customer_id, [(1, 10, 1)], None, utcnow())
+
+
+def test_exposures_wait_for_the_requests_still_getting_their_customer() -> None:
+    async def test() -> None:
+        database = ExposureDatabase()
+
+        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
+            return await work(database)
+
+        groups = StepGroups(run, exposure_linger=5.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first, second, third = (GroupedSteps(groups) for _ in range(3))
+        for steps in (first, second, third):
+            await steps.__aenter__()  # three requests in flight
+        exposed = [asyncio.create_task(first.expose(exposure(1)))]
+        await settle()
+        assert database.statements == []  # the two others may still expose
+        exposed.append(asyncio.create_task(second.expose(exposure(2))))
+        await settle()
+        assert database.statements == []  # the third one still may
+        await third.__aexit__(None, None, None)  # ends without exposures
+        standing = await asyncio.gather(*exposed)
+        for steps in (first, second):
+            await steps.__aexit__(None, None, None)
+        assert [list(by_campaign) for by_campaign in standing] == [[1], [1]]
+        assert database.statements == [[1, 2]]
+        assert loop.time() - started < 1.0
+        assert (groups.in_flight, groups.exposing) == (0, 0)
+
+    run(test)
+
+
+def test_a_lone_request_exposes_at_once() -> None:
+    async def test() -> None:
+        database = ExposureDatabase()
+
+        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
+            return await work(database)
+
+        groups = StepGroups(run, exposure_linger=5.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with GroupedSteps(groups) as steps:
+            assert await steps.expose(exposure(1)) != {}
+        assert loop.time() - started < 1.0
+        assert database.statements == [[1]]
 
     run(test)

@@ -138,9 +138,10 @@ async def get_offers(request: Request) -> Response:
             # PostgreSQL: on the event loop, the customer and exposure statements grouped
             # with those of concurrent requests. Every step stands alone, so repeating one on
             # a fresh connection after a connection error is safe (see AsyncPool.run).
-            offers = await offers_postgresql(
-                database.offer_steps(), snapshot=snapshot, external_id=customer_id,
-                attributes=attributes, channel_key=channel, stage_key=stage, now=now)
+            async with database.offer_steps() as steps:
+                offers = await offers_postgresql(
+                    steps, snapshot=snapshot, external_id=customer_id,
+                    attributes=attributes, channel_key=channel, stage_key=stage, now=now)
     # Built from values this code made, so serialised as they are: an OfferView has the
     # fields of OfferOut, in its order (building the models cost a tenth of the route).
     return Response(to_json({"customer_id": customer_id, "channel": channel, "stage": stage,
