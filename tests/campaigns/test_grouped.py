@@ -239,6 +239,12 @@ class ExposureDatabase:
                 return result
         return Rows()
 
+    def groups(self) -> StepGroups:
+        """A process's step groups on this database, with a linger no test waits out."""
+        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
+            return await work(self)
+        return StepGroups(run, exposure_linger=5.0)
+
 
 def exposure(customer_id: int) -> FirstExposures:
     return FirstExposures(customer_id, [(1, 10, 1)], None, utcnow())
@@ -247,11 +253,7 @@ def exposure(customer_id: int) -> FirstExposures:
 def test_exposures_wait_for_the_requests_still_getting_their_customer() -> None:
     async def test() -> None:
         database = ExposureDatabase()
-
-        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
-            return await work(database)
-
-        groups = StepGroups(run, exposure_linger=5.0)
+        groups = database.groups()
         loop = asyncio.get_running_loop()
         started = loop.time()
         first, second, third = (GroupedSteps(groups) for _ in range(3))
@@ -278,11 +280,7 @@ def test_exposures_wait_for_the_requests_still_getting_their_customer() -> None:
 def test_a_lone_request_exposes_at_once() -> None:
     async def test() -> None:
         database = ExposureDatabase()
-
-        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
-            return await work(database)
-
-        groups = StepGroups(run, exposure_linger=5.0)
+        groups = database.groups()
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with GroupedSteps(groups) as steps:
