@@ -18,7 +18,6 @@ import logging.config
 import os
 import secrets
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Response
@@ -31,6 +30,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campaigns.models import ApiScope
@@ -41,19 +41,43 @@ SAFE_EXTRA = ("request_id", "method", "route", "status", "duration_ms", "caller"
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, to the microsecond), level, logger, message
+    and the :data:`SAFE_EXTRA` fields the record carries.
+
+    Every request writes one (the access log), so the line is built the cheap way: the
+    time's date and seconds are formatted once per second, and the object is serialised by
+    pydantic-core (a fifth of ``json.dumps``'s time). A line with text outside ASCII is
+    written as ``json.dumps`` writes it, with ``\\u`` escapes, so it survives a stream of
+    any encoding.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, created: float) -> str:
+        whole = int(created)
+        second = self._second  # one read: another thread may replace it meanwhile
+        if second[0] != whole:
+            second = self._second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                          time.gmtime(whole)))
+        return f"{second[1]}.{int((created - whole) * 1_000_000):06d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = record.__dict__
         for key in SAFE_EXTRA:
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+            if key in fields:
+                entry[key] = fields[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        line = to_json(entry, fallback=str).decode()
+        return line if line.isascii() else json.dumps(entry, default=str)
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:
@@ -152,10 +176,15 @@ class RequestContext:
                 self.metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed)
             caller = scope["state"].get("caller")
             if self.access.isEnabledFor(logging.INFO):
-                self.access.info("request", extra={
-                    "request_id": request_id, "method": scope["method"], "route": route,
-                    "status": status, "duration_ms": round(elapsed * 1000, 2),
-                    "caller": caller.actor if caller else None})
+                # The record made and handed to the handlers directly: Logger.info would
+                # also walk the stack for the caller's file and line, which the line does
+                # not show (a quarter of the access log's cost).
+                self.access.handle(self.access.makeRecord(
+                    self.access.name, logging.INFO, __file__, 0, "request", (), None,
+                    func="RequestContext", extra={
+                        "request_id": request_id, "method": scope["method"], "route": route,
+                        "status": status, "duration_ms": round(elapsed * 1000, 2),
+                        "caller": caller.actor if caller else None}))
 
 
 def install_observability(app: FastAPI) -> None:

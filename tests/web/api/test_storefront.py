@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -552,7 +553,9 @@ class TestObservability:
         finally:
             for name in ("channelshift", "uvicorn"):
                 logging.getLogger(name).handlers.clear()
-        assert '"route": "/api/v1/redemptions"' in out
+        lines = [json.loads(line) for line in out.splitlines()]
+        redemption = next(line for line in lines if line.get("route") == "/api/v1/redemptions")
+        assert redemption["method"] == "POST" and redemption["request_id"]
         assert code not in out
         assert storefront_key["Authorization"].split()[1] not in out
 
