@@ -17,7 +17,7 @@ from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
 from web.api import docs, economics, events, health, lotteries, management, reports, storefront
 from web.api.direct import DirectDispatch
-from web.deps import ApiKeyCache, AsyncPool, EpochReads
+from web.deps import ApiKeyCache, AsyncPool, SharedReads
 from web.errors import install_error_handlers
 from web.guardrails import GuardrailScheduler
 from web.observability import (
@@ -60,7 +60,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AsyncPool | EpochReads | None]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AsyncPool | SharedReads | None]]:
         if check_schema:
             # Raises SchemaOutOfDate with the command to run; uvicorn then exits non-zero.
             check_schema_current(app.state.engine)
@@ -83,7 +83,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
             gc.collect()
             gc.freeze()
         try:
-            yield {"async_pool": pool, "epoch_reads": EpochReads()}
+            yield {"async_pool": pool, "shared_reads": SharedReads()}
         finally:
             await guardrails.stop()
             if pool is not None:

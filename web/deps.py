@@ -6,11 +6,11 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Annotated, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import psycopg
 from fastapi import Depends, Request
@@ -291,31 +291,44 @@ class Caller:
 class ApiKeyCache:
     """Recently seen keys, so the hot path does not look up the key on every request.
 
-    Entries live a few seconds and are dropped whenever the configuration epoch moves
+    Entries live ``ttl_seconds`` and are dropped whenever the configuration epoch moves
     (revoking a key bumps it), so a revoked key stops working across all workers quickly.
+    Past ``refresh_after`` of its life an entry is due for a refresh: one request reloads
+    it (:func:`_lookup`) while the others go on using it, so under steady traffic a key
+    never expires with requests waiting on it.
     """
 
-    def __init__(self, ttl_seconds: float = 10.0) -> None:
+    def __init__(self, ttl_seconds: float = 10.0, *, refresh_after: float = 0.7) -> None:
         self.ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, Caller | None]] = {}
+        self.refresh_after = refresh_after
+        #: secret -> (expires at, refresh due at, caller), on the monotonic clock
+        self._entries: dict[str, tuple[float, float, Caller | None]] = {}
         self._epoch: int | None = None
         self._lock = threading.Lock()
 
-    def get(self, secret: str, *, epoch: int) -> tuple[bool, Caller | None]:
+    def get(self, secret: str, *, epoch: int) -> tuple[bool, Caller | None, bool]:
+        """(hit, the caller if hit, whether the entry is due for a refresh)."""
         with self._lock:
             if epoch != self._epoch:
                 self._entries.clear()
                 self._epoch = epoch
             entry = self._entries.get(secret)
-            if entry and entry[0] > time.monotonic():
-                return True, entry[1]
-            return False, None
+            now = time.monotonic()
+            if entry and entry[0] > now:
+                return True, entry[2], entry[1] <= now
+            return False, None, False
 
-    def put(self, secret: str, caller: Caller | None) -> None:
+    def put(self, secret: str, caller: Caller | None, *, epoch: int) -> None:
+        """Keep what a read begun at ``epoch`` found, unless the epoch has moved since (a
+        key revoked meanwhile must not be cached as valid)."""
         with self._lock:
+            if epoch != self._epoch:
+                return
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[secret] = (time.monotonic() + self.ttl, caller)
+            now = time.monotonic()
+            self._entries[secret] = (now + self.ttl, now + self.ttl * self.refresh_after,
+                                     caller)
 
 
 def _bearer(request: Request) -> str:
@@ -335,70 +348,95 @@ def _load_caller(session: Session, secret: str) -> Caller | None:
     return Caller(api_key_id=api_key.id, name=api_key.name, scope=ApiScope(api_key.scope))
 
 
-class EpochReads:
-    """One read of the configuration epoch at a time in a server process (event loop).
+class SharedReads:
+    """One read of a thing at a time in a server process (event loop): the configuration
+    epoch, an API key.
 
-    The epoch is read once per interval (:meth:`Catalog.epoch_due`), on a thread with a
-    session. Under load every request in flight when a read fell due read it too, each
-    with a thread and a session of its own, once per interval. A request that finds a
-    read under way now waits for its answer instead, unless that read began an interval
-    ago or more (stuck on a database that went away, it may take until a timeout).
+    Under load, every request in flight when a cached value fell due read it too, each
+    with a thread and a session of its own: a burst of identical queries, and of requests
+    waiting for them, once per interval. A request that finds a read of the same thing
+    under way now waits for its answer instead, unless that read began ``patience``
+    seconds ago or more (stuck on a database that went away, it may take until a timeout).
     If the read it waited for fails, or its request is cancelled, it reads for itself. With
-    an interval of 0 (every request reads, so that it sees each change committed before
-    it arrived) nothing is shared.
+    a patience of 0 (every request reads, so that it sees each change committed before it
+    arrived) nothing is shared.
     """
 
     def __init__(self) -> None:
-        self._pending: asyncio.Future[int] | None = None
-        self._pending_since = 0.0
+        #: thing -> (when its read began, on the monotonic clock; the read's answer)
+        self._pending: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
 
-    async def epoch(self, catalog: Catalog, session: Callable[[], Awaitable[Session]]) -> int:
-        """The epoch: cached, read by the read under way, or read now."""
-        if not catalog.epoch_due():
-            return catalog.cached_epoch
-        pending = self._pending
-        if pending is not None \
-                and time.monotonic() - self._pending_since < catalog.refresh_interval:
+    def under_way(self, thing: Hashable, *, patience: float) -> bool:
+        """Whether a read of ``thing`` began less than ``patience`` seconds ago."""
+        pending = self._pending.get(thing)
+        return pending is not None and time.monotonic() - pending[0] < patience
+
+    async def read(self, thing: Hashable, load: Callable[[], Awaitable[T]], *,
+                   patience: float) -> T:
+        """``load()``'s answer: that of the read of ``thing`` under way, or read now."""
+        pending = self._pending.get(thing)
+        if pending is not None and time.monotonic() - pending[0] < patience:
             try:
-                return await asyncio.shield(pending)
+                return cast(T, await asyncio.shield(pending[1]))
             except asyncio.CancelledError:
-                if not pending.cancelled():
+                if not pending[1].cancelled():
                     raise  # this request is being cancelled, not the reader's
             except Exception:  # noqa: S110 (the read failed: this request tries its own)
                 pass
-        self._pending = future = asyncio.get_running_loop().create_future()
-        self._pending_since = time.monotonic()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending[thing] = (time.monotonic(), future)
         try:
-            epoch = await run_in_threadpool(catalog.epoch, await session())
+            value = await load()
         except Exception as error:
             future.set_exception(error)
             future.exception()  # retrieved: nobody may be waiting
             raise
         else:
-            future.set_result(epoch)
-            return epoch
+            future.set_result(value)
+            return value
         finally:
             if not future.done():
                 future.cancel()
-            if self._pending is future:
-                self._pending = None
+            if self._pending.get(thing, (0.0, None))[1] is future:
+                del self._pending[thing]
+
+    async def epoch(self, catalog: Catalog, session: Callable[[], Awaitable[Session]]) -> int:
+        """The configuration epoch: cached until due (:meth:`Catalog.epoch_due`), then read
+        once for all the requests that find it due, on a thread with a session."""
+        if not catalog.epoch_due():
+            return catalog.cached_epoch
+
+        async def load() -> int:
+            return await run_in_threadpool(catalog.epoch, await session())
+
+        return await self.read(_EPOCH, load, patience=catalog.refresh_interval)
+
+
+_EPOCH = "configuration epoch"
 
 
 async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], secret: str
                   ) -> Caller | None:
-    """The caller for a key: from the per-process cache, or one query on a miss.
-    ``session`` gives the request's session: it is asked for only on a miss."""
+    """The caller for a key: from the per-process cache, or one query on a miss, shared
+    by the requests that miss together (:class:`SharedReads`). An entry due for a refresh
+    is reloaded by the first request that finds it so, while the others go on using it.
+    ``session`` gives the request's session: it is asked for only to read."""
     cache: ApiKeyCache = request.app.state.api_key_cache
     catalog: Catalog = request.app.state.catalog
     # An app run without its lifespan (some tests) has no shared reads: each reads alone.
-    reads: EpochReads = getattr(request.state, "epoch_reads", None) or EpochReads()
+    reads: SharedReads = getattr(request.state, "shared_reads", None) or SharedReads()
     epoch = await reads.epoch(catalog, session)
-    hit, caller = cache.get(secret, epoch=epoch)
-    if hit:
+    hit, caller, refresh = cache.get(secret, epoch=epoch)
+    thing = ("api key", secret)
+    if hit and not (refresh and not reads.under_way(thing, patience=cache.ttl)):
         return caller
-    caller = await run_in_threadpool(_load_caller, await session(), secret)
-    cache.put(secret, caller)
-    return caller
+
+    async def load() -> Caller | None:
+        found = await run_in_threadpool(_load_caller, await session(), secret)
+        cache.put(secret, found, epoch=epoch)
+        return found
+
+    return await reads.read(thing, load, patience=cache.ttl)
 
 
 async def admit(request: Request, allowed: frozenset[ApiScope],

@@ -183,7 +183,7 @@ class Catalog:
     def epoch_due(self) -> bool:
         """Whether the epoch was last read an interval ago or more (always, with an
         interval of 0): then read it (:meth:`epoch`, on a thread) before trusting the
-        cached snapshot. ``web.deps.EpochReads`` shares one read among the requests that
+        cached snapshot. ``web.deps.SharedReads`` shares one read among the requests that
         find it due at the same time."""
         return time.monotonic() - self._checked_at >= self.refresh_interval
 

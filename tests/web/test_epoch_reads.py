@@ -1,4 +1,4 @@
-"""EpochReads: requests that find the configuration epoch due at the same time share one
+"""SharedReads: requests that find the configuration epoch due at the same time share one
 read of it, unless the interval is 0."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from web.deps import EpochReads
+from web.deps import SharedReads
 
 
 class SlowCatalog:
@@ -41,27 +41,27 @@ async def _session() -> str:
     return "a session"
 
 
-async def _arrive(reads: EpochReads, catalog: SlowCatalog, count: int) -> list[Any]:
+async def _arrive(reads: SharedReads, catalog: SlowCatalog, count: int) -> list[Any]:
     return await asyncio.gather(*(reads.epoch(catalog, _session) for _ in range(count)),
                                 return_exceptions=True)
 
 
 def test_requests_arriving_together_share_one_read() -> None:
     catalog = SlowCatalog(refresh_interval=1.0)
-    epochs = asyncio.run(_arrive(EpochReads(), catalog, 20))
+    epochs = asyncio.run(_arrive(SharedReads(), catalog, 20))
     assert epochs == [7] * 20
     assert catalog.reads == 1
 
 
 def test_with_an_interval_of_zero_every_request_reads() -> None:
     catalog = SlowCatalog(refresh_interval=0.0)
-    assert asyncio.run(_arrive(EpochReads(), catalog, 5)) == [7] * 5
+    assert asyncio.run(_arrive(SharedReads(), catalog, 5)) == [7] * 5
     assert catalog.reads == 5
 
 
 def test_after_a_failed_read_the_others_read_their_own() -> None:
     catalog = SlowCatalog(refresh_interval=1.0, fail_first=True)
-    outcomes = asyncio.run(_arrive(EpochReads(), catalog, 10))
+    outcomes = asyncio.run(_arrive(SharedReads(), catalog, 10))
     assert isinstance(outcomes[0], ConnectionError)  # the reader's own request fails
     assert outcomes[1:] == [7] * 9
 
@@ -70,7 +70,7 @@ def test_a_read_under_way_for_an_interval_is_not_waited_for() -> None:
     # A read stuck on a database that went away may take until a timeout: requests that
     # arrive an interval after it began read for themselves.
     catalog = SlowCatalog(refresh_interval=0.02)
-    reads = EpochReads()
+    reads = SharedReads()
 
     async def scenario() -> list[Any]:
         first = asyncio.create_task(reads.epoch(catalog, _session))
@@ -83,7 +83,7 @@ def test_a_read_under_way_for_an_interval_is_not_waited_for() -> None:
 
 def test_when_the_reader_is_cancelled_the_others_read_their_own() -> None:
     catalog = SlowCatalog(refresh_interval=1.0)
-    reads = EpochReads()
+    reads = SharedReads()
 
     async def scenario() -> list[Any]:
         reader = asyncio.create_task(reads.epoch(catalog, _session))
@@ -101,7 +101,7 @@ def test_when_the_reader_is_cancelled_the_others_read_their_own() -> None:
 
 @pytest.mark.parametrize("interval", [1.0, 0.0])
 def test_no_read_is_left_pending(interval: float) -> None:
-    reads = EpochReads()
+    reads = SharedReads()
     catalog = SlowCatalog(refresh_interval=interval, fail_first=True)
     asyncio.run(_arrive(reads, catalog, 3))
-    assert reads._pending is None
+    assert reads._pending == {}
