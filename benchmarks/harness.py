@@ -213,7 +213,7 @@ def wrk(url: str, *, lua: str, seconds: int = 15, connections: int = 64,
 
 
 PACED_CLIENT = r'''
-import asyncio, json, random, sys, time
+import asyncio, gc, json, random, sys, time
 from urllib.parse import urlsplit
 
 import uvloop
@@ -222,6 +222,14 @@ import uvloop
 # response is read by its Content-Length, so the client costs far less CPU than the server
 # it measures (an HTTP library in Python costs about as much as the server's own work, and
 # on a machine shared with the server that cost shows up as server latency).
+#
+# The client must not pause either: every pause of its event loop is added to the latency
+# of each response that arrives meanwhile. The collector is off (a run keeps a few tens of
+# thousands of small objects; collecting them as they piled up paused the loop for tens of
+# milliseconds, most of a second's slow requests in a run), and a finished request leaves
+# nothing behind but its latency (a gather of every task at the end, built while the last
+# responses arrived, was another pause).
+gc.disable()
 
 
 async def main(url_template, headers, rate, seconds, id_range, connections):
@@ -258,14 +266,25 @@ async def main(url_template, headers, rate, seconds, id_range, connections):
             idle.put_nowait(await asyncio.open_connection(parts.hostname, parts.port))
         latencies.append((time.perf_counter() - scheduled) * 1000)
 
-    tasks, start = [], time.perf_counter()
+    running, done = set(), asyncio.Event()
+
+    def finished(task):
+        running.discard(task)
+        if not running and scheduling_over:
+            done.set()
+
+    scheduling_over, start = False, time.perf_counter()
     for i in range(int(rate * seconds)):
         scheduled = start + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
-    await asyncio.gather(*tasks)
+        task = asyncio.create_task(one(scheduled))
+        running.add(task)
+        task.add_done_callback(finished)
+    scheduling_over = True
+    if running:
+        await done.wait()
     print(json.dumps({"latencies": latencies, "errors": errors,
                       "seconds": time.perf_counter() - start}))
 
