@@ -20,7 +20,7 @@ class TestSnapshot:
         second = catalog.snapshot(session)
         assert second is not first and catalog.current() is second
         # A check due does not hide the snapshot: the API key check reads the epoch
-        # first (web.deps.EpochReads), and the snapshot goes when the epoch moved.
+        # first (web.deps.SharedReads), and the snapshot goes when the epoch moved.
         time.sleep(0.06)
         assert catalog.epoch_due()
         assert catalog.current() is second
