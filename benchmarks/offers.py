@@ -151,6 +151,10 @@ def main() -> None:
     print(f"CPU per request at max: offers {offers_max.server_cpu_ms:.2f} ms in the workers + "
           f"{offers_max.database_cpu_ms:.2f} ms in PostgreSQL; bare "
           f"{bare_max.server_cpu_ms:.2f} ms")
+    # Statements carry fewer requests each at half the rate, so a request costs more: the
+    # machine is busier at "half load" than half.
+    print(f"CPU per request at half load: offers {at_half.server_cpu_ms:.2f} ms in the "
+          f"workers + {at_half.database_cpu_ms:.2f} ms in PostgreSQL")
     ratio = offers_max.requests_per_second / bare_max.requests_per_second
     print(f"ratio={ratio:.3f} p99_ms={at_half.p99_ms:.1f}")
 
