@@ -426,9 +426,9 @@ async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], s
     # An app run without its lifespan (some tests) has no shared reads: each reads alone.
     reads: SharedReads = getattr(request.state, "shared_reads", None) or SharedReads()
     epoch = await reads.epoch(catalog, session)
-    hit, caller, refresh = cache.get(secret, epoch=epoch)
+    hit, caller, refresh_due = cache.get(secret, epoch=epoch)
     thing = ("api key", secret)
-    if hit and not (refresh and not reads.under_way(thing, patience=cache.ttl)):
+    if hit and (not refresh_due or reads.under_way(thing, patience=cache.ttl)):
         return caller
 
     async def load() -> Caller | None:
@@ -436,7 +436,12 @@ async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], s
         cache.put(secret, found, epoch=epoch)
         return found
 
-    return await reads.read(thing, load, patience=cache.ttl)
+    if not hit:
+        return await reads.read(thing, load, patience=cache.ttl)
+    try:
+        return await reads.read(thing, load, patience=cache.ttl)
+    except Exception:  # the entry is still valid: use it, and a later request retries
+        return caller
 
 
 async def admit(request: Request, allowed: frozenset[ApiScope],

@@ -31,16 +31,17 @@ class Catalog:
 class SlowKeys:
     """Stands in for the key query: counts the lookups, each taking ``seconds``."""
 
-    def __init__(self, seconds: float = 0.05, *, fail_first: bool = False) -> None:
+    def __init__(self, seconds: float = 0.05, *, fail_first: bool = False,
+                 fail_on: int | None = None) -> None:
         self.seconds = seconds
-        self.fail_first = fail_first
+        self.fail_on = 1 if fail_first else fail_on
         self.lookups = 0
         self._lock = threading.Lock()
 
     def __call__(self, session: Any, secret: str) -> Caller | None:
         with self._lock:
             self.lookups += 1
-            failing = self.fail_first and self.lookups == 1
+            failing = self.lookups == self.fail_on
         time.sleep(self.seconds)
         if failing:
             raise ConnectionError("the database went away")
@@ -116,6 +117,25 @@ def test_an_entry_due_for_refresh_is_reloaded_by_one_request_while_others_use_it
     assert [caller.name for caller in others] == ["shop"] * 10
     assert waited < keys.seconds / 2 < total  # they did not wait for the refresh
     assert keys.lookups == 2  # the first and the one refresh
+
+
+def test_a_failed_refresh_keeps_the_entry_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The database went away while the entry was still valid: the request that refreshes
+    # it is answered from the entry, and a later request tries the refresh again.
+    slow = SlowKeys(seconds=0.0, fail_on=2)
+    monkeypatch.setattr(deps, "_load_caller", slow)
+    cache, reads = ApiKeyCache(ttl_seconds=0.5, refresh_after=0.1), SharedReads()
+
+    async def scenario() -> list[Any]:
+        await deps._lookup(request(cache, reads), session, SECRET)
+        await asyncio.sleep(0.06)
+        refreshing = await deps._lookup(request(cache, reads), session, SECRET)  # fails
+        retrying = await deps._lookup(request(cache, reads), session, SECRET)
+        return [refreshing, retrying]
+
+    callers = asyncio.run(scenario())
+    assert [caller.name for caller in callers] == ["shop", "shop"]
+    assert slow.lookups == 3  # the first, the failed refresh, the retry
 
 
 def test_a_refreshed_entry_lives_a_whole_life_again(keys: SlowKeys) -> None:
