@@ -436,12 +436,12 @@ async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], s
         cache.put(secret, found, epoch=epoch)
         return found
 
-    if not hit:
-        return await reads.read(thing, load, patience=cache.ttl)
     try:
         return await reads.read(thing, load, patience=cache.ttl)
-    except Exception:  # the entry is still valid: use it, and a later request retries
-        return caller
+    except Exception:
+        if not hit:
+            raise
+        return caller  # a failed refresh: the entry is still valid, a later request retries
 
 
 async def admit(request: Request, allowed: frozenset[ApiScope],
