@@ -65,6 +65,12 @@ def fk(target: str, *, ondelete: str | None = "CASCADE", nullable: bool = False,
     )
 
 
+def ref(*, nullable: bool = False, index: bool = True) -> Any:
+    """The id of another table's row, kept without a foreign key: triggers do what the key
+    would on delete (see Assignment)."""
+    return Field(default=None, sa_column=Column(BigId, nullable=nullable, index=index))
+
+
 def pk() -> Any:
     return Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
 
@@ -387,7 +393,14 @@ class ArmAllocation(SQLModel, table=True):
 
 
 class Assignment(SQLModel, table=True):
-    """A customer's arm in a campaign, fixed at first exposure and never changed."""
+    """A customer's arm in a campaign, fixed at first exposure and never changed.
+
+    Every offers request writes or checks its customer's rows here, so the campaign, arm
+    and channel are not foreign keys: PostgreSQL's check of each, per row, locked rows
+    that every concurrent request locked (see migration 0007). Triggers do what the keys
+    did on delete (a campaign's or arm's assignments go with it; a deleted channel is
+    cleared); rows name only arms of running campaigns, which are never deleted.
+    """
 
     __tablename__ = "assignment"
     __table_args__ = (
@@ -396,13 +409,12 @@ class Assignment(SQLModel, table=True):
     )
 
     id: int | None = pk()
-    campaign_id: int = fk("campaign.id", index=False)
+    campaign_id: int = ref(index=False)  # the unique key's first column
     customer_id: int = fk("customer.id")
-    arm_id: int = fk("arm.id")
+    arm_id: int = ref()
     allocation_period: int = Field(default=1)
     first_exposed_at: datetime = now_field()
-    exposure_channel_id: int | None = fk("channel.id", ondelete="SET NULL", nullable=True,
-                                         index=False)
+    exposure_channel_id: int | None = ref(nullable=True, index=False)
     #: live (not rolled back) redemptions, bounded by the campaign's per-customer limit
     redemption_count: int = Field(default=0)
 

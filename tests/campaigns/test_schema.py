@@ -10,13 +10,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Float, Numeric, inspect, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from campaigns import migrate
 from campaigns.db import build_engine, check_schema_current, current_revision
 from campaigns.errors import SchemaOutOfDate
 from campaigns.models import (
     Arm,
+    Assignment,
     Campaign,
     ChannelEvent,
     CouponCode,
@@ -25,6 +26,7 @@ from campaigns.models import (
     metadata,
 )
 from tests.builders import make_campaign, make_channel, make_customer, make_goal
+from tests.scratch import empty_schema
 
 MONEY_SUFFIXES = ("_minor",)
 
@@ -101,6 +103,43 @@ class TestMigrations:
         with pytest.raises(IntegrityError), database.begin() as connection:
             connection.exec_driver_sql(
                 "UPDATE campaign SET goal_id = NULL WHERE id = 1")
+
+    def test_assignment_keys_go_and_come_back_with_the_data(self, database, tmp_path) -> None:
+        # 0007 drops assignment's campaign, arm and channel keys for triggers (a rebuild of
+        # the table on SQLite); its downgrade puts them back. Both keep the rows.
+        url = database[0]
+        if url.startswith("sqlite"):
+            url = f"sqlite:///{(tmp_path / 'keys.sqlite3').as_posix()}"
+        with empty_schema(url, prefix="cs_keys") as schema:
+            engine = build_engine(url, schema=schema)
+            try:
+                migrate.upgrade(engine)
+                with Session(engine) as session:
+                    campaign_id = TestAssignmentParents._assign(session, "C1", "C2")[0].id
+                    session.commit()
+
+                def parents() -> list[str]:
+                    return sorted(key["referred_table"]
+                                  for key in inspect(engine).get_foreign_keys("assignment"))
+
+                def assignments() -> int:
+                    with engine.connect() as connection:
+                        return connection.exec_driver_sql(
+                            "SELECT count(*) FROM assignment").scalar_one()
+
+                assert parents() == ["customer"]
+                migrate.downgrade(engine, "0006")
+                assert parents() == ["arm", "campaign", "channel", "customer"]
+                assert assignments() == 2
+                migrate.upgrade(engine)
+                assert parents() == ["customer"]
+                assert assignments() == 2
+                with engine.begin() as connection:
+                    connection.execute(text("DELETE FROM campaign WHERE id = :id"),
+                                       {"id": campaign_id})
+                assert assignments() == 0
+            finally:
+                engine.dispose()
 
     def test_empty_database_is_refused(self, tmp_path) -> None:
         empty = build_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
@@ -207,3 +246,45 @@ class TestDatabaseInvariants:
         session.add(Arm(campaign_id=999_999, name="orphan", weight=1, is_control=True))
         with pytest.raises(IntegrityError):
             session.flush()
+
+
+class TestAssignmentParents:
+    """An assignment names its campaign, arm and exposure channel without foreign keys
+    (migration 0007): deleting one of them, even by hand, still does what the keys did."""
+
+    @staticmethod
+    def _assign(session: Session, *customers: str, name: str = "Spring push"
+                ) -> tuple[Campaign, list[Arm], int]:
+        campaign = make_campaign(session, name=name)
+        arms = list(session.exec(select(Arm).where(Arm.campaign_id == campaign.id)
+                                 .order_by(col(Arm.id))))
+        channel = make_channel(session, key="kiosk")
+        for i, external_id in enumerate(customers):
+            session.add(Assignment(campaign_id=campaign.id, arm_id=arms[i % 2].id,
+                                   customer_id=make_customer(session, external_id=external_id).id,
+                                   exposure_channel_id=channel.id))
+        session.flush()
+        assert channel.id is not None
+        return campaign, arms, channel.id
+
+    @staticmethod
+    def _rows(session: Session) -> list[tuple[int, int, int | None]]:
+        return [tuple(row) for row in session.execute(text(
+            "SELECT campaign_id, arm_id, exposure_channel_id FROM assignment ORDER BY id"))]
+
+    def test_deleting_a_campaign_deletes_its_assignments(self, session: Session) -> None:
+        campaign, _, _ = self._assign(session, "C1", "C2")
+        other, other_arms, channel_id = self._assign(session, "C3", name="Summer push")
+        session.execute(text("DELETE FROM campaign WHERE id = :id"), {"id": campaign.id})
+        assert self._rows(session) == [(other.id, other_arms[0].id, channel_id)]
+
+    def test_deleting_an_arm_deletes_its_assignments(self, session: Session) -> None:
+        campaign, arms, channel_id = self._assign(session, "C1", "C2", "C3")
+        session.execute(text("DELETE FROM arm WHERE id = :id"), {"id": arms[1].id})
+        assert self._rows(session) == [(campaign.id, arms[0].id, channel_id)] * 2
+
+    def test_deleting_a_channel_clears_the_exposure_channel(self, session: Session) -> None:
+        campaign, arms, channel_id = self._assign(session, "C1", "C2")
+        session.execute(text("DELETE FROM channel WHERE id = :id"), {"id": channel_id})
+        assert self._rows(session) == [(campaign.id, arms[0].id, None),
+                                       (campaign.id, arms[1].id, None)]
