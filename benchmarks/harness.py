@@ -68,6 +68,21 @@ def fresh_schema(prefix: str) -> Iterator[tuple[Engine, str]]:
         admin.dispose()
 
 
+def settle(engine: Engine) -> None:
+    """Write out what the last phase left dirty before the next one is measured.
+
+    PostgreSQL's ``CHECKPOINT`` writes its dirty buffers and syncs the files its backends
+    wrote; ``sync`` flushes the rest (the server's log). Left to the kernel, a phase's
+    writes are flushed about 30 s later, in the middle of the next phase, and on a shared
+    disk that flush holds every commit's WAL flush, and the requests waiting on them, for
+    up to a second at a time: it was most of the latency a paced run measured right after
+    a maximum-throughput run (see docs/PERFORMANCE.md).
+    """
+    with engine.connect() as connection:
+        connection.execute(text("CHECKPOINT"))
+    os.sync()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -211,6 +226,41 @@ def wrk(url: str, *, lua: str, seconds: int = 15, connections: int = 64,
     return LoadResult(rps, p50, p99, total, errors,
                       server_cpu_ms=(after[0] - before[0]) * 1000 / total,
                       database_cpu_ms=(after[1] - before[1]) * 1000 / total)
+
+
+def interleaved(targets: list[tuple[str, str]], *, rounds: int = 3, seconds: int = 5
+                ) -> list[LoadResult]:
+    """Maximum throughput of each (url, Lua script) target, measured in turns: ``rounds``
+    runs of ``seconds`` each, target after target.
+
+    On a shared machine the capacity left to a benchmark changes from one minute to the
+    next (neighbours' work, the disk's writeback). One long run of each target, one after
+    the other, puts all of a bad minute on one side of their ratio; short runs in turns
+    share the good and the bad moments between them. Each target's result is its requests
+    over its time in all rounds; its latencies are those of its median round.
+    """
+    runs: list[list[LoadResult]] = [[] for _ in targets]
+    for _ in range(rounds):
+        for results, (url, lua) in zip(runs, targets, strict=True):
+            results.append(wrk(url, lua=lua, seconds=seconds))
+    return [_combined(results) for results in runs]
+
+
+def _combined(runs: list[LoadResult]) -> LoadResult:
+    requests = sum(run.requests for run in runs)
+    seconds = sum(run.requests / run.requests_per_second for run in runs)
+
+    def per_request(values: list[float | None]) -> float | None:
+        if any(value is None for value in values):
+            return None
+        return sum(value * run.requests  # type: ignore[operator]
+                   for value, run in zip(values, runs, strict=True)) / requests
+
+    return LoadResult(requests / seconds, statistics.median(run.p50_ms for run in runs),
+                      statistics.median(run.p99_ms for run in runs), requests,
+                      sum(run.errors for run in runs),
+                      server_cpu_ms=per_request([run.server_cpu_ms for run in runs]),
+                      database_cpu_ms=per_request([run.database_cpu_ms for run in runs]))
 
 
 PACED_CLIENT = r'''

@@ -4,8 +4,8 @@ PostgreSQL; 10 running campaigns, 50,000 exposed customers; every request carrie
 Idempotency-Key, so each one reads the customer's assignment, then inserts a redemption and
 charges the customer's limit and the campaign budget under their conditions (one statement,
 committed as it ends). The baseline endpoint does one INSERT in one transaction under the
-same server settings (uvicorn, 2 workers, the harness's connection pool).
-Last line: ``ratio=<redemptions/bare>``.
+same server settings (uvicorn, 2 workers, the harness's connection pool); wrk drives both
+in turns. Last line: ``ratio=<redemptions/bare>``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from datetime import timedelta
 
-from harness import fresh_schema, server, wrk
+from harness import fresh_schema, interleaved, server, settle, wrk
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -29,6 +29,8 @@ from campaigns.types import utcnow
 CUSTOMERS = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
 CAMPAIGNS = 10
 SECONDS = 15
+#: Both are measured in this many turns of SECONDS / ROUNDS each.
+ROUNDS = 3
 
 
 def build_world(session: Session) -> tuple[str, list[int]]:
@@ -103,16 +105,19 @@ def main() -> None:
     with fresh_schema("bench_redeem") as (engine, schema):
         with Session(engine) as session:
             key, campaign_ids = build_world(session)
-        with server("web.app:create_app", schema=schema, workers=2) as url:
-            wrk(url, lua=redemption_lua(key, campaign_ids), seconds=3)
-            redeemed = wrk(url, lua=redemption_lua(key, campaign_ids), seconds=SECONDS)
+        settle(engine)
+        redeem_lua = redemption_lua(key, campaign_ids)
+        with server("web.app:create_app", schema=schema, workers=2) as url, \
+                server("benchmarks.bare_app:create_app", schema=schema, workers=2) as bare_url:
+            wrk(url, lua=redeem_lua, seconds=3)
+            wrk(bare_url, lua=BARE_LUA, seconds=3)
+            # In turns, the same time each (see harness.interleaved).
+            redeemed, bare = interleaved([(url, redeem_lua), (bare_url, BARE_LUA)],
+                                         rounds=ROUNDS, seconds=SECONDS // ROUNDS)
         with engine.connect() as connection:
             spent = connection.execute(text("SELECT sum(spent_minor) FROM campaign")).scalar()
             applied = connection.execute(text(
                 "SELECT sum(cost_minor), count(*) FROM redemption WHERE status = 'applied'")).one()
-        with server("benchmarks.bare_app:create_app", schema=schema, workers=2) as url:
-            wrk(url, lua=BARE_LUA, seconds=3)
-            bare = wrk(url, lua=BARE_LUA, seconds=SECONDS)
     print(f"redemptions: {redeemed.requests_per_second:8.0f} /s  p50 {redeemed.p50_ms:.1f} ms  "
           f"p99 {redeemed.p99_ms:.1f} ms  non-2xx {redeemed.errors}")
     print(f"bare insert: {bare.requests_per_second:8.0f} /s  p50 {bare.p50_ms:.1f} ms  "
