@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
-from psycopg import Connection
+from psycopg import AsyncConnection, Connection
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.sql.expression import ClauseElement
 from sqlmodel import Session
@@ -73,6 +73,27 @@ class SessionConnection:
     async def transaction(self) -> AsyncIterator[None]:
         with self._connection.transaction():
             yield
+
+
+class OneCursor:
+    """A connection as a :class:`Database` whose statements all run on one cursor (a new
+    cursor per statement, as ``AsyncConnection.execute`` makes, costs its own setup each
+    time). A statement's rows must be read before the next statement runs."""
+
+    def __init__(self, connection: AsyncConnection[Any]) -> None:
+        self._connection = connection
+        self._cursor = connection.cursor()
+
+    @property
+    def autocommit(self) -> bool:
+        return self._connection.autocommit
+
+    async def execute(self, query: str, params: dict[str, Any], *,
+                      prepare: bool | None = None) -> Rows:
+        return await self._cursor.execute(query, params, prepare=prepare)
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        return self._connection.transaction()
 
 
 async def fetch_alone(database: Database, query: str, params: dict[str, Any]) -> list[Any]:

@@ -543,8 +543,10 @@ class StepGroups:
     """The grouped statements of one server process (one event loop): customers, first
     exposures and coupon codes.
 
-    ``run`` runs a unit of work on a connection of the process's pool (and once more after
-    a connection error: every statement here stands alone, so that is safe).
+    ``runner`` gives each group its own ``run``, which runs a unit of work on a connection
+    of the process's pool (and once more after a connection error: every statement here
+    stands alone, so that is safe); one statement of a group runs at a time, so each group
+    can keep a connection of its own.
 
     The exposure statement waits (up to ``exposure_linger`` seconds) for the requests in
     flight that have not sent their exposures yet: they are getting their customer, and
@@ -552,19 +554,20 @@ class StepGroups:
     several requests where there were several of one each.
     """
 
-    def __init__(self, run: Run[Any], *,
+    def __init__(self, runner: Callable[[], Run[Any]], *,
                  exposure_linger: float = EXPOSURE_LINGER_SECONDS) -> None:
         #: Requests in flight, and how many of them have sent their exposures.
         self.in_flight = 0
         self.exposing = 0
+        run_customers, run_exposures, run_codes = runner(), runner(), runner()
         self.customers: Grouped[NewCustomer, CustomerRow] = Grouped(
-            lambda customers: run(lambda database: get_or_create_customers(database,
-                                                                           customers)))
+            lambda customers: run_customers(
+                lambda database: get_or_create_customers(database, customers)))
         self.exposures: Grouped[FirstExposures, dict[int, Exposure]] = Grouped(
-            lambda exposures: run(lambda database: expose_all(database, exposures)),
+            lambda exposures: run_exposures(lambda database: expose_all(database, exposures)),
             linger=exposure_linger, coming=lambda: self.in_flight - self.exposing)
         self.codes: Grouped[list[CodeClaim], list[IssuedCode]] = Grouped(_flattened(
-            lambda claims: run(lambda database: issue_codes(database, claims))))
+            lambda claims: run_codes(lambda database: issue_codes(database, claims))))
 
 
 class GroupedSteps:

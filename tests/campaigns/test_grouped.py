@@ -243,7 +243,7 @@ class ExposureDatabase:
         """A process's step groups on this database, with a linger no test waits out."""
         async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
             return await work(self)
-        return StepGroups(run, exposure_linger=5.0)
+        return StepGroups(lambda: run, exposure_linger=5.0)
 
 
 def exposure(customer_id: int) -> FirstExposures:
