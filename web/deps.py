@@ -147,6 +147,9 @@ ASYNC_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan"
 
 #: How long a :class:`Lease` keeps a connection before giving it back to the pool.
 LEASE_SECONDS = 60.0
+#: The smallest pool whose connections the offers groups keep (three of them), leaving the
+#: other routes at least as many; a smaller pool lends one per statement.
+MIN_POOL_FOR_LEASES = 6
 
 
 class Lease:
@@ -213,9 +216,10 @@ class AsyncPool:
             min_size=1, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
             name="channelshift-async")
         # Concurrent offers requests write their customers, exposures and codes together,
-        # each kind of statement on a connection it keeps (see Lease).
+        # each kind of statement on a connection it keeps (see Lease) if the pool has room.
         self._leases: list[Lease] = []
-        self.offer_groups = StepGroups(self._leased)
+        self.offer_groups = StepGroups(self._leased if size >= MIN_POOL_FOR_LEASES
+                                       else lambda: lambda work: self.run(None, work))
 
     def offer_steps(self) -> GroupedSteps:
         return GroupedSteps(self.offer_groups)

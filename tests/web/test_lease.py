@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from campaigns.asyncdb import Database
 from campaigns.db import psycopg_connect_kwargs
-from web.deps import Lease
+from web.deps import MIN_POOL_FOR_LEASES, AsyncPool, Lease
 
 pytestmark = pytest.mark.postgres_only
 
@@ -102,3 +102,13 @@ def test_the_connection_goes_back_after_its_time(engine: Engine) -> None:
             assert pool.get_stats()["pool_available"] == 2
         assert taken(pool) == 3
     with_pool(engine, test)
+
+
+def test_only_a_pool_with_room_for_other_routes_lends_connections_for_good(engine: Engine
+                                                                           ) -> None:
+    # The offers groups keep three connections: in a smaller pool they would starve (or
+    # take every connection of) the other routes, so they borrow one per statement.
+    small = AsyncPool(engine, size=MIN_POOL_FOR_LEASES - 1)
+    room = AsyncPool(engine, size=MIN_POOL_FOR_LEASES)
+    assert small._leases == []
+    assert len(room._leases) == 3
