@@ -168,17 +168,16 @@ class Lease:
     def __init__(self, pool: AsyncConnectionPool, *, seconds: float = LEASE_SECONDS) -> None:
         self._pool = pool
         self._seconds = seconds
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._database: OneCursor | None = None
+        self._kept: tuple[psycopg.AsyncConnection[Any], OneCursor] | None = None
         self._until = 0.0
 
     async def run(self, work: Callable[[Database], Awaitable[T]]) -> T:
-        if self._connection is None or self._database is None:
-            self._connection = await self._pool.getconn()
-            self._database = OneCursor(self._connection)
+        if self._kept is None:
+            connection = await self._pool.getconn()
+            self._kept = connection, OneCursor(connection)
             self._until = time.monotonic() + self._seconds
         try:
-            result = await work(self._database)
+            result = await work(self._kept[1])
         except BaseException:
             await self.release()
             raise
@@ -187,9 +186,9 @@ class Lease:
         return result
 
     async def release(self) -> None:
-        connection, self._connection, self._database = self._connection, None, None
-        if connection is not None:
-            await self._pool.putconn(connection)
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await self._pool.putconn(kept[0])
 
 
 class AsyncPool:

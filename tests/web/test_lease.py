@@ -66,7 +66,7 @@ def test_statements_share_one_connection_and_cursor(engine: Engine) -> None:
 def test_an_error_gives_the_connection_back(engine: Engine) -> None:
     async def test(pool: AsyncConnectionPool) -> None:
         lease = Lease(pool)
-        first = await lease.run(backend_pid)
+        await lease.run(backend_pid)
 
         async def failing(database: Database) -> None:
             await backend_pid(database)
@@ -77,7 +77,6 @@ def test_an_error_gives_the_connection_back(engine: Engine) -> None:
         assert pool.get_stats()["pool_available"] == 2
         await lease.run(backend_pid)
         assert taken(pool) == 2
-        assert first > 0
     with_pool(engine, test)
 
 
