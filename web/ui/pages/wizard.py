@@ -209,7 +209,8 @@ def render_step(request: Request, ctx: WizardContext, state: WizardState, step: 
     form = form or FormState(values=step_values(step, state))
     return render(request, "wizard/page.html", {
         "title": f"New campaign: {TITLES[step]}", "step": step, "step_title": TITLES[step],
-        "number": step_index(step) + 1, "count": len(STEPS), "progress": _progress(state, step),
+        # "steps", not "count": the audience step's context has a "count" of its own.
+        "number": step_index(step) + 1, "steps": len(STEPS), "progress": _progress(state, step),
         "form": form, "wizard_state": encode_state(state, ui_state(request).signer),
         "state_field": STATE_FIELD, "first": step == STEPS[0], **_step_context(ctx, state, step),
     }, status_code=status_code)
