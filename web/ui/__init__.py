@@ -43,7 +43,8 @@ def _answer_unknown_pages_with_a_page(app: FastAPI) -> None:
 
     async def not_found(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
-        if error.status_code != 404 or request.url.path.startswith(API_PREFIX):
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+        if error.status_code != 404 or path.startswith(API_PREFIX):
             return await api_handler(request, error)
         return finish(request, problem_response(request, PageNotFound()))
 
