@@ -102,7 +102,10 @@ class CouponConfig(BaseModel):
     max_redemptions: Count | None = Field(None, ge=1)
     # batch mode; filled with defaults when mode is "batch"
     prefix: str | None = None
-    length: Count | None = Field(None, ge=6, le=32)
+    length: Count | None = Field(None, ge=6, le=32, description=(
+        f"From {min_length_for(DEFAULT_CHARSET)} to 32 characters with the default character "
+        f"set (a code needs {MIN_ENTROPY_BITS} bits of randomness; a custom set of fewer "
+        "characters needs a longer code)."))
     charset: str | None = None
     # forced to True for batch codes; False by default for a shared code
     single_use: bool | None = None

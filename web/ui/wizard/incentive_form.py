@@ -258,7 +258,10 @@ def _node(name: str, info: FieldInfo, path: Path, rows: Mapping[str, int]) -> Co
     choices = tuple(str(choice) for choice in typing.get_args(annotation)) \
         if kind is FieldKind.CHOICE else ()
     return ConfigField(path=path, kind=kind, label=humanize(name) + UNITS.get(kind, ""),
-                       required=info.is_required(), hint=_hint(kind, metadata),
+                       required=info.is_required(),
+                       # the type's own words when it has them (a bound the metadata cannot
+                       # state, such as a code's length for its randomness)
+                       hint=info.description or _hint(kind, metadata),
                        choices=choices, default=_display(kind, info.default))
 
 
