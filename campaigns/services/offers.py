@@ -48,6 +48,15 @@ class OfferView:
     redemptions_left: int | None
 
 
+def offers_combine(first: str, second: str) -> bool:
+    """Whether one customer may be offered two campaigns at once, given their stacking policies.
+
+    Stackable campaigns combine; an exclusive one is shown alone (the higher-priority of the
+    two hides the other), so it combines with none. The wizard's conflict check asks the same.
+    """
+    return first == second == "stackable"
+
+
 def choose_campaigns(snapshot: Snapshot, *, attributes: dict[str, object],
                      stage_key: str | None, now: datetime) -> list[CampaignConfig]:
     """The campaigns (highest priority first) the customer takes part in for this request.
@@ -65,7 +74,7 @@ def choose_campaigns(snapshot: Snapshot, *, attributes: dict[str, object],
                 or (campaign.ends_at is not None and campaign.ends_at <= now):
             continue
         exclusive = campaign.stacking == "exclusive"
-        if exclusive and chosen:
+        if chosen and not offers_combine(chosen[-1].stacking, campaign.stacking):
             continue  # a higher-priority stackable offer is already shown
         if not campaign.eligible(attributes):
             continue

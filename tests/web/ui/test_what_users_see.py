@@ -24,19 +24,23 @@ from tests.builders import (
     make_goal,
     make_running_campaign,
 )
-from tests.web.api.conftest import client, storefront_key  # noqa: F401  (fixtures)
-from tests.web.ui.test_wizard import (  # noqa: F401  (fixtures)
+from tests.web.api import conftest as api_fixtures
+from tests.web.ui import test_wizard as wizard_tests
+from tests.web.ui.test_wizard import (
     TWO_ARMS,
     Wizard,
     field_error,
     fill_to_arms,
-    marketer,
     paris,
     plain,
-    to_review,
     two_incentive_arms,
-    world,
 )
+
+# Fixtures of the API tests and the wizard's tests, used here as they are there.
+client = api_fixtures.client
+storefront_key = api_fixtures.storefront_key
+world = wizard_tests.world
+marketer = wizard_tests.marketer
 
 HEADING = re.compile(r"<h1>New campaign <span[^>]*>(.*?)</span></h1>", re.S)
 
@@ -128,7 +132,7 @@ class TestReviewConflicts:
         assert len(stacking) == len(expected), items
         for name, (status, count) in expected.items():
             item = next(item for item in stacking if f"'{name}'" in item)
-            assert f"'{name}' ({status})" in item
+            assert f"'{name}' ({status}), on the " in item
             assert f"shares {count:,} customers with this audience" in item
             assert "both campaigns are stackable" in item
         assert not any("Exclusive web deal" in item or "Stackable newcomers" in item

@@ -484,8 +484,8 @@ def paris(moment: datetime) -> str:
     return moment.astimezone(ZoneInfo("Europe/Paris")).strftime("%Y-%m-%dT%H:%M")
 
 
-def to_review(wizard: Wizard, goal: MigrationGoal, *, rule: str = "", soon: bool = False
-              ) -> None:
+def to_review(wizard: Wizard, goal: MigrationGoal, *, rule: str = "", soon: bool = False,
+              stacking: str = "exclusive") -> None:
     """Through every step with two incentive arms (34/33/33), ending on the review.
 
     ``soon``: run from tomorrow for two weeks (while the builders' campaigns run), else
@@ -498,7 +498,7 @@ def to_review(wizard: Wizard, goal: MigrationGoal, *, rule: str = "", soon: bool
     starts, ends = ((paris(now + timedelta(days=1)), paris(now + timedelta(days=15))) if soon
                     else ("2031-05-01T09:00", "2031-06-01T09:00"))
     wizard.press(starts_at=starts, ends_at=ends)
-    wizard.press(stacking="exclusive", priority="0", guardrails=["churn"])
+    wizard.press(stacking=stacking, priority="0", guardrails=["churn"])
     assert wizard.step == "review", plain(wizard.html)[:3000]
 
 
@@ -583,11 +583,12 @@ class TestReviewPower:
 
 
 class TestReviewConflicts:
-    def test_same_stage_and_richer_offers_elsewhere(self, session, world, marketer) -> None:
+    def test_offers_that_combine_and_richer_offers_elsewhere(self, session, world,
+                                                             marketer) -> None:
         goal = world["goal"]
-        make_running_campaign(session, name="Loyal callers", goal=goal,
+        make_running_campaign(session, name="Loyal callers", goal=goal, stacking="stackable",
                               eligibility_rule="tenure_months >= 30")
-        make_running_campaign(session, name="Newcomers", goal=goal,
+        make_running_campaign(session, name="Newcomers", goal=goal, stacking="stackable",
                               eligibility_rule="tenure_months < 2")
         make_campaign(session, name="Still a draft", goal=goal)
         app_goal = make_goal(session, name="Buy in the app", stage="purchase",
@@ -598,7 +599,7 @@ class TestReviewConflicts:
                               arms=[control_arm(), incentive_arm(
                                   "one euro", "fixed_discount", {"amount_minor": 100})])
         wizard = Wizard(marketer)
-        to_review(wizard, goal, rule="tenure_months >= 4", soon=True)
+        to_review(wizard, goal, rule="tenure_months >= 4", soon=True, stacking="stackable")
         wizard.press("recalc", expected_audience="", baseline_points="20", typical_order="100")
         assert wizard.response.status_code == 200
         items = sorted(plain(item).strip() for item in re.findall(
@@ -610,20 +611,23 @@ class TestReviewConflicts:
             "SELECT count(*) FROM customer WHERE value_tier <> 'platinum' AND tenure_months >= 4"
         )).scalar_one()
         assert len(items) == 2, items
-        assert items[1].startswith("Same stage: 'Loyal callers' (running) also works on the "
-                                   f"After-sale stage for {same_stage:,} customers")
-        assert items[0].startswith(f"Richer offer elsewhere: 'Half off in the app' (running) "
+        assert items[0].startswith("Offers combine: 'Loyal callers' (running), on the "
+                                   f"After-sale stage, shares {same_stage:,} customers with "
+                                   "this audience, and both campaigns are stackable")
+        assert items[1].startswith(f"Richer offer elsewhere: 'Half off in the app' (running) "
                                    f"offers {ours:,} customers of this audience a richer "
                                    "benefit on App")
-        assert "'half off' (50% off) is worth €50.00" in items[0]
-        assert "('ten percent', 10% off) is worth €10.00" in items[0]
+        assert "'half off' (50% off) is worth €50.00" in items[1]
+        assert "('ten percent', 10% off) is worth €10.00" in items[1]
 
     def test_no_conflict_when_nothing_overlaps(self, session, world, marketer) -> None:
         make_running_campaign(session, name="Newcomers", goal=world["goal"],
-                              eligibility_rule="tenure_months < 2")
+                              stacking="stackable", eligibility_rule="tenure_months < 2")
         wizard = Wizard(marketer)
-        to_review(wizard, world["goal"], rule="tenure_months >= 4", soon=True)
-        assert "No running, paused or scheduled campaign shares customers" in wizard.html
+        to_review(wizard, world["goal"], rule="tenure_months >= 4", soon=True,
+                  stacking="stackable")
+        assert ("No running, paused or scheduled campaign whose offers combine with this "
+                "one's shares customers") in plain(wizard.html)
 
 
 class TestPagesAreClean:
@@ -716,6 +720,10 @@ def test_browser_runs_the_wizard_to_two_incentive_arms_and_a_control(
     with Session(wizard_server.engine) as session:
         goal = session.exec(select(MigrationGoal).where(
             MigrationGoal.name == "Pre-sale questions in the app")).one()
+        # the demo's campaign of this goal combines with other stackable offers
+        session.execute(text("UPDATE campaign SET stacking = 'stackable' WHERE goal_id = :goal"),
+                        {"goal": goal.id})
+        session.commit()
         expected = session.execute(text(
             "SELECT count(*) FROM customer WHERE value_tier IN ('bronze', 'silver') "
             "AND tenure_months >= 3")).scalar_one()
@@ -763,13 +771,16 @@ def test_browser_runs_the_wizard_to_two_incentive_arms_and_a_control(
     page.get_by_role("button", name="Next: Schedule").click()
     expect(page.get_by_text("Europe/Paris", exact=True)).to_be_visible()
     page.get_by_role("button", name="Next: Stacking and guardrails").click()
+    page.get_by_label("When a customer qualifies for several campaigns").select_option(
+        "stackable")
     page.get_by_role("button", name="Next: Review").click()
 
     # 7. review: everything, the power of the design, the clash with the running campaign
     expect(page.get_by_role("heading", name="Can it detect the goal?")).to_be_visible()
     expect(page.locator("table.power tbody tr")).to_have_count(2)
-    expect(page.locator("li.conflict-audience")).to_contain_text(
-        "'Pre-sale questions in the app' (running)")
+    expect(page.locator("li.conflict-stacking")).to_contain_text(
+        "'Pre-sale questions in the app' (running), on the Pre-sale stage")
+    expect(page.locator("li.conflict-stacking")).to_contain_text("both campaigns are stackable")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"wizard-review-{backend}.png"), full_page=True)
     # Enter in a planning figure recalculates; it never creates the campaign.

@@ -266,7 +266,8 @@ def _review_context(ctx: WizardContext, state: WizardState) -> dict[str, Any]:
     schedule = results["schedule"].data
     conflicts = find_conflicts(session, DraftAudience(
         goal=goal, rules=rules, starts_at=schedule["starts_at"], ends_at=schedule["ends_at"],
-        offers=offers), order_minor=order, money=money)
+        offers=offers, stacking=results["policy"].data["stacking"]),
+        order_minor=order, money=money)
     return {
         "results": {step: result.data for step, result in results.items()},
         "goal": goal, "stage": session.get(Stage, goal.stage_id), "target": target,

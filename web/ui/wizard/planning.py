@@ -6,10 +6,12 @@ and its inverse :func:`analytics.stats.required_sample_size`, at 5% and 80% powe
 arm expects ``audience * weight / 100`` customers.
 
 Conflicts: campaigns that run (or will) during the new one's schedule, whose audience
-shares customers with it (counted in SQL when both rules can be read). On the same stage
-they compete for the same interactions; in another channel, a richer benefit for the same
-customers pulls them there instead — the price gap between channels that channel
-partners notice. Benefits are compared by each incentive type's own
+shares customers with it (counted in SQL when both rules can be read), whatever their stage.
+When both stacking policies let one customer be offered both (the storefront's own rule,
+:func:`campaigns.services.offers.offers_combine`), those customers can take both incentives;
+an exclusive campaign is shown alone, so it stacks with none. In another channel, a richer
+benefit for the same customers pulls them there instead — the price gap between channels
+that channel partners notice. Benefits are compared by each incentive type's own
 ``compute_benefit`` on a typical order.
 """
 
@@ -29,6 +31,7 @@ from campaigns.incentives import OrderContext, get_incentive_type
 from campaigns.models import Arm, Channel, Incentive, MigrationGoal, Stage
 from campaigns.rules import Rule
 from campaigns.services.audience import LiveCampaign, live_campaigns, overlap_count
+from campaigns.services.offers import offers_combine
 
 ALPHA = 0.05
 POWER = 0.8
@@ -177,7 +180,7 @@ class CampaignConflict:
     campaign_id: int
     campaign: str
     status: str
-    kind: str  # "audience": same stage; "benefit": a richer offer in another channel
+    kind: str  # "stacking": offers that combine; "benefit": a richer offer in another channel
     #: customers in both audiences (None when one of the rules could not be read)
     overlap: int | None
     message: str
@@ -192,6 +195,7 @@ class DraftAudience:
     starts_at: datetime | None
     ends_at: datetime | None
     offers: Sequence[ArmOffer]
+    stacking: str
 
 
 def _names(session: Session) -> tuple[dict[int, str], dict[int, str]]:
@@ -254,13 +258,14 @@ def find_conflicts(session: Session, draft: DraftAudience, *, order_minor: int |
         campaign, goal = live.campaign, live.goal
         assert campaign.id is not None
         who = f"'{campaign.name}' ({campaign.status})"
-        if goal.stage_id == draft.goal.stage_id:
+        if offers_combine(draft.stacking, campaign.stacking):
             conflicts.append(CampaignConflict(
                 campaign_id=campaign.id, campaign=campaign.name, status=campaign.status,
-                kind="audience", overlap=overlap,
-                message=f"{who} also works on the {stages.get(goal.stage_id, 'same')} stage "
-                f"for {_people(overlap)} of this audience: a customer is assigned to both "
-                "and neither result is clean."))
+                kind="stacking", overlap=overlap,
+                message=f"{who}, on the {stages.get(goal.stage_id, 'its')} stage, shares "
+                f"{_people(overlap)} with this audience, and both campaigns are stackable: "
+                "those customers can be offered both incentives and redeem both, and each "
+                "campaign's result then includes some of the other's effect."))
         if goal.target_channel_id == draft.goal.target_channel_id:
             continue
         their_channel = keys.get(goal.target_channel_id)
