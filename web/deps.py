@@ -26,6 +26,7 @@ from campaigns.models import ApiKey, ApiScope
 from campaigns.services.apikeys import find_api_key
 from campaigns.services.catalog import Catalog
 from campaigns.services.offers_postgresql import DirectSteps, GroupedSteps, StepGroups
+from campaigns.wording import with_article
 from web.api.guards import refuse_nul_characters
 from web.errors import (
     ApiError,
@@ -512,7 +513,7 @@ async def admit(request: Request, allowed: frozenset[ApiScope],
                        headers={"WWW-Authenticate": "Bearer"})
     if caller.scope not in allowed:
         raise ApiError(403, "wrong_scope",
-                       f"this route needs a {' or '.join(sorted(allowed))} key; "
+                       f"this route needs {with_article(' or '.join(sorted(allowed)))} key; "
                        f"this key has scope {caller.scope.value}")
     request.state.caller = caller
     # Input is looked at only once the caller is known to be allowed here.

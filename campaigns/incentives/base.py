@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from campaigns.errors import FieldError, InvalidIncentiveConfig, ValidationFailed
 from campaigns.incentives.fields import BP_SCALE, Loc
+from campaigns.money import format_money
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -150,8 +151,10 @@ def require_channel(ctx: OrderContext, channel_key: str | None) -> None:
     )
 
 
-def minimum_order_terms(min_order_minor: int | None) -> list[str]:
-    return [] if not min_order_minor else [f"Minimum order {format_minor(min_order_minor)}."]
+def minimum_order_terms(min_order_minor: int | None, *, currency: str) -> list[str]:
+    if not min_order_minor:
+        return []
+    return [f"Minimum order {format_money(min_order_minor, currency)}."]
 
 
 # --------------------------------------------------------------------------- error messages
@@ -353,8 +356,8 @@ class IncentiveType(ABC, Generic[ConfigT]):
         return config.model_dump(mode="json")
 
     @abstractmethod
-    def describe(self, config: ConfigT) -> Offer:
-        """The offer as a storefront shows it."""
+    def describe(self, config: ConfigT, *, currency: str) -> Offer:
+        """The offer as a storefront shows it, its amounts in the campaign's ``currency``."""
 
     @abstractmethod
     def compute_benefit(self, config: ConfigT, ctx: OrderContext) -> Benefit:

@@ -19,7 +19,6 @@ from campaigns.incentives.base import (
     Offer,
     OrderContext,
     capped,
-    format_minor,
     format_percent,
     minimum_order_terms,
     order_amount,
@@ -42,6 +41,8 @@ from campaigns.incentives.fields import (
     PositiveMoney,
     problems_error,
 )
+from campaigns.money import format_money
+from campaigns.wording import plural
 
 DEFAULT_CODE_LENGTH = 10
 
@@ -213,27 +214,28 @@ class Coupon(IncentiveType[CouponConfig]):
     label = "coupon"
     config_model = CouponConfig
 
-    def describe(self, config: CouponConfig) -> Offer:
+    def describe(self, config: CouponConfig, *, currency: str) -> Offer:
         benefit = config.benefit
         if benefit.kind == "percent":
             assert benefit.percent_bp is not None
             headline = f"{format_percent(benefit.percent_bp)} off"
         else:
             assert benefit.amount_minor is not None
-            headline = f"{format_minor(benefit.amount_minor)} off"
+            headline = f"{format_money(benefit.amount_minor, currency)} off"
         if config.mode == "shared":
             description = f"{headline} your order with code {config.code}."
         else:
             description = f"{headline} your order with your personal code."
-        terms = minimum_order_terms(benefit.min_order_minor)
+        terms = minimum_order_terms(benefit.min_order_minor, currency=currency)
         if benefit.cap_minor is not None:
-            terms.append(f"Discount capped at {format_minor(benefit.cap_minor)}.")
+            terms.append(f"Discount capped at {format_money(benefit.cap_minor, currency)}.")
         if config.single_use:
             terms.append("The code can be used once.")
         elif config.max_redemptions is not None:
-            terms.append(f"Limited to the first {config.max_redemptions} redemptions.")
+            terms.append("Limited to the first "
+                         f"{plural(config.max_redemptions, 'redemption')}.")
         if config.expires_days is not None:
-            terms.append(f"Expires {config.expires_days} days after it is issued.")
+            terms.append(f"Expires {plural(config.expires_days, 'day')} after it is issued.")
         return Offer(
             type=self.key,
             title=f"{headline} with a code",

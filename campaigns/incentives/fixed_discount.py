@@ -9,11 +9,11 @@ from campaigns.incentives.base import (
     IncentiveType,
     Offer,
     OrderContext,
-    format_minor,
     minimum_order_terms,
     order_amount,
 )
 from campaigns.incentives.fields import CONFIG_MODEL_CONFIG, NonNegativeMoney, PositiveMoney
+from campaigns.money import format_money
 
 
 class FixedDiscountConfig(BaseModel):
@@ -28,9 +28,9 @@ class FixedDiscount(IncentiveType[FixedDiscountConfig]):
     label = "fixed discount"
     config_model = FixedDiscountConfig
 
-    def describe(self, config: FixedDiscountConfig) -> Offer:
-        amount = format_minor(config.amount_minor)
-        terms = minimum_order_terms(config.min_order_minor)
+    def describe(self, config: FixedDiscountConfig, *, currency: str) -> Offer:
+        amount = format_money(config.amount_minor, currency)
+        terms = minimum_order_terms(config.min_order_minor, currency=currency)
         terms.append("The discount never exceeds the order total.")
         return Offer(
             type=self.key,

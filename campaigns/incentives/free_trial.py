@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from campaigns.incentives.base import Benefit, IncentiveType, Offer, OrderContext, format_minor
+from campaigns.incentives.base import Benefit, IncentiveType, Offer, OrderContext
 from campaigns.incentives.fields import (
     CONFIG_MODEL_CONFIG,
     Count,
     NonNegativeMoney,
     PositiveMoney,
 )
+from campaigns.money import format_money
+from campaigns.wording import plural
 
 
 class FreeTrialConfig(BaseModel):
@@ -31,14 +33,14 @@ class FreeTrial(IncentiveType[FreeTrialConfig]):
     label = "free trial"
     config_model = FreeTrialConfig
 
-    def describe(self, config: FreeTrialConfig) -> Offer:
-        days = f"{config.days} day" + ("" if config.days == 1 else "s")
+    def describe(self, config: FreeTrialConfig, *, currency: str) -> Offer:
+        days = plural(config.days, "day")
         description = f"Try {config.product} free for {days}"
         if config.value_minor:
-            description += f" (worth {format_minor(config.value_minor)})"
+            description += f" (worth {format_money(config.value_minor, currency)})"
         terms = []
         if config.converts_to_paid_price_minor is not None:
-            price = format_minor(config.converts_to_paid_price_minor)
+            price = format_money(config.converts_to_paid_price_minor, currency)
             terms.append(f"After the trial it continues at {price} unless cancelled.")
         else:
             terms.append("No payment needed; the trial ends by itself.")

@@ -9,11 +9,11 @@ from campaigns.incentives.base import (
     IncentiveType,
     Offer,
     OrderContext,
-    format_minor,
     minimum_order_terms,
     order_amount,
 )
 from campaigns.incentives.fields import CONFIG_MODEL_CONFIG, Count, NonNegativeMoney
+from campaigns.money import format_money
 
 
 class GiftConfig(BaseModel):
@@ -37,12 +37,12 @@ class Gift(IncentiveType[GiftConfig]):
     def retail_value(self, config: GiftConfig) -> int:
         return config.unit_cost_minor if config.value_minor is None else config.value_minor
 
-    def describe(self, config: GiftConfig) -> Offer:
+    def describe(self, config: GiftConfig, *, currency: str) -> Offer:
         value = self.retail_value(config)
         description = f"Get {config.item} free with your order"
         if value:
-            description += f" (worth {format_minor(value)})"
-        terms = minimum_order_terms(config.min_order_minor)
+            description += f" (worth {format_money(value, currency)})"
+        terms = minimum_order_terms(config.min_order_minor, currency=currency)
         terms.append(f"While stocks last ({config.inventory} available).")
         return Offer(
             type=self.key,

@@ -20,7 +20,6 @@ from campaigns.incentives.base import (
     IncentiveType,
     Offer,
     OrderContext,
-    format_minor,
     order_amount,
     require_channel,
 )
@@ -33,6 +32,8 @@ from campaigns.incentives.fields import (
     Slug,
     problems_error,
 )
+from campaigns.money import format_money
+from campaigns.wording import plural
 
 EntryEvent = Literal["interaction", "conversion", "redemption"]
 
@@ -171,18 +172,21 @@ class Lottery(IncentiveType[LotteryConfig]):
     label = "lottery"
     config_model = LotteryConfig
 
-    def describe(self, config: LotteryConfig) -> Offer:
+    def describe(self, config: LotteryConfig, *, currency: str) -> Offer:
         rule = config.entry_rule
         top = max(config.prizes, key=lambda p: p.value_minor)
-        entries = f"{rule.entries_per_event} entr" + ("y" if rule.entries_per_event == 1 else "ies")
+        entries = plural(rule.entries_per_event, "entry", "entries")
         where = f" on {rule.channel_key}" if rule.channel_key else ""
-        prizes = ", ".join(f"{p.name} (worth {format_minor(p.value_minor)})" for p in config.prizes)
+        prizes = ", ".join(f"{p.name} (worth {format_money(p.value_minor, currency)})"
+                           for p in config.prizes)
         terms: list[str] = []
         if rule.min_amount_minor:
-            terms.append(f"Minimum spend {format_minor(rule.min_amount_minor)} per entry event.")
+            terms.append(f"Minimum spend {format_money(rule.min_amount_minor, currency)} per "
+                         "entry event.")
         if rule.max_entries_per_customer is not None:
-            terms.append(f"At most {rule.max_entries_per_customer} entries per customer.")
-        terms.append(f"{total_inventory(config)} prizes in total.")
+            terms.append(f"At most {plural(rule.max_entries_per_customer, 'entry', 'entries')} "
+                         "per customer.")
+        terms.append(f"{plural(total_inventory(config), 'prize')} in total.")
         terms.append(
             "Chance per entry: "
             + "; ".join(

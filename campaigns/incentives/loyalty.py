@@ -17,7 +17,6 @@ from campaigns.incentives.base import (
     IncentiveType,
     Offer,
     OrderContext,
-    format_minor,
     format_multiplier,
     order_amount,
 )
@@ -31,6 +30,8 @@ from campaigns.incentives.fields import (
     Slug,
     problems_error,
 )
+from campaigns.money import format_money
+from campaigns.wording import plural
 
 MIN_MULTIPLIER_BP = BP_SCALE  # 1x
 MAX_MULTIPLIER_BP = 10 * BP_SCALE  # 10x
@@ -155,14 +156,17 @@ class Loyalty(IncentiveType[LoyaltyConfig]):
         amount = order_amount(ctx)
         return amount * config.points_per_currency_unit * multiplier // (100 * BP_SCALE), applied
 
-    def describe(self, config: LoyaltyConfig) -> Offer:
-        rate = f"{config.points_per_currency_unit} points per {format_minor(100)} spent"
+    def describe(self, config: LoyaltyConfig, *, currency: str) -> Offer:
+        # points_per_currency_unit is per 100 minor units
+        rate = (f"{plural(config.points_per_currency_unit, 'point')} per "
+                f"{format_money(100, currency)} spent")
         description = f"Earn {rate}"
         if config.target_channel_multiplier_bp > BP_SCALE:
             multiplier = format_multiplier(config.target_channel_multiplier_bp)
             description += f", {multiplier} when you use the recommended channel"
         tiers = "; ".join(
-            f"{t.name} from {t.threshold_points:,} points: {t.benefits}" for t in config.tiers
+            f"{t.name} from {plural(t.threshold_points, 'point')}: {t.benefits}"
+            for t in config.tiers
         )
         return Offer(
             type=self.key,

@@ -10,7 +10,6 @@ from campaigns.incentives.base import (
     Offer,
     OrderContext,
     capped,
-    format_minor,
     format_percent,
     minimum_order_terms,
     order_amount,
@@ -22,6 +21,7 @@ from campaigns.incentives.fields import (
     PercentBasisPoints,
     PositiveMoney,
 )
+from campaigns.money import format_money
 
 
 class PercentDiscountConfig(BaseModel):
@@ -37,14 +37,14 @@ class PercentDiscount(IncentiveType[PercentDiscountConfig]):
     label = "percent discount"
     config_model = PercentDiscountConfig
 
-    def describe(self, config: PercentDiscountConfig) -> Offer:
+    def describe(self, config: PercentDiscountConfig, *, currency: str) -> Offer:
         percent = format_percent(config.percent_bp)
         description = f"{percent} off your order"
         if config.cap_minor is not None:
-            description += f", up to {format_minor(config.cap_minor)}"
-        terms = minimum_order_terms(config.min_order_minor)
+            description += f", up to {format_money(config.cap_minor, currency)}"
+        terms = minimum_order_terms(config.min_order_minor, currency=currency)
         if config.cap_minor is not None:
-            terms.append(f"Discount capped at {format_minor(config.cap_minor)}.")
+            terms.append(f"Discount capped at {format_money(config.cap_minor, currency)}.")
         return Offer(
             type=self.key,
             title=f"{percent} off",

@@ -10,7 +10,6 @@ from campaigns.incentives.base import (
     Offer,
     OrderContext,
     capped,
-    format_minor,
     format_percent,
     minimum_order_terms,
     order_amount,
@@ -25,6 +24,8 @@ from campaigns.incentives.fields import (
     PositiveMoney,
     Slug,
 )
+from campaigns.money import format_money
+from campaigns.wording import plural
 
 
 class RebateCondition(BaseModel):
@@ -49,17 +50,18 @@ class Rebate(IncentiveType[RebateConfig]):
     label = "rebate"
     config_model = RebateConfig
 
-    def describe(self, config: RebateConfig) -> Offer:
+    def describe(self, config: RebateConfig, *, currency: str) -> Offer:
         percent = format_percent(config.percent_bp)
         condition = config.condition
         description = f"Get {percent} of your order back"
         if config.cap_minor is not None:
-            description += f", up to {format_minor(config.cap_minor)}"
+            description += f", up to {format_money(config.cap_minor, currency)}"
         if condition.channel_key is not None:
             description += f", when you order on {condition.channel_key}"
-        terms = minimum_order_terms(condition.min_order_minor)
+        terms = minimum_order_terms(condition.min_order_minor, currency=currency)
         if condition.payout_delay_days:
-            terms.append(f"Paid out {condition.payout_delay_days} days after the order.")
+            terms.append(f"Paid out {plural(condition.payout_delay_days, 'day')} after the "
+                         "order.")
         else:
             terms.append("Paid out straight after the order.")
         return Offer(

@@ -46,6 +46,7 @@ from campaigns.services.incentives import create_incentive, get_incentive
 from campaigns.services.inputs import get_row, refuse_nulls
 from campaigns.types import utcnow
 from campaigns.validation import parse_input
+from campaigns.wording import with_article
 
 S = CampaignStatus
 
@@ -411,7 +412,7 @@ def transition(
     if wanted not in ALLOWED_TRANSITIONS[current]:
         allowed = ", ".join(sorted(s.value for s in ALLOWED_TRANSITIONS[current])) or "none"
         raise InvalidTransition(
-            f"a {current.value} campaign cannot become {wanted.value} "
+            f"{with_article(current.value)} campaign cannot become {wanted.value} "
             f"(allowed from {current.value}: {allowed})",
             [FieldError(("status",), f"{current.value} -> {wanted.value} is not allowed",
                         "transition")],

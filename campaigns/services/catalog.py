@@ -99,7 +99,7 @@ def _rule(tree: dict[str, Any] | None) -> Rule:
     return Rule.from_data(tree) if tree else ALWAYS
 
 
-def _arm_config(arm: Arm, incentive: Incentive | None) -> ArmConfig:
+def _arm_config(arm: Arm, incentive: Incentive | None, *, currency: str) -> ArmConfig:
     assert arm.id is not None
     if incentive is None:
         return ArmConfig(id=arm.id, name=arm.name, weight=arm.weight, is_control=arm.is_control)
@@ -108,7 +108,7 @@ def _arm_config(arm: Arm, incentive: Incentive | None) -> ArmConfig:
     return ArmConfig(
         id=arm.id, name=arm.name, weight=arm.weight, is_control=arm.is_control,
         incentive_id=incentive.id, incentive_type=incentive.type, incentive_name=incentive.name,
-        config=config, raw_config=incentive.config, offer=kind.describe(config),
+        config=config, raw_config=incentive.config, offer=kind.describe(config, currency=currency),
         needs_code=kind.needs_code(config), unit_cost_minor=kind.unit_cost_estimate(config),
     )
 
@@ -151,7 +151,8 @@ def load_snapshot(session: Session, *, epoch: int) -> Snapshot:
         assert campaign.id is not None and campaign.goal_id is not None
         goal = goals[campaign.goal_id]
         arms = tuple(_arm_config(arm, incentives.get(arm.incentive_id) if arm.incentive_id
-                                 else None) for arm in arms_by_campaign.get(campaign.id, []))
+                                 else None, currency=campaign.currency)
+                     for arm in arms_by_campaign.get(campaign.id, []))
         allocation = tuple((arm, weights.get((campaign.id, arm.id), arm.weight)) for arm in arms)
         configs.append(CampaignConfig(
             id=campaign.id, name=campaign.name, goal_id=campaign.goal_id,

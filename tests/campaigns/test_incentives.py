@@ -170,7 +170,7 @@ class TestRegistry:
     def test_describe_and_benefit_return_the_contract_types(self, type_key: str) -> None:
         incentive_type = get_incentive_type(type_key)
         config = config_for(type_key)
-        offer = incentive_type.describe(config)
+        offer = incentive_type.describe(config, currency="EUR")
         assert isinstance(offer, Offer)
         assert offer.type == type_key
         assert offer.title and offer.description
@@ -290,10 +290,10 @@ class TestPercentDiscount:
         assert "0 or more" in error.msg
 
     def test_describe(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.title == "12.5% off"
-        assert offer.description == "12.5% off your order, up to 20.00."
-        assert offer.terms == "Minimum order 50.00. Discount capped at 20.00."
+        assert offer.description == "12.5% off your order, up to €20.00."
+        assert offer.terms == "Minimum order €50.00. Discount capped at €20.00."
         assert offer.benefit_summary == {
             "kind": "percent",
             "percent_bp": 1250,
@@ -372,9 +372,9 @@ class TestFixedDiscount:
         assert "at most" in error.msg
 
     def test_describe(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
-        assert offer.title == "5.00 off"
-        assert offer.terms.startswith("Minimum order 25.00.")
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
+        assert offer.title == "€5.00 off"
+        assert offer.terms.startswith("Minimum order €25.00.")
         assert offer.benefit_summary["amount_minor"] == 500
 
     def test_benefit_is_the_amount(self) -> None:
@@ -451,10 +451,10 @@ class TestCouponSharedMode:
         assert "single-use" in error.msg
 
     def test_describe_shows_the_code(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.title == "10% off with a code"
         assert offer.description == "10% off your order with code SAVE10."
-        assert "capped at 15.00" in offer.terms
+        assert "capped at €15.00" in offer.terms
         assert offer.needs_code is True
         assert offer.benefit_summary["mode"] == "shared"
 
@@ -540,11 +540,11 @@ class TestCouponBatchMode:
         assert "36.0 bits" in error.msg and "length 10" in error.msg
 
     def test_describe_batch(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T, batch_coupon()))
-        assert offer.title == "5.00 off with a code"
+        offer = get_incentive_type(self.T).describe(config_for(self.T, batch_coupon()), currency="EUR")
+        assert offer.title == "€5.00 off with a code"
         assert "personal code" in offer.description
         assert "used once" in offer.terms and "30 days" in offer.terms
-        assert "Minimum order 20.00" in offer.terms
+        assert "Minimum order €20.00" in offer.terms
 
 
 class TestCouponBenefit:
@@ -651,10 +651,10 @@ class TestFreeTrial:
 
     def test_describe(self) -> None:
         raw = valid(self.T, converts_to_paid_price_minor=999)
-        offer = get_incentive_type(self.T).describe(config_for(self.T, raw))
+        offer = get_incentive_type(self.T).describe(config_for(self.T, raw), currency="EUR")
         assert offer.title == "30 days of Premium app free"
-        assert offer.description == "Try Premium app free for 30 days (worth 9.99)."
-        assert "9.99 unless cancelled" in offer.terms
+        assert offer.description == "Try Premium app free for 30 days (worth €9.99)."
+        assert "€9.99 unless cancelled" in offer.terms
         assert offer.benefit_summary["trial_days"] == 30
 
     def test_benefit_is_list_value_and_cost_is_trial_cost(self) -> None:
@@ -842,10 +842,10 @@ class TestLotteryBehaviour:
         assert total_inventory(config_for(self.T)) == 102
 
     def test_describe(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.title == "Win Tablet"
         assert offer.description.startswith("Get 2 entries for every order on app.")
-        assert "Tablet (worth 300.00)" in offer.description
+        assert "Tablet (worth €300.00)" in offer.description
         assert "102 prizes in total." in offer.terms
         assert "Tablet 1 in 10000" in offer.terms
         assert "Draw on 2025-12-01 17:00 UTC." in offer.terms
@@ -999,12 +999,18 @@ class TestLoyaltyBehaviour:
             tier_for_points(config_for(self.T), -1)
 
     def test_describe(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.description == (
-            "Earn 10 points per 1.00 spent, 2x when you use the recommended channel."
+            "Earn 10 points per €1.00 spent, 2x when you use the recommended channel."
         )
         assert "Silver from 1,000 points: Free ship" in offer.terms
         assert offer.benefit_summary["target_channel_multiplier_bp"] == 20000
+
+    def test_describe_in_the_campaign_currency_and_the_singular(self) -> None:
+        one = config_for(self.T, valid(self.T, points_per_currency_unit=1))
+        offer = get_incentive_type(self.T).describe(one, currency="JPY")
+        assert offer.description.startswith("Earn 1 point per ¥100 spent")
+        assert "from 0 points" in offer.terms
 
     def test_unit_cost_estimate(self) -> None:
         incentive_type = get_incentive_type(self.T)
@@ -1044,10 +1050,10 @@ class TestGift:
 
     def test_describe(self) -> None:
         offer = get_incentive_type(self.T).describe(
-            config_for(self.T, valid(self.T, value_minor=1200))
+            config_for(self.T, valid(self.T, value_minor=1200)), currency="EUR"
         )
         assert offer.title == "Free Tote bag"
-        assert offer.description == "Get Tote bag free with your order (worth 12.00)."
+        assert offer.description == "Get Tote bag free with your order (worth €12.00)."
         assert "500 available" in offer.terms
 
     def test_value_defaults_to_unit_cost(self) -> None:
@@ -1119,9 +1125,9 @@ class TestRebate:
         assert config.condition.channel_key == "web"
 
     def test_describe(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T))
+        offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.title == "5% cashback"
-        assert offer.description == "Get 5% of your order back, up to 10.00, when you order on web."
+        assert offer.description == "Get 5% of your order back, up to €10.00, when you order on web."
         assert "Paid out 30 days after the order." in offer.terms
 
     def test_benefit_rounds_down_and_caps(self) -> None:

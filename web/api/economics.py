@@ -142,7 +142,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("No API key, or an unknown or revoked one", "unauthenticated",
                 "send an API key as 'Authorization: Bearer <key>'"),
     403: _error("A storefront key", "wrong_scope",
-                "this route needs a analytics or management key; this key has scope "
+                "this route needs an analytics or management key; this key has scope "
                 "storefront"),
     422: _error("A bad date, a period that ends before it starts, or an unknown format",
                 "validation_failed", "invalid request: query.since",

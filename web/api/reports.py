@@ -89,7 +89,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "message": "send an API key as 'Authorization: Bearer <key>'"}),
     403: _error("A key of another scope (reports need an analytics key)", {
         "code": "wrong_scope",
-        "message": "this route needs a analytics key; this key has scope storefront"}),
+        "message": "this route needs an analytics key; this key has scope storefront"}),
     404: _error("No campaign has this id", {
         "code": "campaign_not_found", "message": "campaign 42 does not exist"}),
     422: {"model": ErrorPublic, "description": "An invalid format or alpha",

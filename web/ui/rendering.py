@@ -32,6 +32,8 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.errors import ChannelShiftError, NotFound
+from campaigns.money import DEFAULT_CURRENCY, format_money
+from campaigns.wording import plural, with_article
 from web.api.docs import static_url, vendor_path
 from web.deps import roll_back_request
 from web.errors import (
@@ -91,9 +93,6 @@ NAV = (
     NavItem("API keys", "ui.api_keys", Permission.ADMINISTER),
 )
 
-CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
-
-
 # --- Jinja filters and globals ------------------------------------------------------
 
 
@@ -116,13 +115,9 @@ def localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M")
         local.tzname())
 
 
-def money(minor: int | None, currency: str = "EUR") -> str:
+def money(minor: int | None, currency: str = DEFAULT_CURRENCY) -> str:
     """Integer minor units as text a person reads (123456 EUR -> "€1,234.56")."""
-    if minor is None:
-        return "—"
-    amount = Decimal(minor).scaleb(-2)
-    symbol = CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}"
+    return "—" if minor is None else format_money(minor, currency)
 
 
 def percent(value: float | Decimal | None, digits: int = 1, *, signed: bool = False) -> str:
@@ -148,7 +143,8 @@ def vendor_url(package: str, file: str) -> str:
 def _make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     env = templates.env
-    env.filters.update(localtime=localtime, money=money, percent=percent, points=points)
+    env.filters.update(localtime=localtime, money=money, percent=percent, points=points,
+                       plural=plural, with_article=with_article)
     env.globals.update(static_url=static_url, vendor_url=vendor_url, CSRF_FIELD=CSRF_FIELD,
                        CSRF_HEADER=CSRF_HEADER, Permission=Permission)
     env.trim_blocks = True

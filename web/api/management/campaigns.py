@@ -142,7 +142,7 @@ def add_arm_route(
 ) -> ArmPublic:
     arm = add_arm(session, campaign=campaign, arm_create=arm_create, actor=caller.actor)
     incentive = get_incentive(session, arm.incentive_id) if arm.incentive_id else None
-    return arm_public(arm, incentive)
+    return arm_public(arm, incentive, currency=campaign.currency)
 
 
 @router.delete("/campaigns/{campaign_id}/arms/{arm_id}", status_code=204,

@@ -19,6 +19,7 @@ from campaigns.models import (
     MigrationGoal,
     Stage,
 )
+from campaigns.money import DEFAULT_CURRENCY
 from campaigns.services.goals import source_channel_keys
 from web.api.schemas import (
     ArmPublic,
@@ -34,14 +35,19 @@ from web.api.schemas import (
 UPLIFT_STEP = Decimal("0.0001")
 
 
-def _offer(incentive: Incentive) -> tuple[Offer | None, int | None]:
-    """What the incentive offers and costs; (None, None) if its config no longer validates."""
+def _offer(incentive: Incentive, *, currency: str = DEFAULT_CURRENCY
+           ) -> tuple[Offer | None, int | None]:
+    """What the incentive offers and costs; (None, None) if its config no longer validates.
+
+    An incentive read on its own has no campaign: its amounts read in the default currency.
+    """
     try:
         incentive_type = get_incentive_type(incentive.type)
         config = incentive_type.validate(incentive.config)
     except InvalidIncentiveConfig:
         return None, None
-    return incentive_type.describe(config), incentive_type.unit_cost_estimate(config)
+    return (incentive_type.describe(config, currency=currency),
+            incentive_type.unit_cost_estimate(config))
 
 
 def incentive_public(incentive: Incentive) -> IncentivePublic:
@@ -59,20 +65,23 @@ def incentive_public(incentive: Incentive) -> IncentivePublic:
                            unit_cost_estimate_minor=unit_cost, created_at=incentive.created_at)
 
 
-def _incentive_brief(incentive: Incentive) -> IncentiveBrief:
+def _incentive_brief(incentive: Incentive, *, currency: str) -> IncentiveBrief:
     assert incentive.id is not None
-    offer, _ = _offer(incentive)
+    offer, _ = _offer(incentive, currency=currency)
     return IncentiveBrief(
         id=incentive.id, name=incentive.name, type=incentive.type,
         title=offer.title if offer else None, description=offer.description if offer else None,
         terms=offer.terms if offer else None, needs_code=offer.needs_code if offer else False)
 
 
-def arm_public(arm: Arm, incentive: Incentive | None) -> ArmPublic:
+def arm_public(arm: Arm, incentive: Incentive | None, *, currency: str = DEFAULT_CURRENCY
+               ) -> ArmPublic:
+    """The arm with its incentive's offer, amounts in its campaign's ``currency``."""
     assert arm.id is not None
     return ArmPublic(id=arm.id, name=arm.name, weight=arm.weight, is_control=arm.is_control,
                      position=arm.position, incentive_id=arm.incentive_id,
-                     incentive=_incentive_brief(incentive) if incentive else None)
+                     incentive=_incentive_brief(incentive, currency=currency)
+                     if incentive else None)
 
 
 def campaigns_public(session: Session, campaigns: Sequence[Campaign]) -> list[CampaignPublic]:
@@ -83,10 +92,12 @@ def campaigns_public(session: Session, campaigns: Sequence[Campaign]) -> list[Ca
     incentive_ids = {arm.incentive_id for arm in arms if arm.incentive_id is not None}
     incentives = {incentive.id: incentive for incentive in session.exec(
         select(Incentive).where(col(Incentive.id).in_(incentive_ids)))} if incentive_ids else {}
+    currencies = {campaign.id: campaign.currency for campaign in campaigns}
     arms_by_campaign: dict[int, list[ArmPublic]] = {}
     for arm in arms:
         incentive = incentives.get(arm.incentive_id) if arm.incentive_id is not None else None
-        arms_by_campaign.setdefault(arm.campaign_id, []).append(arm_public(arm, incentive))
+        arms_by_campaign.setdefault(arm.campaign_id, []).append(
+            arm_public(arm, incentive, currency=currencies[arm.campaign_id]))
     return [_campaign_public(campaign, arms_by_campaign.get(campaign.id or 0, []))
             for campaign in campaigns]
 

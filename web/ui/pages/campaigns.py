@@ -62,6 +62,7 @@ from campaigns.services.coupons import (
 from campaigns.services.goals import source_channels
 from campaigns.services.lotteries import ALGORITHM, run_draw, verify_draw
 from campaigns.types import utcnow
+from campaigns.wording import plural
 from web.api.management.common import StreamSessionDep, csv_response, streamed
 from web.deps import SessionDep
 from web.ui.auth import SignedIn, SignedInUser, flash
@@ -240,11 +241,11 @@ def goal_view(session: Session, campaign: Campaign) -> GoalView | None:
                     window_days=goal.window_days, target_uplift=float(goal.target_uplift))
 
 
-def _offer_text(incentive: Incentive) -> str | None:
+def _offer_text(incentive: Incentive, *, currency: str) -> str | None:
     """The offer as a storefront describes it; None if the stored config no longer validates."""
     try:
         kind = get_incentive_type(incentive.type)
-        offer = kind.describe(kind.validate(incentive.config))
+        offer = kind.describe(kind.validate(incentive.config), currency=currency)
     except (ChannelShiftError, KeyError, ValueError):
         return None
     return f"{offer.title}: {offer.description}" if offer.description else offer.title
@@ -278,7 +279,7 @@ def arm_views(session: Session, campaign: Campaign) -> list[ArmView]:
             id=arm.id, name=arm.name, weight=arm.weight, is_control=arm.is_control,
             incentive_name=incentive.name if incentive else None,
             incentive_type=incentive.type if incentive else None,
-            offer=_offer_text(incentive) if incentive else None,
+            offer=_offer_text(incentive, currency=campaign.currency) if incentive else None,
             batch_coupon=bool(incentive and _is_batch_coupon(incentive)),
             codes=generated, issued=issued,
             lottery=bool(incentive and incentive.type == "lottery")))
@@ -322,10 +323,10 @@ def audit_summary(entry: AuditLog) -> str:
         after = details.get("after") or {}
         return "weights " + ", ".join(f"{arm} {weight}%" for arm, weight in after.items())
     if action == "coupon_batch.generate":
-        return (f"{details.get('generated', 0):,} codes for '{details.get('arm')}' "
+        return (f"{plural(details.get('generated', 0), 'code')} for '{details.get('arm')}' "
                 f"({details.get('total_codes', 0):,} in all)")
     if action == "lottery.draw":
-        return (f"draw {details.get('draw_id')}: {details.get('winners', 0)} winners, "
+        return (f"draw {details.get('draw_id')}: {plural(details.get('winners', 0), 'winner')}, "
                 f"seed {details.get('seed')}")
     if action == "campaign.create":
         return f"created '{details.get('name', '')}'"
@@ -613,7 +614,7 @@ def generate_coupons(request: Request, session: SessionDep, user: SignedIn,
             fields={"count": name, "arm_id": name})
     if total is None:
         return _campaign_page(request, session, campaign, user, form=form, status_code=422)
-    flash(request, f"{count:,} new codes for '{arm.name}' ({total:,} in all). "
+    flash(request, f"{plural(count, 'new code')} for '{arm.name}' ({total:,} in all). "
           "Download them as CSV below.")
     url = request.app.url_path_for("ui.campaigns.show", campaign_id=campaign.id)
     return see_other(f"{url}#coupons")
@@ -705,7 +706,7 @@ def _verification(session: Session, campaign: Campaign, draw_id: int) -> dict[st
     verified = bool(result["verified"])
     return {"draw": draw, "verified": verified,
             "message": f"Re-running draw {draw_id} with seed {draw.seed} on the same "
-            f"entries gives the same {result['winners']} winners." if verified else
+            f"entries gives the same {plural(result['winners'], 'winner')}." if verified else
             f"Re-running draw {draw_id} with seed {draw.seed} does NOT give the recorded "
             "winners: the entries or the winners changed after the draw."}
 
@@ -736,6 +737,6 @@ def run_draw_submit(request: Request, session: SessionDep, user: SignedIn,
         return _draws_page(request, session, campaign, user, form=form, status_code=422)
     winners = session.exec(select(func.count()).select_from(LotteryWinner)
                            .where(LotteryWinner.draw_id == draw.id)).one()
-    flash(request, f"Draw {draw.id}: {winners} winner{'s' * (winners != 1)}. "
+    flash(request, f"Draw {draw.id}: {plural(winners, 'winner')}. "
           f"Recorded seed {draw.seed}.")
     return see_other(request.app.url_path_for("ui.campaigns.draws", campaign_id=campaign_id))

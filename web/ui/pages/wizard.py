@@ -33,6 +33,7 @@ from campaigns.models import (
     StackingPolicy,
     Stage,
 )
+from campaigns.money import DEFAULT_CURRENCY
 from campaigns.services.audience import (
     count_customers,
     count_matching,
@@ -261,7 +262,9 @@ def _review_context(ctx: WizardContext, state: WizardState) -> dict[str, Any]:
     order = measured_order if order is None else order
     target = session.get(Channel, goal.target_channel_id)
     target_key = target.key if target else None
-    offers = [arm_offer(name, type_key, config, order_minor=order, channel_key=target_key)
+    # The wizard makes campaigns in the default currency (its money inputs say so).
+    offers = [arm_offer(name, type_key, config, order_minor=order, channel_key=target_key,
+                        currency=DEFAULT_CURRENCY)
               for name, type_key, config in arms["offers"]]
     schedule = results["schedule"].data
     conflicts = find_conflicts(session, DraftAudience(

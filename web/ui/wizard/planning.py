@@ -32,6 +32,7 @@ from campaigns.models import Arm, Channel, Incentive, MigrationGoal, Stage
 from campaigns.rules import Rule
 from campaigns.services.audience import LiveCampaign, live_campaigns, overlap_count
 from campaigns.services.offers import offers_combine
+from campaigns.wording import plural
 
 ALPHA = 0.05
 POWER = 0.8
@@ -156,10 +157,10 @@ def benefit_estimate(type_key: str, config: Mapping[str, Any], *, order_minor: i
 
 
 def arm_offer(arm: str, type_key: str, config: Mapping[str, Any], *, order_minor: int | None,
-              channel_key: str | None) -> ArmOffer:
+              channel_key: str | None, currency: str) -> ArmOffer:
     incentive_type = get_incentive_type(type_key)
     parsed = incentive_type.validate(config)
-    offer = incentive_type.describe(parsed)
+    offer = incentive_type.describe(parsed, currency=currency)
     return ArmOffer(arm=arm, title=offer.title, description=offer.description,
                     benefit_minor=benefit_estimate(type_key, config, order_minor=order_minor,
                                                    channel_key=channel_key),
@@ -219,7 +220,8 @@ def _offers(session: Session, live: LiveCampaign, *, order_minor: int | None,
     for arm, incentive in rows:
         try:
             offers.append(arm_offer(arm.name, incentive.type, incentive.config,
-                                    order_minor=order_minor, channel_key=channel_key))
+                                    order_minor=order_minor, channel_key=channel_key,
+                                    currency=live.campaign.currency))
         except InvalidIncentiveConfig:
             continue  # a stored config that no longer validates offers nothing to compare
     return offers
@@ -238,7 +240,7 @@ def _overlap(session: Session, draft: DraftAudience, live: LiveCampaign) -> int 
 def _people(count: int | None) -> str:
     if count is None:
         return "customers (the overlap could not be counted)"
-    return f"{count:,} customer{'' if count == 1 else 's'}"
+    return plural(count, "customer")
 
 
 def find_conflicts(session: Session, draft: DraftAudience, *, order_minor: int | None,
