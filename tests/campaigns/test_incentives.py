@@ -540,7 +540,8 @@ class TestCouponBatchMode:
         assert "36.0 bits" in error.msg and "length 10" in error.msg
 
     def test_describe_batch(self) -> None:
-        offer = get_incentive_type(self.T).describe(config_for(self.T, batch_coupon()), currency="EUR")
+        offer = get_incentive_type(self.T).describe(config_for(self.T, batch_coupon()),
+                                                    currency="EUR")
         assert offer.title == "€5.00 off with a code"
         assert "personal code" in offer.description
         assert "used once" in offer.terms and "30 days" in offer.terms
@@ -1127,7 +1128,8 @@ class TestRebate:
     def test_describe(self) -> None:
         offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
         assert offer.title == "5% cashback"
-        assert offer.description == "Get 5% of your order back, up to €10.00, when you order on web."
+        assert offer.description == (
+            "Get 5% of your order back, up to €10.00, when you order on web.")
         assert "Paid out 30 days after the order." in offer.terms
 
     def test_benefit_rounds_down_and_caps(self) -> None:
