@@ -720,14 +720,15 @@ def test_browser_runs_the_wizard_to_two_incentive_arms_and_a_control(
     with Session(wizard_server.engine) as session:
         goal = session.exec(select(MigrationGoal).where(
             MigrationGoal.name == "Pre-sale questions in the app")).one()
-        # the demo's campaign of this goal combines with other stackable offers
-        session.execute(text("UPDATE campaign SET stacking = 'stackable' WHERE goal_id = :goal"),
-                        {"goal": goal.id})
-        session.commit()
         expected = session.execute(text(
             "SELECT count(*) FROM customer WHERE value_tier IN ('bronze', 'silver') "
             "AND tenure_months >= 3")).scalar_one()
     assert goal.eligibility_rule == "value_tier in [bronze, silver]"
+    with Session(wizard_server.engine) as session:
+        # the demo's campaign of this goal combines with other stackable offers
+        session.execute(text("UPDATE campaign SET stacking = 'stackable' WHERE goal_id = :goal"),
+                        {"goal": goal.id})
+        session.commit()
 
     # 1. goal
     page.get_by_label("Migration goal").select_option(str(goal.id))
