@@ -120,7 +120,8 @@ class TestTransitions:
         before = campaign.status
         with pytest.raises(InvalidTransition) as caught:
             go(session, campaign, target)
-        assert f"a {before} campaign cannot become {target.value}" in caught.value.message
+        article = "an" if before == S.ENDED else "a"  # "an ended campaign"
+        assert f"{article} {before} campaign cannot become {target.value}" in caught.value.message
         assert "allowed from" in caught.value.message
         assert campaign.status == before
 
