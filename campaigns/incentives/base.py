@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails
 from campaigns.errors import FieldError, InvalidIncentiveConfig, ValidationFailed
 from campaigns.incentives.fields import BP_SCALE, Loc
 from campaigns.money import format_money
+from campaigns.wording import plural
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -276,9 +277,9 @@ def _message(model: type[BaseModel], label: str, loc: Loc, err: ErrorDetails) ->
     if kind == "list_type":
         return f"{name} must be a list"
     if kind == "too_short":
-        return f"{name} needs at least {ctx.get('min_length')} item(s)"
+        return f"{name} needs at least {plural(int(ctx.get('min_length', 0)), 'item')}"
     if kind == "too_long":
-        return f"{name} can have at most {ctx.get('max_length')} item(s)"
+        return f"{name} can have at most {plural(int(ctx.get('max_length', 0)), 'item')}"
     if kind == "string_type":
         return f"{name} must be text"
     if kind == "string_too_short":

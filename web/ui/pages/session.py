@@ -12,6 +12,7 @@ from campaigns.models import User
 from campaigns.services.ratelimit import count_in_window, record_event
 from campaigns.services.users import authenticate
 from campaigns.types import utcnow
+from campaigns.wording import plural
 from web.deps import SessionDep
 from web.ui.auth import (
     SignedIn,
@@ -63,7 +64,7 @@ def login(
     if count_in_window(session, subject=subject, limit=limit, now=now) >= limit.max_events:
         minutes = -(-limit.retry_after(now) // 60)
         form.add(None, f"Too many failed sign-ins for this username from your address. "
-                 f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+                 f"Try again in {plural(minutes, 'minute')}.")
         return _login_page(request, form, status_code=429)
     if not username.strip() or not password:
         if not username.strip():
