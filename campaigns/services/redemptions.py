@@ -526,6 +526,10 @@ def _compact(sql: str) -> str:
 #: constraints on the tuple computed from that stale version before it re-reads the latest
 #: one: a redemption that fits the budget failed with ``ck_campaign_budget_not_overspent``
 #: (a 500). The locked row is the latest version and nobody can change it before commit.
+#: For the same reason ``charge_budget`` writes the locked row's ``budget_minor`` too: when
+#: a budget edit committed after the snapshot, the tuple checked first is the stale
+#: version's, with the old budget, and a redemption that the raised budget approved
+#: failed that CHECK (a 500).
 REDEEM_AT_ONCE = text(_compact("""
 WITH code_row AS MATERIALIZED (
   SELECT id, uses FROM coupon_code
@@ -573,7 +577,8 @@ WITH code_row AS MATERIALIZED (
   UPDATE incentive_stock SET used = (SELECT used FROM stock_row) + 1
   WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redemption_row)
 ), charge_budget AS (
-  UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor
+  UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor,
+    budget_minor = (SELECT budget_minor FROM campaign_row)
   WHERE id = :campaign_id AND EXISTS (SELECT FROM redemption_row)
 ), grant_trial AS (
   INSERT INTO trial_grant (customer_id, campaign_id, incentive_id, redemption_id, product,
