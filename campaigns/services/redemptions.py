@@ -83,7 +83,7 @@ from campaigns.models import (
     TrialGrant,
 )
 from campaigns.schemas import InputModel, Key, MinorUnits
-from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
+from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot, outside_schedule
 from campaigns.services.customers import ExternalId, unknown_customer
 from campaigns.types import UTCDateTime
 
@@ -418,8 +418,15 @@ def target_campaign(snapshot: Snapshot, *, found: _Found, request: RedemptionReq
 def plan(snapshot: Snapshot, *, campaign: CampaignConfig, found: _Found,
          assignment: tuple[int | None, int | None], key: str, fingerprint: str,
          request: RedemptionRequest, now: datetime) -> Plan:
-    """Check the request against what was read; raise the first problem, as a typed error."""
+    """Check the request against what was read; raise the first problem, as a typed error.
+
+    A campaign outside its schedule in the configuration is refused first (its codes
+    expire with it, and the campaign's end is the truer reason); the redemption statement
+    decides it again on the locked campaign row."""
     assert found.customer_id is not None
+    scheduled = _outside_schedule(campaign.starts_at, campaign.ends_at, now)
+    if scheduled is not None:
+        raise scheduled
     assignment_id, arm_id = assignment
     if assignment_id is None or arm_id is None:
         raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
@@ -515,9 +522,11 @@ def _compact(sql: str) -> str:
 #: checks of concurrent inserts are not blocked. After waiting for a lock, PostgreSQL
 #: re-checks the row's condition on its latest committed version, so the checks see every
 #: redemption committed before. The redemption row is inserted only if the locked campaign
-#: row is ``approved`` (running, budget left), and every write after it is conditional on
-#: that insert, so a refusal writes nothing. A key conflict (a concurrent retry) inserts nothing
-#: either. Nullable parameters are cast: a NULL has no type of its own.
+#: row is ``approved`` (running, within its schedule at the request's time -- from Python,
+#: so it is the clock the rest of the request reads -- and budget left), and every write
+#: after it is conditional on that insert, so a refusal writes nothing. A key conflict (a
+#: concurrent retry) inserts nothing either. Nullable parameters are cast: a NULL has no
+#: type of its own.
 #:
 #: The ``charge_*`` updates compute the new value from the locked row (``(SELECT spent_minor
 #: FROM campaign_row) + :cost_minor``), not from the column (``spent_minor + :cost_minor``).
@@ -548,13 +557,15 @@ WITH code_row AS MATERIALIZED (
   ORDER BY id LIMIT 1
   FOR NO KEY UPDATE
 ), campaign_row AS MATERIALIZED (
-  SELECT id, status, spent_minor, budget_minor FROM campaign
+  SELECT id, status, spent_minor, budget_minor, starts_at, ends_at FROM campaign
   WHERE id = :campaign_id AND EXISTS (SELECT FROM limit_row)
     AND (CAST(:stock_incentive_id AS bigint) IS NULL OR EXISTS (SELECT FROM stock_row))
   FOR NO KEY UPDATE
 ), approved AS MATERIALIZED (
   SELECT id FROM campaign_row
   WHERE status = 'running'
+    AND (starts_at IS NULL OR starts_at <= :created_at)
+    AND (ends_at IS NULL OR ends_at > :created_at)
     AND (budget_minor IS NULL OR spent_minor + :cost_minor <= budget_minor)
 ), redemption_row AS (
   INSERT INTO redemption (idempotency_key, request_hash, campaign_id, arm_id, customer_id,
@@ -606,7 +617,9 @@ SELECT (SELECT id FROM redemption_row) AS redemption_id,
   EXISTS (SELECT FROM code_row) AS code_available,
   EXISTS (SELECT FROM limit_row) AS within_limit,
   EXISTS (SELECT FROM stock_row) AS in_stock,
-  (SELECT status FROM campaign_row) AS campaign_status
+  (SELECT status FROM campaign_row) AS campaign_status,
+  (SELECT starts_at FROM campaign_row) AS campaign_starts_at,
+  (SELECT ends_at FROM campaign_row) AS campaign_ends_at
 """)).bindparams(bindparam("response", type_=JSONB), bindparam("created_at", type_=UTCDateTime),
                  bindparam("trial_ends_at", type_=UTCDateTime))
 
@@ -625,6 +638,8 @@ class AtOnce(NamedTuple):
     within_limit: bool
     in_stock: bool
     campaign_status: str | None
+    campaign_starts_at: datetime | None = None
+    campaign_ends_at: datetime | None = None
 
 
 def is_deadlock(error: BaseException | None) -> bool:
@@ -718,7 +733,26 @@ def refusal(plan: Plan, outcome: AtOnce) -> Conflict:
     if outcome.campaign_status != "running":
         return _not_redeemable(f"the campaign is {outcome.campaign_status}, not running",
                                ("campaign_id",), "campaign_not_running")
+    scheduled = _outside_schedule(outcome.campaign_starts_at, outcome.campaign_ends_at,
+                                  plan.now)
+    if scheduled is not None:
+        return scheduled
     return BudgetExhausted()
+
+
+def _outside_schedule(starts_at: datetime | None, ends_at: datetime | None, now: datetime
+                      ) -> Conflict | None:
+    """The refusal of a redemption at ``now`` outside the campaign's schedule, if it is."""
+    reason = outside_schedule(starts_at, ends_at, now)
+    if reason == "campaign_ended":
+        assert ends_at is not None
+        return _not_redeemable(f"the campaign ended at {ends_at.isoformat()}",
+                               ("campaign_id",), reason)
+    if reason == "campaign_not_started":
+        assert starts_at is not None
+        return _not_redeemable(f"the campaign starts at {starts_at.isoformat()}",
+                               ("campaign_id",), reason)
+    return None
 
 
 def trial_already_granted() -> Conflict:
@@ -778,20 +812,23 @@ def _charge(session: Session, plan: Plan) -> None:
         if stocked.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict("this gift is out of stock", code="out_of_stock")
     cost_minor = plan.benefit.cost_minor
-    budget = update(Campaign).where(col(Campaign.id) == plan.campaign.id,
-                                    col(Campaign.status) == "running")
+    budget = update(Campaign).where(
+        col(Campaign.id) == plan.campaign.id, col(Campaign.status) == "running",
+        col(Campaign.starts_at).is_(None) | (col(Campaign.starts_at) <= plan.now),
+        col(Campaign.ends_at).is_(None) | (col(Campaign.ends_at) > plan.now))
     if cost_minor:
         budget = budget.where(col(Campaign.budget_minor).is_(None)
                               | (col(Campaign.spent_minor) + cost_minor
                                  <= col(Campaign.budget_minor)))
     charged = session.execute(budget.values(spent_minor=Campaign.spent_minor + cost_minor))
     if charged.rowcount != 1:  # type: ignore[attr-defined]
-        status = session.exec(select(Campaign.status)
-                              .where(Campaign.id == plan.campaign.id)).one()
+        status, starts_at, ends_at = session.exec(
+            select(Campaign.status, Campaign.starts_at, Campaign.ends_at)
+            .where(Campaign.id == plan.campaign.id)).one()
         if status != "running":
             raise _not_redeemable(f"the campaign is {status}, not running", ("campaign_id",),
                                   "campaign_not_running")
-        raise BudgetExhausted()
+        raise _outside_schedule(starts_at, ends_at, plan.now) or BudgetExhausted()
 
 
 def _grant(session: Session, plan: Plan, *, redemption_id: int) -> None:
@@ -906,7 +943,8 @@ def validate_code(
     """Would this code apply, and what would it give? Nothing is written.
 
     The reasons are distinct (``unknown``, ``expired``, ``used``, ``not_yours``,
-    ``campaign_not_running``, ``not_applicable``); the web layer makes every answer take the
+    ``campaign_not_running``, ``campaign_ended``, ``campaign_not_started``,
+    ``not_applicable``); the web layer makes every answer take the
     same time so that an attacker cannot tell them apart by timing.
     """
     code = session.exec(select(CouponCode).where(
@@ -920,6 +958,11 @@ def validate_code(
         return {"valid": False, "reason": "campaign_not_running",
                 "message": "this code's campaign is not running"}
     arm = next(a for a in campaign.arms if a.incentive_id == code.incentive_id)
+    scheduled = outside_schedule(campaign.starts_at, campaign.ends_at, now)
+    if scheduled is not None:
+        return {"valid": False, "reason": scheduled,
+                "message": "this code's campaign has ended" if scheduled == "campaign_ended"
+                else "this code's campaign has not started yet"}
     if code.expires_at is not None and code.expires_at <= now:
         return {"valid": False, "reason": "expired", "message": "this code has expired",
                 "expired_at": code.expires_at.isoformat()}

@@ -222,7 +222,7 @@ class RedemptionOut(BaseModel):
         **error_responses(404, 409, body=True, descriptions={
             404: "Unknown code, customer or channel",
             409: "Code used, budget spent, limit reached, not offered, control group, "
-                 "campaign not running",
+                 "campaign not running, ended or not started",
             422: "Bad body, missing Idempotency-Key, or key reused"}),
     },
     # The body is validated by the route (after the Idempotency-Key), so its schema is
@@ -306,7 +306,8 @@ class ValidateIn(InputModel):
 class ValidateOut(BaseModel):
     valid: bool
     reason: str = Field(description="ok, unknown, expired, used, not_yours, "
-                        "campaign_not_running or not_applicable")
+                        "campaign_not_running, campaign_ended, campaign_not_started or "
+                        "not_applicable")
     message: str
     campaign_id: int | None = None
     title: str | None = None
