@@ -391,8 +391,12 @@ class Workload:
         target = rng.choice(fresh if fresh and rng.random() < 0.8 else self.redeemed)
         redemption_id = int(target.answer["redemption_id"])
         self.rollbacks_sent.add(redemption_id)
+        # Sent with the key that redeemed: a rollback belongs to its redeemer (another
+        # storefront key gets 404, see tests/web/api/test_rollback_ownership.py).
         return self._call(client, ROLLBACK, "POST",
-                          f"/api/v1/redemptions/{redemption_id}/rollback", None)
+                          f"/api/v1/redemptions/{redemption_id}/rollback", None,
+                          headers={"Authorization": target.headers["Authorization"]},
+                          api_key_id=target.api_key_id)
 
     def _events(self, rng: random.Random, client: Client) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
