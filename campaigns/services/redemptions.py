@@ -546,10 +546,9 @@ def _compact(sql: str) -> str:
 #: redemption committed before. The redemption row is inserted only if the locked campaign
 #: row is ``approved`` (running, within its schedule ``[starts_at, ends_at)`` at the
 #: request's time -- from Python, the clock the rest of the request reads -- and budget
-#: left), and every write
-#: after it is conditional on that insert, so a refusal writes nothing. A key conflict (a
-#: concurrent retry) inserts nothing either. Nullable parameters are cast: a NULL has no
-#: type of its own.
+#: left), and every write after it is conditional on that insert, so a refusal writes
+#: nothing. A key conflict (a concurrent retry) inserts nothing either. Nullable
+#: parameters are cast: a NULL has no type of its own.
 #:
 #: The ``charge_*`` updates compute the new value from the locked row (``(SELECT spent_minor
 #: FROM campaign_row) + :cost_minor``), not from the column (``spent_minor + :cost_minor``).
