@@ -543,6 +543,9 @@ class Redemption(SQLModel, table=True):
     response: dict[str, Any] = json_field()
     created_at: datetime = now_field()
     rolled_back_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: the API key that made it: only that key (or a management key) may roll it back.
+    #: No foreign key: each redemption would lock its key's row (see migration 0008)
+    api_key_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
 
 
 class IncentiveStock(SQLModel, table=True):

@@ -71,6 +71,7 @@ class CampaignConfig:
     budget_minor: int | None
     ends_at: datetime | None
     currency: str
+    starts_at: datetime | None = None
 
     @cached_property
     def _arms_by_id(self) -> dict[int, ArmConfig]:
@@ -81,6 +82,19 @@ class CampaignConfig:
 
     def eligible(self, attributes: dict[str, object]) -> bool:
         return self.goal_rule.evaluate(attributes) and self.campaign_rule.evaluate(attributes)
+
+
+def outside_schedule(starts_at: datetime | None, ends_at: datetime | None, now: datetime
+                     ) -> str | None:
+    """Why a running campaign takes no offer or redemption at ``now``: ``campaign_ended``
+    from ``ends_at`` on, ``campaign_not_started`` before ``starts_at``; None within its
+    schedule. Every storefront path asks this of the campaign row it reads, whether or not
+    the scheduler has ended or started the campaign yet."""
+    if ends_at is not None and ends_at <= now:
+        return "campaign_ended"
+    if starts_at is not None and starts_at > now:
+        return "campaign_not_started"
+    return None
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,7 @@ def load_snapshot(session: Session, *, epoch: int) -> Snapshot:
             period=campaign.allocation_period, stacking=campaign.stacking,
             priority=campaign.priority, per_customer_limit=campaign.per_customer_limit,
             budget_minor=campaign.budget_minor, ends_at=campaign.ends_at,
-            currency=campaign.currency,
+            currency=campaign.currency, starts_at=campaign.starts_at,
         ))
     return Snapshot(epoch=epoch, campaigns=tuple(configs), channel_ids=channels,
                     stage_ids=stages, loaded_at=time.monotonic())

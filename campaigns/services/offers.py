@@ -25,7 +25,7 @@ from campaigns.assignment import choose_arm
 from campaigns.db import insert_ignore
 from campaigns.incentives.codes import generate_code
 from campaigns.models import Assignment, Campaign, CouponCode, Customer
-from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
+from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot, outside_schedule
 from campaigns.services.customers import (
     CustomerAttributes,
     customer_attributes,
@@ -71,7 +71,7 @@ def choose_campaigns(snapshot: Snapshot, *, attributes: dict[str, object],
     chosen: list[CampaignConfig] = []
     for campaign in snapshot.campaigns:
         if (stage_key is not None and campaign.stage_key != stage_key) \
-                or (campaign.ends_at is not None and campaign.ends_at <= now):
+                or outside_schedule(campaign.starts_at, campaign.ends_at, now) is not None:
             continue
         exclusive = campaign.stacking == "exclusive"
         if chosen and not offers_combine(chosen[-1].stacking, campaign.stacking):
@@ -102,6 +102,9 @@ class Exposure:
     redemption_count: int
     spent_minor: int
     code: IssuedCode | None
+    #: the campaign row's schedule, read with its spend (the snapshot may be a second old)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
 
 
 def _assignment_rows(campaigns: list[CampaignConfig], *, external_id: str
@@ -139,7 +142,7 @@ def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Custo
         sa_select(col(Assignment.campaign_id), col(Assignment.arm_id),
                   col(Assignment.redemption_count), col(Campaign.spent_minor),
                   col(CouponCode.code), col(CouponCode.expires_at), col(CouponCode.uses),
-                  col(CouponCode.max_uses))
+                  col(CouponCode.max_uses), col(Campaign.starts_at), col(Campaign.ends_at))
         .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
         .outerjoin(CouponCode, and_(col(CouponCode.campaign_id) == Assignment.campaign_id,
                                     col(CouponCode.customer_id) == Assignment.customer_id))
@@ -147,8 +150,10 @@ def expose(session: Session, *, campaigns: list[CampaignConfig], customer: Custo
                col(Assignment.campaign_id).in_([campaign.id for campaign in campaigns]))
     ).all()
     return {campaign_id: Exposure(arm_id, count, spent,
-                                  IssuedCode(code, expires, uses, max_uses) if code else None)
-            for campaign_id, arm_id, count, spent, code, expires, uses, max_uses in standing}
+                                  IssuedCode(code, expires, uses, max_uses) if code else None,
+                                  starts_at, ends_at)
+            for campaign_id, arm_id, count, spent, code, expires, uses, max_uses, starts_at,
+            ends_at in standing}
 
 
 def code_expiry(arm: ArmConfig, campaign: CampaignConfig, now: datetime) -> datetime | None:
@@ -235,7 +240,7 @@ def customer_offers(
         return []
     exposures = expose(session, campaigns=chosen, customer=customer, channel_id=channel_id,
                        now=now)
-    shown = offers_to_show(chosen, exposures)
+    shown = offers_to_show(chosen, exposures, now=now)
     issued = {offer.campaign.id: issue_code(session, campaign=offer.campaign, arm=offer.arm,
                                             customer_id=customer.id, now=now)
               for offer in shown if offer.code_to_issue}
@@ -257,10 +262,11 @@ class ToShow:
         return needs_own_code(self.arm) and self.exposure.code is None
 
 
-def offers_to_show(chosen: list[CampaignConfig], exposures: dict[int, Exposure]
-                   ) -> list[ToShow]:
+def offers_to_show(chosen: list[CampaignConfig], exposures: dict[int, Exposure], *,
+                   now: datetime) -> list[ToShow]:
     return [ToShow(campaign, *standing) for campaign in chosen
-            if (standing := offered_arm(campaign, exposures.get(campaign.id))) is not None]
+            if (standing := offered_arm(campaign, exposures.get(campaign.id), now=now))
+            is not None]
 
 
 def describe_offers(shown: list[ToShow], issued: dict[int, IssuedCode], *, now: datetime
@@ -276,13 +282,14 @@ def describe_offers(shown: list[ToShow], issued: dict[int, IssuedCode], *, now: 
     return views
 
 
-def offered_arm(campaign: CampaignConfig, exposure: Exposure | None
+def offered_arm(campaign: CampaignConfig, exposure: Exposure | None, *, now: datetime
                 ) -> tuple[ArmConfig, Exposure, int | None] | None:
     """The treatment arm the customer may be offered in ``campaign``, its exposure and the
-    redemptions left, or None (not exposed, control, limit used up, budget cannot pay one
-    more)."""
+    redemptions left, or None (not exposed, control, outside the schedule on the campaign
+    row, limit used up, budget cannot pay one more)."""
     arm = campaign.arm(exposure.arm_id) if exposure else None
-    if exposure is None or arm is None or arm.is_control:
+    if exposure is None or arm is None or arm.is_control \
+            or outside_schedule(exposure.starts_at, exposure.ends_at, now) is not None:
         return None
     left = None
     if campaign.per_customer_limit is not None:

@@ -100,9 +100,11 @@ SELECT * FROM found UNION ALL SELECT * FROM created
 """  # noqa: S608
 
 _STANDING_COLUMNS = ("s.customer_id, s.campaign_id, s.arm_id, s.redemption_count, "
-                     "c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses")
+                     "c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses, "
+                     "c.starts_at, c.ends_at")
 _STANDING_JOINS = """
-CROSS JOIN LATERAL (SELECT spent_minor FROM campaign WHERE id = s.campaign_id LIMIT 1) c
+CROSS JOIN LATERAL (SELECT spent_minor, starts_at, ends_at FROM campaign
+                    WHERE id = s.campaign_id LIMIT 1) c
 LEFT JOIN LATERAL (SELECT code, expires_at, uses, max_uses FROM coupon_code
                    WHERE campaign_id = s.campaign_id AND customer_id = s.customer_id
                    LIMIT 1) cc ON true
@@ -167,8 +169,9 @@ issued AS (SELECT * FROM claimed UNION ALL SELECT * FROM created_codes)
 # offers first shown, in one statement. A code is claimed only for an assignment this
 # statement created (so no other statement claims one for the same customer and
 # campaign), for a row that brought a claim (the arm's offer carries a code of the
-# customer's own), and when the campaign's budget can pay the offer, as offered_arm decides
-# it. Any other offer that needs a code gets it from the code statement.
+# customer's own), and when the campaign's budget can pay the offer and its row's schedule
+# admits it at the request's time, as offered_arm decides it. Any other offer that needs a
+# code gets it from the code statement.
 _EXPOSE = f"""
 WITH {_EXPOSURES},
 created AS (
@@ -178,7 +181,8 @@ created AS (
     FROM t
     ON CONFLICT (campaign_id, customer_id) DO NOTHING
     RETURNING customer_id, campaign_id, arm_id, redemption_count),
-s AS (SELECT s.*, c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses
+s AS (SELECT s.*, c.spent_minor, cc.code, cc.expires_at, cc.uses, cc.max_uses,
+             c.starts_at, c.ends_at
       FROM (SELECT *, true AS fresh FROM created
             UNION ALL SELECT *, false FROM ({_EXISTING_ASSIGNMENTS}) e) s
       {_STANDING_JOINS}),
@@ -189,13 +193,15 @@ wants AS (
                               ORDER BY t.customer_id) AS n
     FROM s JOIN t ON t.campaign_id = s.campaign_id AND t.customer_id = s.customer_id
     WHERE s.fresh AND s.code IS NULL AND t.incentive_id IS NOT NULL
+      AND (s.starts_at IS NULL OR s.starts_at <= t.exposed_at)
+      AND (s.ends_at IS NULL OR s.ends_at > t.exposed_at)
       AND (t.budget_minor IS NULL
            OR (t.budget_minor - s.spent_minor > 0
                AND t.budget_minor - s.spent_minor >= t.unit_cost_minor))),
 {_CLAIM_CODES}
 SELECT s.customer_id, s.campaign_id, s.arm_id, s.redemption_count, s.spent_minor,
        coalesce(s.code, i.code), coalesce(s.expires_at, i.expires_at),
-       coalesce(s.uses, i.uses), coalesce(s.max_uses, i.max_uses)
+       coalesce(s.uses, i.uses), coalesce(s.max_uses, i.max_uses), s.starts_at, s.ends_at
 FROM s LEFT JOIN issued i ON i.campaign_id = s.campaign_id AND i.customer_id = s.customer_id
 """  # noqa: S608
 
@@ -317,9 +323,9 @@ def _standing(rows: list[Any]) -> dict[tuple[int, int], Exposure]:
     return {
         (customer_id, campaign_id): Exposure(
             arm_id, count, spent, IssuedCode(code, _utc(expires), uses, max_uses)
-            if code else None)
-        for customer_id, campaign_id, arm_id, count, spent, code, expires, uses, max_uses
-        in rows}
+            if code else None, _utc(starts_at), _utc(ends_at))
+        for customer_id, campaign_id, arm_id, count, spent, code, expires, uses, max_uses,
+        starts_at, ends_at in rows}
 
 
 async def expose_all(database: Database, exposures: list[FirstExposures]
@@ -638,7 +644,7 @@ async def customer_offers(steps: OfferSteps, *, snapshot: Snapshot, external_id:
     rows = _assignment_rows(chosen, external_id=external_id)
     exposures = await steps.expose(FirstExposures(
         customer_id, rows, channel_id, now, _code_offers(chosen, rows, now))) if rows else {}
-    shown = offers_to_show(chosen, exposures)
+    shown = offers_to_show(chosen, exposures, now=now)
     claims = [CodeClaim(offer.campaign, offer.arm, customer_id, now)
               for offer in shown if offer.code_to_issue]
     issued = dict(zip((claim.campaign.id for claim in claims),

@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field, model_validator
@@ -83,7 +83,7 @@ from campaigns.models import (
     TrialGrant,
 )
 from campaigns.schemas import InputModel, Key, MinorUnits
-from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot
+from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot, outside_schedule
 from campaigns.services.customers import ExternalId, unknown_customer
 from campaigns.types import UTCDateTime
 
@@ -168,6 +168,9 @@ class Stored:
     id: int
     request_hash: str
     response: dict[str, Any]
+    #: where it stands now (``rolled_back`` after a rollback), and since when
+    status: str = RedemptionStatus.APPLIED.value
+    rolled_back_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ def _read_statement() -> Select[Any]:
         _code.c.customer_id.label("code_customer_id"),
         _code.c.expires_at.label("code_expires_at"), _customer.c.id.label("customer_id"),
         _assignment.c.id.label("assignment_id"), _assignment.c.arm_id,
+        _redemption.c.status.label("stored_status"),
+        _redemption.c.rolled_back_at.label("stored_rolled_back_at"),
     ).select_from(joined)
 
 
@@ -240,6 +245,8 @@ class ReadRow(NamedTuple):
     customer_id: int | None
     assignment_id: int | None
     arm_id: int | None
+    stored_status: str | None
+    stored_rolled_back_at: datetime | None
 
 
 assert ReadRow._fields == tuple(READ.selected_columns.keys())
@@ -267,7 +274,9 @@ def found_in(row: ReadRow, request: RedemptionRequest) -> _Found:
                      expires_at=row.code_expires_at)
     if row.stored_id is not None:
         assert row.request_hash is not None and row.response is not None
-        stored = Stored(row.stored_id, row.request_hash, row.response)
+        assert row.stored_status is not None
+        stored = Stored(row.stored_id, row.request_hash, row.response, row.stored_status,
+                        row.stored_rolled_back_at)
     looked_up_for = request.campaign_id if request.campaign_id is not None \
         else code.campaign_id if code is not None else None
     return _Found(stored=stored, code=code, customer_id=row.customer_id,
@@ -276,7 +285,8 @@ def found_in(row: ReadRow, request: RedemptionRequest) -> _Found:
 
 
 #: The redemption stored under an idempotency key (parameter ``key``).
-STORED = core_select(_redemption.c.id, _redemption.c.request_hash, _redemption.c.response) \
+STORED = core_select(_redemption.c.id, _redemption.c.request_hash, _redemption.c.response,
+                     _redemption.c.status, _redemption.c.rolled_back_at) \
     .where(_redemption.c.idempotency_key == bindparam("key", type_=String))
 #: A customer's assignment to a campaign (parameters ``campaign_id``, ``customer_id``).
 ASSIGNMENT_OF = core_select(_assignment.c.id, _assignment.c.arm_id).where(
@@ -285,7 +295,7 @@ ASSIGNMENT_OF = core_select(_assignment.c.id, _assignment.c.arm_id).where(
 
 
 def stored_in(row: Any) -> Stored | None:
-    return Stored(row[0], row[1], row[2]) if row is not None else None
+    return Stored(row[0], row[1], row[2], row[3], row[4]) if row is not None else None
 
 
 def _stored(session: Session, key: str) -> Stored | None:
@@ -312,11 +322,20 @@ def replay(existing: Stored, fingerprint: str, *, now: datetime) -> RedemptionOu
     the redemption committed is run again (``web.deps.AsyncPool``), and its second run finds
     its own first. The stored ``created_at`` is the request's own ``now`` then, and the
     client gets what the first run would have answered (201, not a replay).
+
+    A redemption rolled back since is answered as stored but for its ``status``
+    (``rolled_back``) and ``rolled_back_at``: a retry must not read as a live benefit.
     """
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused()
     own = existing.response.get("created_at") == now.isoformat()
-    return RedemptionOutcome(body=answer(existing.id, existing.response), replayed=not own)
+    response = existing.response
+    if existing.status != RedemptionStatus.APPLIED.value:
+        rolled_back_at = existing.rolled_back_at
+        response = {**response, "status": existing.status,
+                    "rolled_back_at": rolled_back_at.astimezone(UTC).isoformat()
+                    if rolled_back_at is not None else None}
+    return RedemptionOutcome(body=answer(existing.id, response), replayed=not own)
 
 
 def _not_redeemable(message: str, loc: tuple[str, ...], kind: str) -> Conflict:
@@ -395,6 +414,8 @@ class Plan:
     extra: dict[str, Any]
     stored: dict[str, Any]
     now: datetime
+    #: the API key making the redemption (None: a caller without one, e.g. the seeds)
+    api_key_id: int | None = None
 
     @property
     def trial_ends_at(self) -> datetime:
@@ -417,9 +438,16 @@ def target_campaign(snapshot: Snapshot, *, found: _Found, request: RedemptionReq
 
 def plan(snapshot: Snapshot, *, campaign: CampaignConfig, found: _Found,
          assignment: tuple[int | None, int | None], key: str, fingerprint: str,
-         request: RedemptionRequest, now: datetime) -> Plan:
-    """Check the request against what was read; raise the first problem, as a typed error."""
+         request: RedemptionRequest, now: datetime, api_key_id: int | None = None) -> Plan:
+    """Check the request against what was read; raise the first problem, as a typed error.
+
+    A campaign outside its schedule in the configuration is refused first (its codes
+    expire with it, and the campaign's end is the truer reason); the redemption statement
+    decides it again on the locked campaign row."""
     assert found.customer_id is not None
+    scheduled = _outside_schedule(campaign.starts_at, campaign.ends_at, now)
+    if scheduled is not None:
+        raise scheduled
     assignment_id, arm_id = assignment
     if assignment_id is None or arm_id is None:
         raise _not_redeemable("this offer was never made to this customer", ("customer_id",),
@@ -450,7 +478,7 @@ def plan(snapshot: Snapshot, *, campaign: CampaignConfig, found: _Found,
                  assignment_id=assignment_id,
                  code_id=found.code.id if found.code is not None else None,
                  channel_id=snapshot.channel_ids[request.channel], request=request,
-                 benefit=benefit, extra=extra, stored=stored, now=now)
+                 benefit=benefit, extra=extra, stored=stored, now=now, api_key_id=api_key_id)
 
 
 def _redemption_values(plan: Plan) -> dict[str, Any]:
@@ -462,13 +490,13 @@ def _redemption_values(plan: Plan) -> dict[str, Any]:
         "order_amount_minor": plan.request.order_amount_minor,
         "benefit_minor": plan.benefit.benefit_minor, "cost_minor": plan.benefit.cost_minor,
         "status": RedemptionStatus.APPLIED.value, "response": plan.stored,
-        "created_at": plan.now,
+        "created_at": plan.now, "api_key_id": plan.api_key_id,
     }
 
 
 def redeem(
     session: Session, *, snapshot: Snapshot, idempotency_key: str, request: RedemptionRequest,
-    now: datetime,
+    now: datetime, api_key_id: int | None = None,
 ) -> RedemptionOutcome:
     """Redeem once per idempotency key; a replay with the same body returns the stored body.
 
@@ -483,7 +511,8 @@ def redeem(
     if found.assignment_campaign_id != campaign.id:
         assignment = _assignment_of(session, campaign_id=campaign.id, customer_id=customer_id)
     checked = plan(snapshot, campaign=campaign, found=found, assignment=assignment,
-                   key=idempotency_key, fingerprint=fingerprint, request=request, now=now)
+                   key=idempotency_key, fingerprint=fingerprint, request=request, now=now,
+                   api_key_id=api_key_id)
     if session.get_bind().dialect.name == "postgresql":
         redemption_id = _apply_at_once(session, checked)
     else:
@@ -515,9 +544,11 @@ def _compact(sql: str) -> str:
 #: checks of concurrent inserts are not blocked. After waiting for a lock, PostgreSQL
 #: re-checks the row's condition on its latest committed version, so the checks see every
 #: redemption committed before. The redemption row is inserted only if the locked campaign
-#: row is ``approved`` (running, budget left), and every write after it is conditional on
-#: that insert, so a refusal writes nothing. A key conflict (a concurrent retry) inserts nothing
-#: either. Nullable parameters are cast: a NULL has no type of its own.
+#: row is ``approved`` (running, within its schedule ``[starts_at, ends_at)`` at the
+#: request's time -- from Python, the clock the rest of the request reads -- and budget
+#: left), and every write after it is conditional on that insert, so a refusal writes
+#: nothing. A key conflict (a concurrent retry) inserts nothing either. Nullable
+#: parameters are cast: a NULL has no type of its own.
 #:
 #: The ``charge_*`` updates compute the new value from the locked row (``(SELECT spent_minor
 #: FROM campaign_row) + :cost_minor``), not from the column (``spent_minor + :cost_minor``).
@@ -526,6 +557,10 @@ def _compact(sql: str) -> str:
 #: constraints on the tuple computed from that stale version before it re-reads the latest
 #: one: a redemption that fits the budget failed with ``ck_campaign_budget_not_overspent``
 #: (a 500). The locked row is the latest version and nobody can change it before commit.
+#: For the same reason ``charge_budget`` writes the locked row's ``budget_minor`` too: when
+#: a budget edit committed after the snapshot, the tuple checked first is the stale
+#: version's, with the old budget, and a redemption that the raised budget approved
+#: failed that CHECK (a 500).
 REDEEM_AT_ONCE = text(_compact("""
 WITH code_row AS MATERIALIZED (
   SELECT id, uses FROM coupon_code
@@ -544,22 +579,23 @@ WITH code_row AS MATERIALIZED (
   ORDER BY id LIMIT 1
   FOR NO KEY UPDATE
 ), campaign_row AS MATERIALIZED (
-  SELECT id, status, spent_minor, budget_minor FROM campaign
+  SELECT id, status, spent_minor, budget_minor, tstzrange(starts_at, ends_at) AS span
+  FROM campaign
   WHERE id = :campaign_id AND EXISTS (SELECT FROM limit_row)
     AND (CAST(:stock_incentive_id AS bigint) IS NULL OR EXISTS (SELECT FROM stock_row))
   FOR NO KEY UPDATE
 ), approved AS MATERIALIZED (
   SELECT id FROM campaign_row
-  WHERE status = 'running'
+  WHERE status = 'running' AND span @> :created_at
     AND (budget_minor IS NULL OR spent_minor + :cost_minor <= budget_minor)
 ), redemption_row AS (
   INSERT INTO redemption (idempotency_key, request_hash, campaign_id, arm_id, customer_id,
     coupon_code_id, channel_id, order_id, order_amount_minor, benefit_minor, cost_minor,
-    status, response, created_at)
+    status, response, created_at, api_key_id)
   SELECT :idempotency_key, :request_hash, id, :arm_id, :customer_id,
     CAST(:code_id AS bigint), :channel_id, CAST(:order_id AS varchar),
     CAST(:order_amount_minor AS bigint), :benefit_minor, :cost_minor,
-    'applied', :response, :created_at
+    'applied', :response, :created_at, CAST(:api_key_id AS bigint)
   FROM approved
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING id
@@ -573,7 +609,8 @@ WITH code_row AS MATERIALIZED (
   UPDATE incentive_stock SET used = (SELECT used FROM stock_row) + 1
   WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redemption_row)
 ), charge_budget AS (
-  UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor
+  UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor,
+    budget_minor = (SELECT budget_minor FROM campaign_row)
   WHERE id = :campaign_id AND EXISTS (SELECT FROM redemption_row)
 ), grant_trial AS (
   INSERT INTO trial_grant (customer_id, campaign_id, incentive_id, redemption_id, product,
@@ -601,7 +638,8 @@ SELECT (SELECT id FROM redemption_row) AS redemption_id,
   EXISTS (SELECT FROM code_row) AS code_available,
   EXISTS (SELECT FROM limit_row) AS within_limit,
   EXISTS (SELECT FROM stock_row) AS in_stock,
-  (SELECT status FROM campaign_row) AS campaign_status
+  (SELECT status FROM campaign_row) AS campaign_status,
+  (SELECT span FROM campaign_row)
 """)).bindparams(bindparam("response", type_=JSONB), bindparam("created_at", type_=UTCDateTime),
                  bindparam("trial_ends_at", type_=UTCDateTime))
 
@@ -620,6 +658,8 @@ class AtOnce(NamedTuple):
     within_limit: bool
     in_stock: bool
     campaign_status: str | None
+    #: the campaign's ``[starts_at, ends_at)`` (a psycopg ``Range``; an open end is None)
+    campaign_span: Any = None
 
 
 def is_deadlock(error: BaseException | None) -> bool:
@@ -666,7 +706,7 @@ def at_once_params(plan: Plan) -> dict[str, Any]:
         **{name: values[name] for name in (
             "idempotency_key", "request_hash", "campaign_id", "arm_id", "customer_id",
             "channel_id", "order_id", "order_amount_minor", "benefit_minor", "cost_minor",
-            "response", "created_at")},
+            "response", "created_at", "api_key_id")},
         "code_id": plan.code_id, "assignment_id": plan.assignment_id,
         "per_customer_limit": plan.campaign.per_customer_limit,
         "stock_incentive_id": plan.incentive_id if plan.arm.incentive_type == "gift" else None,
@@ -713,7 +753,27 @@ def refusal(plan: Plan, outcome: AtOnce) -> Conflict:
     if outcome.campaign_status != "running":
         return _not_redeemable(f"the campaign is {outcome.campaign_status}, not running",
                                ("campaign_id",), "campaign_not_running")
+    span = outcome.campaign_span
+    scheduled = _outside_schedule(span.lower, span.upper, plan.now) \
+        if span is not None else None
+    if scheduled is not None:
+        return scheduled
     return BudgetExhausted()
+
+
+def _outside_schedule(starts_at: datetime | None, ends_at: datetime | None, now: datetime
+                      ) -> Conflict | None:
+    """The refusal of a redemption at ``now`` outside the campaign's schedule, if it is."""
+    reason = outside_schedule(starts_at, ends_at, now)
+    if reason == "campaign_ended":
+        assert ends_at is not None
+        return _not_redeemable(f"the campaign ended at {ends_at.isoformat()}",
+                               ("campaign_id",), reason)
+    if reason == "campaign_not_started":
+        assert starts_at is not None
+        return _not_redeemable(f"the campaign starts at {starts_at.isoformat()}",
+                               ("campaign_id",), reason)
+    return None
 
 
 def trial_already_granted() -> Conflict:
@@ -773,20 +833,23 @@ def _charge(session: Session, plan: Plan) -> None:
         if stocked.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict("this gift is out of stock", code="out_of_stock")
     cost_minor = plan.benefit.cost_minor
-    budget = update(Campaign).where(col(Campaign.id) == plan.campaign.id,
-                                    col(Campaign.status) == "running")
+    budget = update(Campaign).where(
+        col(Campaign.id) == plan.campaign.id, col(Campaign.status) == "running",
+        col(Campaign.starts_at).is_(None) | (col(Campaign.starts_at) <= plan.now),
+        col(Campaign.ends_at).is_(None) | (col(Campaign.ends_at) > plan.now))
     if cost_minor:
         budget = budget.where(col(Campaign.budget_minor).is_(None)
                               | (col(Campaign.spent_minor) + cost_minor
                                  <= col(Campaign.budget_minor)))
     charged = session.execute(budget.values(spent_minor=Campaign.spent_minor + cost_minor))
     if charged.rowcount != 1:  # type: ignore[attr-defined]
-        status = session.exec(select(Campaign.status)
-                              .where(Campaign.id == plan.campaign.id)).one()
+        status, starts_at, ends_at = session.exec(
+            select(Campaign.status, Campaign.starts_at, Campaign.ends_at)
+            .where(Campaign.id == plan.campaign.id)).one()
         if status != "running":
             raise _not_redeemable(f"the campaign is {status}, not running", ("campaign_id",),
                                   "campaign_not_running")
-        raise BudgetExhausted()
+        raise _outside_schedule(starts_at, ends_at, plan.now) or BudgetExhausted()
 
 
 def _grant(session: Session, plan: Plan, *, redemption_id: int) -> None:
@@ -820,9 +883,13 @@ def _grant(session: Session, plan: Plan, *, redemption_id: int) -> None:
 # --------------------------------------------------------------------------- rollback
 
 
-def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
-                        ) -> dict[str, Any]:
+def rollback_redemption(session: Session, *, redemption_id: int, now: datetime,
+                        by_api_key: int | None = None) -> dict[str, Any]:
     """Undo an applied redemption (order cancelled): budget, limit, code and stock come back.
+
+    ``by_api_key``: the storefront key asking; a redemption another key made is then
+    :func:`redemption_not_found`, the very answer to an id that does not exist, so ids
+    tell a stranger nothing. None: a management caller, who may roll back any redemption.
 
     The status flip ``applied -> rolled_back`` is itself a conditional UPDATE, so of many
     concurrent rollbacks exactly one restores anything; the others see it already done.
@@ -833,7 +900,8 @@ def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             with session.begin_nested():
-                return _rollback_once(session, redemption_id=redemption_id, now=now)
+                return _rollback_once(session, redemption_id=redemption_id, now=now,
+                                      by_api_key=by_api_key)
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED \
                     or attempt == DEADLOCK_ATTEMPTS:
@@ -841,10 +909,16 @@ def rollback_redemption(session: Session, *, redemption_id: int, now: datetime
     raise AssertionError("unreachable")
 
 
-def _rollback_once(session: Session, *, redemption_id: int, now: datetime) -> dict[str, Any]:
+def redemption_not_found() -> NotFound:
+    """The one answer to a redemption id the caller may not act on, whether it exists or not."""
+    return NotFound("no such redemption", code="redemption_not_found")
+
+
+def _rollback_once(session: Session, *, redemption_id: int, now: datetime,
+                   by_api_key: int | None) -> dict[str, Any]:
     redemption = session.get(Redemption, redemption_id)
-    if redemption is None:
-        raise NotFound(f"redemption {redemption_id} does not exist", code="redemption_not_found")
+    if redemption is None or (by_api_key is not None and redemption.api_key_id != by_api_key):
+        raise redemption_not_found()
     flipped = session.execute(
         update(Redemption).where(col(Redemption.id) == redemption_id,
                                  col(Redemption.status) == RedemptionStatus.APPLIED.value)
@@ -901,7 +975,8 @@ def validate_code(
     """Would this code apply, and what would it give? Nothing is written.
 
     The reasons are distinct (``unknown``, ``expired``, ``used``, ``not_yours``,
-    ``campaign_not_running``, ``not_applicable``); the web layer makes every answer take the
+    ``campaign_not_running``, ``campaign_ended``, ``campaign_not_started``,
+    ``not_applicable``); the web layer makes every answer take the
     same time so that an attacker cannot tell them apart by timing.
     """
     code = session.exec(select(CouponCode).where(
@@ -915,6 +990,11 @@ def validate_code(
         return {"valid": False, "reason": "campaign_not_running",
                 "message": "this code's campaign is not running"}
     arm = next(a for a in campaign.arms if a.incentive_id == code.incentive_id)
+    scheduled = outside_schedule(campaign.starts_at, campaign.ends_at, now)
+    if scheduled is not None:
+        return {"valid": False, "reason": scheduled,
+                "message": "this code's campaign has ended" if scheduled == "campaign_ended"
+                else "this code's campaign has not started yet"}
     if code.expires_at is not None and code.expires_at <= now:
         return {"valid": False, "reason": "expired", "message": "this code has expired",
                 "expired_at": code.expires_at.isoformat()}

@@ -96,7 +96,8 @@ async def _apply(database: Database, plan: Plan) -> int | None:
 
 
 async def redeem(database: Database, *, snapshot: Snapshot, idempotency_key: str,
-                 request: RedemptionRequest, now: datetime) -> RedemptionOutcome:
+                 request: RedemptionRequest, now: datetime, api_key_id: int | None = None
+                 ) -> RedemptionOutcome:
     """Redeem once per idempotency key; a replay with the same body returns the stored body."""
     fingerprint = request_fingerprint(request)
     row = await (await database.execute(
@@ -112,7 +113,8 @@ async def redeem(database: Database, *, snapshot: Snapshot, idempotency_key: str
             _ASSIGNMENT_OF_SQL, {"campaign_id": campaign.id, "customer_id": customer_id},
             prepare=True)).fetchone())
     checked = plan(snapshot, campaign=campaign, found=found, assignment=assignment,
-                   key=idempotency_key, fingerprint=fingerprint, request=request, now=now)
+                   key=idempotency_key, fingerprint=fingerprint, request=request, now=now,
+                   api_key_id=api_key_id)
     redemption_id = await _apply(database, checked)
     if redemption_id is None:
         # Another request with this key got there first; its row is visible now.

@@ -23,6 +23,7 @@ class Campaign:
     admits: bool
     ended: bool
     evaluated: list[int] = field(default_factory=list)
+    starts_at: datetime | None = None
 
     @property
     def ends_at(self) -> datetime:

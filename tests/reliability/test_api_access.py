@@ -57,7 +57,8 @@ REQUIRED_SCOPES: dict[tuple[str, str], frozenset[ApiScope]] = {
     # storefront: offers, redemptions, codes, trials, loyalty, events
     ("GET", f"{V1}/customers/{{customer_id}}/offers"): STOREFRONT,
     ("POST", f"{V1}/redemptions"): STOREFRONT,
-    ("POST", f"{V1}/redemptions/{{redemption_id}}/rollback"): STOREFRONT,
+    # the redeemer's storefront key, or an operator's
+    ("POST", f"{V1}/redemptions/{{redemption_id}}/rollback"): STOREFRONT | MANAGEMENT,
     ("POST", f"{V1}/coupons/validate"): STOREFRONT,
     ("GET", f"{V1}/customers/{{customer_id}}/trials"): STOREFRONT,
     ("GET", f"{V1}/customers/{{customer_id}}/loyalty"): STOREFRONT,

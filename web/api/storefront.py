@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -38,12 +38,23 @@ from campaigns.types import utcnow
 from campaigns.validation import parse_input
 from web.api.direct import DirectRoute, documented, parameters
 from web.api.schemas import MAX_ID, error_responses, inline_refs
-from web.deps import AsyncDatabase, OnDemand, SessionDep, StorefrontCaller, admit
+from web.deps import (
+    AsyncDatabase,
+    Caller,
+    OnDemand,
+    SessionDep,
+    StorefrontCaller,
+    admit,
+    require_scope,
+)
 from web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["storefront"])
 
 STOREFRONT = frozenset({ApiScope.STOREFRONT})
+#: A rollback is the storefront's that redeemed, or an operator's.
+RollbackCaller = Annotated[Caller, Depends(require_scope(ApiScope.STOREFRONT,
+                                                         ApiScope.MANAGEMENT))]
 
 CustomerIdPath = Annotated[str, Path(min_length=1, max_length=100,
                                      pattern=r"^[A-Za-z0-9_.:@-]+$",
@@ -185,7 +196,11 @@ REDEMPTION_EXAMPLE = {"customer_id": "C000042", "campaign_id": 1, "code": "WEBK7
 
 REPLAYED_HEADER = {"Idempotent-Replayed": {
     "description": "true when this is the stored answer to an earlier identical request",
-    "required": True, "schema": {"type": "string", "enum": ["true", "false"]}}}
+    "required": True, "schema": {"type": "string", "enum": ["true", "false"]}},
+    "Redemption-Status": {
+    "description": "where the redemption stands now: applied, or rolled_back when a replay "
+    "finds it rolled back since (the body says so too)",
+    "required": True, "schema": {"type": "string", "enum": ["applied", "rolled_back"]}}}
 
 
 class RedemptionOut(BaseModel):
@@ -201,6 +216,8 @@ class RedemptionOut(BaseModel):
     currency: str
     details: dict[str, Any]
     created_at: datetime
+    rolled_back_at: datetime | None = Field(
+        default=None, description="Set when a replay finds the redemption rolled back since.")
     trial: dict[str, Any] | None = None
     points: int | None = None
     lottery_entries: int | None = None
@@ -214,7 +231,9 @@ class RedemptionOut(BaseModel):
         "benefit; charges the campaign budget, the customer's limit and the code atomically. "
         "Retrying with the same `Idempotency-Key` and the same body returns the stored "
         "response (with header `Idempotent-Replayed: true`) and has no further effect; the "
-        "same key with another body is refused with 422."),
+        "same key with another body is refused with 422. A replay of a redemption rolled "
+        "back since says so: `status` `rolled_back`, `rolled_back_at`, and the header "
+        "`Redemption-Status: rolled_back`."),
     responses={
         200: {"model": RedemptionOut, "description": "Replay of an earlier identical request",
               "headers": REPLAYED_HEADER},
@@ -222,7 +241,7 @@ class RedemptionOut(BaseModel):
         **error_responses(404, 409, body=True, descriptions={
             404: "Unknown code, customer or channel",
             409: "Code used, budget spent, limit reached, not offered, control group, "
-                 "campaign not running",
+                 "campaign not running, ended or not started",
             422: "Bad body, missing Idempotency-Key, or key reused"}),
     },
     # The body is validated by the route (after the Idempotency-Key), so its schema is
@@ -251,18 +270,20 @@ async def post_redemption(
     if database is None:
         # SQLite: the ORM path, on a thread, in the request's transaction.
         outcome = await run_in_threadpool(_redeem_in_session, session, snapshot=snapshot,
-                                          idempotency_key=key, request=data, now=now)
+                                          idempotency_key=key, request=data, now=now,
+                                          api_key_id=caller.api_key_id)
     else:
         # PostgreSQL: on the event loop, one atomic statement in autocommit; PostgreSQL
         # commits it as it finishes, so the campaign row it locks is not held while the
         # response is built. Safe to repeat after a connection error (AsyncPool.run).
         outcome = await database.run(request, lambda connection: redeem_postgresql(
-            connection, snapshot=snapshot, idempotency_key=key, request=data, now=now))
+            connection, snapshot=snapshot, idempotency_key=key, request=data, now=now,
+            api_key_id=caller.api_key_id))
     if not outcome.replayed:
         request.app.state.metrics.redemption(outcome.body)
     return JSONResponse(outcome.body, status_code=200 if outcome.replayed else 201,
                         headers={"Idempotent-Replayed": "true" if outcome.replayed
-                                 else "false"})
+                                 else "false", "Redemption-Status": outcome.body["status"]})
 
 
 def _redeem_in_session(session: Session, **arguments: Any) -> RedemptionOutcome:
@@ -285,12 +306,17 @@ class RollbackOut(BaseModel):
     "/redemptions/{redemption_id}/rollback", response_model=RollbackOut,
     summary="Roll back a redemption (order cancelled); exactly once",
     description="Restores budget, the customer's limit, the code and stock. Calling it again "
-    "changes nothing and says `already_rolled_back: true`.",
-    responses=error_responses(404, descriptions={404: "Unknown redemption"}),
+    "changes nothing and says `already_rolled_back: true`. Only the storefront key that made "
+    "the redemption, or a management key, may roll it back; to any other key a redemption "
+    "id answers exactly as an id that does not exist.",
+    responses=error_responses(404, descriptions={
+        404: "No such redemption (or one that another key made)"}),
 )
-def post_rollback(session: SessionDep, caller: StorefrontCaller,
+def post_rollback(session: SessionDep, caller: RollbackCaller,
                   redemption_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
-    return rollback_redemption(session, redemption_id=redemption_id, now=utcnow())
+    return rollback_redemption(
+        session, redemption_id=redemption_id, now=utcnow(),
+        by_api_key=None if caller.scope is ApiScope.MANAGEMENT else caller.api_key_id)
 
 
 class ValidateIn(InputModel):
@@ -306,7 +332,8 @@ class ValidateIn(InputModel):
 class ValidateOut(BaseModel):
     valid: bool
     reason: str = Field(description="ok, unknown, expired, used, not_yours, "
-                        "campaign_not_running or not_applicable")
+                        "campaign_not_running, campaign_ended, campaign_not_started or "
+                        "not_applicable")
     message: str
     campaign_id: int | None = None
     title: str | None = None
