@@ -3,6 +3,7 @@ against a real two-worker server on PostgreSQL, reconciled in the database."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -24,6 +25,15 @@ from tests.web.api.test_concurrency import (
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
 REQUESTS = 300
+
+
+def summary(label: str, responses: list, elapsed: float) -> str:
+    """One line of figures for docs/RELIABILITY.md (printed; run with ``-s`` to see it)."""
+    latencies = sorted(r.elapsed.total_seconds() * 1000 for r in responses)
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    counts = ", ".join(f"{n}x{status}" for status, n in sorted(statuses(responses).items()))
+    return (f"{label}: {len(responses)} concurrent redemptions in {elapsed:.1f} s: {counts}; "
+            f"p50 {latencies[len(latencies) // 2]:.0f} ms, p99 {p99:.0f} ms")
 
 # The live server and its keys, as the other concurrency tests get them.
 server = live.server
@@ -51,7 +61,9 @@ class TestLotteryEntryCapUnderLoad:
         requests = [redemption(keys, {"customer_id": customers[i % customers_count],
                                       "channel": "web", "campaign_id": campaign.id})
                     for i in range(REQUESTS)]
+        started = time.perf_counter()
         responses = fire(server, requests)
+        print(summary("lottery entry cap", responses, time.perf_counter() - started))
         assert statuses(responses) == {201: cap * customers_count,
                                        409: REQUESTS - cap * customers_count}, \
             statuses(responses)
@@ -84,9 +96,11 @@ class TestSharedCodeCapUnderLoad:
         wait_for_catalog()
         shown = expose(server, keys, customers)
         assert {o["offers"][0]["code"] for o in shown} == {"RUSH10"}
+        started = time.perf_counter()
         responses = fire(server, [
             redemption(keys, {"customer_id": c, "channel": "web", "code": "rush10",
                               "order_amount_minor": 2_000}) for c in customers])
+        print(summary("shared code", responses, time.perf_counter() - started))
         assert statuses(responses) == {201: cap, 409: REQUESTS - cap}, statuses(responses)
         assert {r.json()["code"] for r in responses if r.status_code == 409} \
             == {"code_limit_reached"}
