@@ -17,10 +17,12 @@ VOUCHERS = [{"key": "voucher", "name": "Voucher", "value_minor": 2_000, "invento
 
 
 def lottery_campaign(session: Session, *, entry_rule: dict[str, Any],
-                     per_customer_limit: int | None = None, **settings: Any) -> Campaign:
+                     per_customer_limit: int | None = None, name: str = "Spring draw",
+                     priority: int = 0, **settings: Any) -> Campaign:
     config = {"prizes": VOUCHERS, "entry_rule": entry_rule, **settings}
     return make_running_campaign(
-        session, arms=[incentive_arm("draw", "lottery", config, weight=100)],
+        session, name=name, priority=priority,
+        arms=[incentive_arm("draw", "lottery", config, weight=100)],
         control_opt_out=True, control_opt_out_reason="everyone may enter",
         per_customer_limit=per_customer_limit)
 
@@ -54,6 +56,20 @@ class TestRedemptionEntriesKeepTheCap:
         assert live_entries(session, campaign, "L1") == 4
         # the refusal wrote nothing
         assert session.exec(select(func.count()).select_from(Redemption)).one() == 2
+
+    def test_each_limit_names_itself_when_both_apply(self, client, session,
+                                                     storefront_key) -> None:
+        entries_first = lottery_campaign(session, per_customer_limit=5, entry_rule={
+            "event": "redemption", "max_entries_per_customer": 2})
+        answers = [enter(client, storefront_key, entries_first, "L1") for _ in range(3)]
+        assert [a.status_code for a in answers] == [201, 201, 409]
+        assert answers[2].json()["code"] == "entry_limit_reached"
+        limit_first = lottery_campaign(session, per_customer_limit=1, name="limit first",
+                                       priority=5, entry_rule={
+                                           "event": "redemption", "max_entries_per_customer": 5})
+        answers = [enter(client, storefront_key, limit_first, "L2") for _ in range(2)]
+        assert [a.status_code for a in answers] == [201, 409]
+        assert answers[1].json()["code"] == "customer_limit_reached"
 
 
 class TestRolledBackEntries:
