@@ -406,6 +406,7 @@ class Assignment(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id"),
         CheckConstraint("redemption_count >= 0", name="redemptions_not_negative"),
+        CheckConstraint("lottery_entries >= 0", name="lottery_entries_not_negative"),
     )
 
     id: int | None = pk()
@@ -417,6 +418,9 @@ class Assignment(SQLModel, table=True):
     exposure_channel_id: int | None = ref(nullable=True, index=False)
     #: live (not rolled back) redemptions, bounded by the campaign's per-customer limit
     redemption_count: int = Field(default=0)
+    #: live lottery entries the customer holds in the campaign, bounded by the entry rule's
+    #: per-customer cap (the row every entry source locks, so the cap is one comparison)
+    lottery_entries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 # ---------------------------------------------------------------------------
@@ -515,6 +519,22 @@ class CouponCode(SQLModel, table=True):
     created_at: datetime = now_field()
 
 
+class CouponCodeUse(SQLModel, table=True):
+    """A customer's live redemption of a shared code that each customer may use once.
+
+    The unique key is the once-per-customer promise: a second redemption by the same
+    customer fails to insert its row, whatever ran at the same time. A rollback deletes it.
+    """
+
+    __tablename__ = "coupon_code_use"
+    __table_args__ = (UniqueConstraint("coupon_code_id", "customer_id"),)
+
+    id: int | None = pk()
+    coupon_code_id: int = fk("coupon_code.id", index=False)  # the unique key's first column
+    customer_id: int = fk("customer.id")
+    redemption_id: int = fk("redemption.id")
+
+
 class Redemption(SQLModel, table=True):
     __tablename__ = "redemption"
     __table_args__ = (
@@ -580,6 +600,9 @@ class LotteryEntry(SQLModel, table=True):
     #: what earned the entries (an event or redemption reference); unique so a retry counts once
     source_ref: str = Field(sa_column=Column(String(200), nullable=False))
     created_at: datetime = now_field()
+    #: set when the redemption that earned the entries is rolled back: a draw counts the
+    #: entries live at its time, so a draw made before the rollback still verifies
+    rolled_back_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class LotteryDraw(SQLModel, table=True):

@@ -600,6 +600,15 @@ def _insert_lottery(session: Session, world: DemoWorld, ids: _Ids,
         for (customer, position), when in zip(world.lottery_entries, times, strict=True)
     ]
     _bulk_insert(session, _table(LotteryEntry), rows)
+    # The entries each customer holds, as the entry sources keep them on the assignment.
+    entries = _table(LotteryEntry)
+    held = (select(func.coalesce(func.sum(entries.c.entries), 0))
+            .where(entries.c.campaign_id == campaign_id,
+                   entries.c.customer_id == _table(Assignment).c.customer_id)
+            .scalar_subquery())
+    session.execute(update(_table(Assignment))
+                    .where(_table(Assignment).c.campaign_id == campaign_id)
+                    .values(lottery_entries=held))
     run_draw(session, campaign_id=campaign_id, actor=DEMO_ACTOR, seed=draw.seed,
              now=world.now + timedelta(seconds=draw.drawn_at))
 

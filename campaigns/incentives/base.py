@@ -53,6 +53,16 @@ class Benefit:
 
 
 @dataclass(frozen=True)
+class SharedCode:
+    """A code the marketer chose, one for every customer: its total cap (None: none) and
+    whether each customer may redeem it only once."""
+
+    code: str
+    max_redemptions: int | None
+    once_per_customer: bool
+
+
+@dataclass(frozen=True)
 class OrderContext:
     """What is known about the order or event an incentive is applied to."""
 
@@ -367,6 +377,23 @@ class IncentiveType(ABC, Generic[ConfigT]):
     def needs_code(self, config: ConfigT) -> bool:
         """Whether redeeming needs a code typed in by the customer."""
         return False
+
+    def shared_code(self, config: ConfigT) -> SharedCode | None:
+        """The one code every customer types, when the type has one (a row is kept for it)."""
+        return None
+
+    def redemption_response(self, config: ConfigT) -> dict[str, Any]:
+        """What a redemption adds to its response, known before anything is written.
+
+        ``lottery_entries`` is the number of entries it asks for (the redemption grants
+        them up to :meth:`entry_cap`); ``counts_toward_limit`` false leaves the
+        campaign's per-customer limit untouched.
+        """
+        return {}
+
+    def entry_cap(self, config: ConfigT) -> int | None:
+        """Most lottery entries a customer may hold in a campaign (None: no cap)."""
+        return None
 
     @abstractmethod
     def unit_cost_estimate(self, config: ConfigT, *, typical_order_minor: int | None = None) -> int:

@@ -1,6 +1,7 @@
 """Coupon: a discount redeemed with a code, either one shared code or a batch of unique codes.
 
-Shared mode: one code chosen by the marketer (``SAVE10``), optionally limited in total uses.
+Shared mode: one code chosen by the marketer (``SAVE10``), optionally limited in total uses
+(``max_redemptions``) and, with ``single_use``, to one use per customer.
 Batch mode: unique single-use codes generated as ``prefix`` + ``length`` random characters
 from ``charset`` (see :mod:`campaigns.incentives.codes`), with at least 40 bits of randomness.
 """
@@ -18,6 +19,7 @@ from campaigns.incentives.base import (
     IncentiveType,
     Offer,
     OrderContext,
+    SharedCode,
     capped,
     format_percent,
     minimum_order_terms,
@@ -108,7 +110,8 @@ class CouponConfig(BaseModel):
         f"set (a code needs {MIN_ENTROPY_BITS} bits of randomness; a custom set of fewer "
         "characters needs a longer code)."))
     charset: str | None = None
-    # forced to True for batch codes; False by default for a shared code
+    # forced to True for batch codes (each code is used once); for a shared code, whether
+    # each customer may use it once (False by default)
     single_use: bool | None = None
     benefit: CouponBenefit
     expires_days: Count | None = Field(None, ge=1, le=3650)
@@ -160,14 +163,6 @@ class CouponConfig(BaseModel):
             for name in ("prefix", "length", "charset"):
                 if getattr(self, name) is not None:
                     problems.append(((name,), f"{name} only applies to batch coupons; remove it"))
-            if self.single_use and self.max_redemptions not in (None, 1):
-                problems.append(
-                    (
-                        ("max_redemptions",),
-                        "a single-use shared code can be redeemed once; "
-                        "remove max_redemptions or set single_use to false",
-                    )
-                )
             if self.single_use is None:
                 self.single_use = False
         else:
@@ -230,8 +225,9 @@ class Coupon(IncentiveType[CouponConfig]):
         if benefit.cap_minor is not None:
             terms.append(f"Discount capped at {format_money(benefit.cap_minor, currency)}.")
         if config.single_use:
-            terms.append("The code can be used once.")
-        elif config.max_redemptions is not None:
+            terms.append("The code can be used once" + (
+                " per customer." if config.mode == "shared" else "."))
+        if config.max_redemptions is not None:
             terms.append("Limited to the first "
                          f"{plural(config.max_redemptions, 'redemption')}.")
         if config.expires_days is not None:
@@ -260,6 +256,13 @@ class Coupon(IncentiveType[CouponConfig]):
 
     def needs_code(self, config: CouponConfig) -> bool:
         return True
+
+    def shared_code(self, config: CouponConfig) -> SharedCode | None:
+        if config.mode != "shared":
+            return None
+        assert config.code is not None
+        return SharedCode(code=config.code, max_redemptions=config.max_redemptions,
+                          once_per_customer=bool(config.single_use))
 
     def unit_cost_estimate(
         self, config: CouponConfig, *, typical_order_minor: int | None = None

@@ -115,6 +115,10 @@ class LotteryConfig(BaseModel):
     prizes: list[Prize] = Field(min_length=1, max_length=50)
     entry_rule: EntryRule
     draw_at: AwareDatetime | None = None
+    #: Whether redeeming the offer counts toward the campaign's per-customer limit when it
+    #: earns no entry (the entry rule is an interaction or a conversion, so entries come
+    #: from events). Off by default: such a redemption only signs the customer up.
+    count_entryless_redemptions: bool = False
 
     @field_validator("prizes")
     @classmethod
@@ -165,6 +169,10 @@ _EVENT_TEXT = {
     "conversion": "every order",
     "redemption": "every redeemed offer",
 }
+
+
+def _where(rule: EntryRule) -> str:
+    return f" on {rule.channel_key}" if rule.channel_key else ""
 
 
 class Lottery(IncentiveType[LotteryConfig]):
@@ -218,7 +226,19 @@ class Lottery(IncentiveType[LotteryConfig]):
         require_channel(ctx, rule.channel_key)
         if rule.min_amount_minor is not None:
             order_amount(ctx, minimum_minor=rule.min_amount_minor)
-        return Benefit(benefit_minor=0, cost_minor=0, details={"entries": rule.entries_per_event})
+        return Benefit(benefit_minor=0, cost_minor=0, details={})
+
+    def redemption_response(self, config: LotteryConfig) -> dict[str, object]:
+        rule = config.entry_rule
+        if rule.event == "redemption":
+            return {"lottery_entries": rule.entries_per_event}
+        return {"lottery_entries": 0,
+                "lottery_entries_note": "this redemption earns no lottery entry; entries are "
+                                        f"earned by {rule.event}s{_where(rule)}",
+                "counts_toward_limit": config.count_entryless_redemptions}
+
+    def entry_cap(self, config: LotteryConfig) -> int | None:
+        return config.entry_rule.max_entries_per_customer
 
     def unit_cost_estimate(
         self, config: LotteryConfig, *, typical_order_minor: int | None = None

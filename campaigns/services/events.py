@@ -570,11 +570,12 @@ def _memberships(session: Session, programmes: Mapping[int, _Programme],
                  customer_ids: Sequence[int]) -> dict[int, list[tuple[_Programme, datetime]]]:
     """(programme, first exposure) of each customer's assignments, highest priority first.
 
-    When a lottery caps entries per customer the assignment rows are locked (PostgreSQL):
-    counting earlier entries and adding new ones must not interleave with another batch
-    for the same customer, or both could fill the last places under the cap.
+    When a lottery runs the assignment rows are locked (PostgreSQL), in one order: reading
+    the entries a customer holds and adding new ones must not interleave with another
+    batch or a redemption for the same customer, or both could fill the last places under
+    the cap; and the entry counts updated later are then rows this batch already holds.
     """
-    lock = any(p.capped for p in programmes.values())
+    lock = any(p.arm.incentive_type == _LOTTERY for p in programmes.values())
     result: dict[int, list[tuple[_Programme, datetime]]] = defaultdict(list)
     for condition in _in_batches(session, col(Assignment.customer_id), sorted(customer_ids)):
         statement = (select(Assignment.customer_id, Assignment.arm_id,
@@ -608,10 +609,10 @@ def lottery_entries_for(arm: ArmConfig, event: EventRecord) -> int:
         return 0
     context = OrderContext(order_amount_minor=event.revenue_minor, channel_key=event.channel_key)
     try:
-        benefit = get_incentive_type(_LOTTERY).compute_benefit(arm.config, context)
+        get_incentive_type(_LOTTERY).compute_benefit(arm.config, context)
     except ValidationFailed:  # wrong channel or below the minimum amount
         return 0
-    entries = benefit.details["entries"]
+    entries = rule.entries_per_event
     assert isinstance(entries, int)
     return entries
 
@@ -665,17 +666,16 @@ def apply_event_effects(session: Session, *, events: Sequence[StoredEvent],
 
 
 def _earlier_entries(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Entries already held, by (campaign id, customer id)."""
+    """Live entries already held, by (campaign id, customer id): the assignment's count,
+    which every entry source changes on the row :func:`_memberships` locked."""
     held: dict[tuple[int, int], int] = {}
     campaigns = sorted({campaign for campaign, _ in pairs})
     customers = sorted({customer for _, customer in pairs})
-    for condition in _in_batches(session, col(LotteryEntry.customer_id), customers):
+    for condition in _in_batches(session, col(Assignment.customer_id), customers):
         rows = session.exec(
-            select(LotteryEntry.campaign_id, LotteryEntry.customer_id,
-                   func.sum(LotteryEntry.entries))
-            .where(col(LotteryEntry.campaign_id).in_(campaigns), condition)
-            .group_by(col(LotteryEntry.campaign_id), col(LotteryEntry.customer_id)))
-        held.update(((campaign, customer), int(total or 0)) for campaign, customer, total in rows)
+            select(Assignment.campaign_id, Assignment.customer_id, Assignment.lottery_entries)
+            .where(col(Assignment.campaign_id).in_(campaigns), condition))
+        held.update(((campaign, customer), int(total)) for campaign, customer, total in rows)
     return held
 
 
@@ -700,8 +700,23 @@ def _grant_entries(session: Session, earned: Sequence[tuple[_Programme, StoredEv
                      "source_ref": f"event:{event.record.event_id}", "created_at": now})
     inserted = _insert_new(session, LotteryEntry.__table__,  # type: ignore[attr-defined]
                            rows, conflict_columns=["campaign_id", "source_ref"],
-                           returning=["entries"])
-    return sum(int(row[0]) for row in inserted)
+                           returning=["campaign_id", "customer_id", "entries"])
+    totals: dict[tuple[int, int], int] = defaultdict(int)
+    for campaign_id, customer_id, entries in inserted:
+        totals[(campaign_id, customer_id)] += entries
+    assignments: Table = Assignment.__table__  # type: ignore[attr-defined]
+    # The count the caps compare with (redemptions check it on the same row).
+    _bulk_update(session, assignments,
+                 [{"campaign_pk": campaign_id, "customer_pk": customer_id, "earned": earned}
+                  for (campaign_id, customer_id), earned in sorted(totals.items())],
+                 types={"campaign_pk": assignments.c.campaign_id.type,
+                        "customer_pk": assignments.c.customer_id.type,
+                        "earned": assignments.c.lottery_entries.type},
+                 where=lambda row: [assignments.c.campaign_id == row.campaign_pk,
+                                    assignments.c.customer_id == row.customer_pk],
+                 values=lambda row: {
+                     "lottery_entries": assignments.c.lottery_entries + row.earned})
+    return sum(totals.values())
 
 
 def _award_points(session: Session, earned: Sequence[tuple[_Programme, StoredEvent, int]], *,

@@ -62,7 +62,12 @@ def tickets(session: Session, *, campaign_id: int, incentive_id: int,
     query = select(LotteryEntry.customer_id, LotteryEntry.entries).where(
         LotteryEntry.campaign_id == campaign_id, LotteryEntry.incentive_id == incentive_id)
     if up_to is not None:
-        query = query.where(col(LotteryEntry.created_at) <= up_to)
+        # Entries live at the draw's time: one rolled back later still counted then.
+        query = query.where(col(LotteryEntry.created_at) <= up_to,
+                            col(LotteryEntry.rolled_back_at).is_(None)
+                            | (col(LotteryEntry.rolled_back_at) > up_to))
+    else:
+        query = query.where(col(LotteryEntry.rolled_back_at).is_(None))
     totals: dict[int, int] = {}
     for customer_id, entries in session.exec(query.order_by(col(LotteryEntry.id))).all():
         totals[customer_id] = totals.get(customer_id, 0) + entries

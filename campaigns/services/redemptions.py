@@ -47,6 +47,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     literal,
     text,
@@ -68,12 +69,14 @@ from campaigns.errors import (
     ValidationFailed,
 )
 from campaigns.incentives import Benefit, OrderContext, get_incentive_type
+from campaigns.incentives.base import SharedCode
 from campaigns.incentives.codes import normalize_code
 from campaigns.models import (
     Arm,
     Assignment,
     Campaign,
     CouponCode,
+    CouponCodeUse,
     Customer,
     IncentiveStock,
     LotteryEntry,
@@ -85,7 +88,6 @@ from campaigns.models import (
 from campaigns.schemas import InputModel, Key, MinorUnits
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot, outside_schedule
 from campaigns.services.customers import ExternalId, unknown_customer
-from campaigns.types import UTCDateTime
 
 
 class RedemptionRequest(InputModel):
@@ -294,6 +296,11 @@ ASSIGNMENT_OF = core_select(_assignment.c.id, _assignment.c.arm_id).where(
     _assignment.c.customer_id == bindparam("customer_id", type_=BigInteger))
 
 
+#: The live lottery entries of an assignment (parameter ``assignment_id``).
+ENTRIES_HELD = core_select(_assignment.c.lottery_entries).where(
+    _assignment.c.id == bindparam("assignment_id", type_=BigInteger))
+
+
 def stored_in(row: Any) -> Stored | None:
     return Stored(row[0], row[1], row[2], row[3], row[4]) if row is not None else None
 
@@ -391,8 +398,8 @@ def _extra_response(arm: ArmConfig, details: dict[str, Any], now: datetime
     points = int(details.get("points", 0) or 0)
     if arm.incentive_type == "loyalty" and points:
         extra["points"] = points
-    if arm.incentive_type == "lottery" and arm.config.entry_rule.event == "redemption":
-        extra["lottery_entries"] = arm.config.entry_rule.entries_per_event
+    assert arm.incentive_type is not None
+    extra.update(get_incentive_type(arm.incentive_type).redemption_response(arm.config))
     return extra
 
 
@@ -420,6 +427,35 @@ class Plan:
     @property
     def trial_ends_at(self) -> datetime:
         return self.now + timedelta(days=self.arm.config.days)
+
+    @property
+    def lottery_entries(self) -> int:
+        """Entries the redemption grants. :data:`REDEEM_AT_ONCE` adds them to the column,
+        not to the locked row's value as its other charges do: a count that only grows
+        passes its CHECK on the snapshot's version too, and the UPDATE computes the value
+        it writes again on the latest version."""
+        return int(self.extra.get("lottery_entries", 0) or 0)
+
+    @property
+    def counts_toward_limit(self) -> bool:
+        """False for a redemption whose type says it leaves the per-customer limit alone."""
+        return self.extra.get("counts_toward_limit", True) is not False
+
+    @property
+    def entry_cap(self) -> int | None:
+        assert self.arm.incentive_type is not None
+        return get_incentive_type(self.arm.incentive_type).entry_cap(self.arm.config)
+
+    @property
+    def shared_code(self) -> SharedCode | None:
+        """The shared code redeemed, if the request's code is the type's shared code."""
+        if self.code_id is None or self.arm.incentive_type is None:
+            return None
+        return get_incentive_type(self.arm.incentive_type).shared_code(self.arm.config)
+
+    @property
+    def code_once_per_customer(self) -> bool:
+        return self.shared_code is not None and self.shared_code.once_per_customer
 
 
 def target_campaign(snapshot: Snapshot, *, found: _Found, request: RedemptionRequest
@@ -567,9 +603,10 @@ WITH code_row AS MATERIALIZED (
   WHERE id = :code_id AND (max_uses IS NULL OR uses < max_uses)
   FOR NO KEY UPDATE
 ), limit_row AS MATERIALIZED (
-  SELECT id, redemption_count FROM assignment
+  SELECT id, redemption_count, lottery_entries FROM assignment
   WHERE id = :assignment_id
     AND (CAST(:per_customer_limit AS int) IS NULL OR redemption_count < :per_customer_limit)
+    AND (CAST(:entry_cap AS int) IS NULL OR lottery_entries + :lottery_entries <= :entry_cap)
     AND (CAST(:code_id AS bigint) IS NULL OR EXISTS (SELECT FROM code_row))
   FOR NO KEY UPDATE
 ), stock_row AS MATERIALIZED (
@@ -588,7 +625,7 @@ WITH code_row AS MATERIALIZED (
   SELECT id FROM campaign_row
   WHERE status = 'running' AND span @> :created_at
     AND (budget_minor IS NULL OR spent_minor + :cost_minor <= budget_minor)
-), redemption_row AS (
+), redeemed AS (
   INSERT INTO redemption (idempotency_key, request_hash, campaign_id, arm_id, customer_id,
     coupon_code_id, channel_id, order_id, order_amount_minor, benefit_minor, cost_minor,
     status, response, created_at, api_key_id)
@@ -601,56 +638,61 @@ WITH code_row AS MATERIALIZED (
   RETURNING id
 ), charge_code AS (
   UPDATE coupon_code SET uses = (SELECT uses FROM code_row) + 1
-  WHERE id = :code_id AND EXISTS (SELECT FROM redemption_row)
+  WHERE id = :code_id AND EXISTS (SELECT FROM redeemed)
 ), charge_limit AS (
-  UPDATE assignment SET redemption_count = (SELECT redemption_count FROM limit_row) + 1
-  WHERE id = :assignment_id AND EXISTS (SELECT FROM redemption_row)
+  UPDATE assignment SET redemption_count = (SELECT redemption_count FROM limit_row) + :limit_step,
+    lottery_entries = lottery_entries + :lottery_entries
+  WHERE id = :assignment_id AND EXISTS (SELECT FROM redeemed)
 ), charge_stock AS (
   UPDATE incentive_stock SET used = (SELECT used FROM stock_row) + 1
-  WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redemption_row)
+  WHERE id = (SELECT id FROM stock_row) AND EXISTS (SELECT FROM redeemed)
 ), charge_budget AS (
   UPDATE campaign SET spent_minor = (SELECT spent_minor FROM campaign_row) + :cost_minor,
     budget_minor = (SELECT budget_minor FROM campaign_row)
-  WHERE id = :campaign_id AND EXISTS (SELECT FROM redemption_row)
+  WHERE id = :campaign_id AND EXISTS (SELECT FROM redeemed)
 ), grant_trial AS (
   INSERT INTO trial_grant (customer_id, campaign_id, incentive_id, redemption_id, product,
     starts_at, ends_at)
   SELECT :customer_id, :campaign_id, :incentive_id, id, CAST(:trial_product AS varchar),
     :created_at, CAST(:trial_ends_at AS timestamptz)
-  FROM redemption_row WHERE CAST(:trial_product AS varchar) IS NOT NULL
+  FROM redeemed WHERE CAST(:trial_product AS varchar) IS NOT NULL
 ), grant_points AS (
   INSERT INTO points_ledger (customer_id, campaign_id, delta, reason, source_ref, created_at)
   SELECT :customer_id, :campaign_id, :points, 'redemption', 'redemption:' || id, :created_at
-  FROM redemption_row WHERE :points <> 0
+  FROM redeemed WHERE :points <> 0
 ), credit_points AS (
   UPDATE customer SET points = points + :points
-  WHERE id = :customer_id AND :points <> 0 AND EXISTS (SELECT FROM redemption_row)
+  WHERE id = :customer_id AND :points <> 0 AND EXISTS (SELECT FROM redeemed)
 ), enter_lottery AS (
   INSERT INTO lottery_entry (campaign_id, incentive_id, customer_id, entries, source_ref,
     created_at)
   SELECT :campaign_id, :incentive_id, :customer_id, :lottery_entries, 'redemption:' || id,
     :created_at
-  FROM redemption_row WHERE :lottery_entries > 0
+  FROM redeemed WHERE :lottery_entries > 0
   ON CONFLICT (campaign_id, source_ref) DO NOTHING
+), use_code AS (
+  INSERT INTO coupon_code_use (coupon_code_id, customer_id, redemption_id)
+  SELECT :code_id, :customer_id, id FROM redeemed WHERE :once
 )
-SELECT (SELECT id FROM redemption_row) AS redemption_id,
-  EXISTS (SELECT FROM approved) AS approved,
-  EXISTS (SELECT FROM code_row) AS code_available,
-  EXISTS (SELECT FROM limit_row) AS within_limit,
-  EXISTS (SELECT FROM stock_row) AS in_stock,
-  (SELECT status FROM campaign_row) AS campaign_status,
+SELECT (SELECT id FROM redeemed),
+  EXISTS (SELECT FROM approved),
+  EXISTS (SELECT FROM code_row),
+  EXISTS (SELECT FROM limit_row),
+  EXISTS (SELECT FROM stock_row),
+  (SELECT status FROM campaign_row),
   (SELECT span FROM campaign_row)
-""")).bindparams(bindparam("response", type_=JSONB), bindparam("created_at", type_=UTCDateTime),
-                 bindparam("trial_ends_at", type_=UTCDateTime))
+""")).bindparams(bindparam("response", type_=JSONB))
 
 _TRIAL_UNIQUE = "uq_trial_grant_customer_id_incentive_id"
+_CODE_USE_UNIQUE = "uq_coupon_code_use_coupon_code_id_customer_id"
 #: Runs of :data:`REDEEM_AT_ONCE` when PostgreSQL picks it as a deadlock victim.
 DEADLOCK_ATTEMPTS = 3
 _DEADLOCK_DETECTED = "40P01"
 
 
 class AtOnce(NamedTuple):
-    """:data:`REDEEM_AT_ONCE`'s row."""
+    """:data:`REDEEM_AT_ONCE`'s row, read by position (the statement names no column: its
+    length is at psycopg's cache limit)."""
 
     redemption_id: int | None
     approved: bool
@@ -708,19 +750,32 @@ def at_once_params(plan: Plan) -> dict[str, Any]:
             "channel_id", "order_id", "order_amount_minor", "benefit_minor", "cost_minor",
             "response", "created_at", "api_key_id")},
         "code_id": plan.code_id, "assignment_id": plan.assignment_id,
-        "per_customer_limit": plan.campaign.per_customer_limit,
+        "per_customer_limit": plan.campaign.per_customer_limit
+        if plan.counts_toward_limit else None,
+        "limit_step": 1 if plan.counts_toward_limit else 0,
+        "entry_cap": plan.entry_cap, "once": plan.code_once_per_customer,
         "stock_incentive_id": plan.incentive_id if plan.arm.incentive_type == "gift" else None,
         "incentive_id": plan.incentive_id,
         "trial_product": plan.arm.config.product if "trial" in plan.extra else None,
         "trial_ends_at": plan.trial_ends_at if "trial" in plan.extra else None,
         "points": int(plan.extra.get("points", 0)),
-        "lottery_entries": int(plan.extra.get("lottery_entries", 0)),
+        "lottery_entries": plan.lottery_entries,
     }
 
 
 def is_trial_conflict(error: BaseException | None) -> bool:
     """Whether a unique violation is the one-trial-per-customer key."""
     return getattr(getattr(error, "diag", None), "constraint_name", None) == _TRIAL_UNIQUE
+
+
+def is_code_use_conflict(error: BaseException | None) -> bool:
+    """Whether a unique violation is the once-per-customer key of a shared code."""
+    return getattr(getattr(error, "diag", None), "constraint_name", None) == _CODE_USE_UNIQUE
+
+
+def code_already_used() -> Conflict:
+    return _not_redeemable("this customer has already used this code, which each customer "
+                           "may use once", ("code",), "code_already_used")
 
 
 def _apply_at_once(session: Session, plan: Plan) -> int | None:
@@ -730,6 +785,8 @@ def _apply_at_once(session: Session, plan: Plan) -> int | None:
     except IntegrityError as error:
         if is_trial_conflict(error.orig):
             raise trial_already_granted() from None
+        if is_code_use_conflict(error.orig):
+            raise code_already_used() from None
         raise
     if outcome.redemption_id is not None:
         return int(outcome.redemption_id)
@@ -739,14 +796,23 @@ def _apply_at_once(session: Session, plan: Plan) -> int | None:
     # committed: this statement waited for its locks).
     if _stored(session, plan.idempotency_key) is not None:
         return None
-    raise refusal(plan, outcome)
+    held = session.execute(ENTRIES_HELD, {"assignment_id": plan.assignment_id}).scalar() \
+        if needs_entries_held(plan, outcome) else None
+    raise refusal(plan, outcome, entries_held=held)
 
 
-def refusal(plan: Plan, outcome: AtOnce) -> Conflict:
-    """The first check that failed, in the order they are made."""
+def refusal(plan: Plan, outcome: AtOnce, *, entries_held: int | None = None) -> Conflict:
+    """The first check that failed, in the order they are made; ``entries_held`` is read
+    when :func:`needs_entries_held` says the outcome alone cannot tell the two limits
+    of the customer's assignment row apart."""
     if plan.code_id is not None and not outcome.code_available:
-        return CodeAlreadyRedeemed()
+        return code_unavailable(plan)
     if not outcome.within_limit:
+        if plan.campaign.per_customer_limit is None or not plan.counts_toward_limit:
+            return entry_limit_reached(plan)
+        if plan.entry_cap is not None and plan.lottery_entries \
+                and (entries_held or 0) + plan.lottery_entries > plan.entry_cap:
+            return entry_limit_reached(plan)
         return CustomerLimitReached()
     if plan.arm.incentive_type == "gift" and not outcome.in_stock:
         return Conflict("this gift is out of stock", code="out_of_stock")
@@ -774,6 +840,29 @@ def _outside_schedule(starts_at: datetime | None, ends_at: datetime | None, now:
         return _not_redeemable(f"the campaign starts at {starts_at.isoformat()}",
                                ("campaign_id",), reason)
     return None
+
+
+def needs_entries_held(plan: Plan, outcome: AtOnce) -> bool:
+    """Whether a refusal on the assignment row may be the entry cap's or the limit's."""
+    return not outcome.within_limit and (plan.code_id is None or outcome.code_available) \
+        and plan.campaign.per_customer_limit is not None and plan.counts_toward_limit \
+        and plan.entry_cap is not None and plan.lottery_entries > 0
+
+
+def code_unavailable(plan: Plan) -> Conflict:
+    """A single-use code already redeemed, or a shared code at its total cap."""
+    shared = plan.shared_code
+    if shared is None:
+        return CodeAlreadyRedeemed()
+    return _not_redeemable(f"this code has reached its limit of {shared.max_redemptions} "
+                           "redemptions", ("code",), "code_limit_reached")
+
+
+def entry_limit_reached(plan: Plan) -> Conflict:
+    return _not_redeemable(
+        f"this redemption's {plan.lottery_entries} lottery entries would take the customer "
+        f"past the {plan.entry_cap} entries per customer this lottery allows",
+        ("customer_id",), "entry_limit_reached")
 
 
 def trial_already_granted() -> Conflict:
@@ -816,15 +905,24 @@ def _charge(session: Session, plan: Plan) -> None:
                    | (col(CouponCode.uses) < col(CouponCode.max_uses)))
             .values(uses=CouponCode.uses + 1))
         if used.rowcount != 1:  # type: ignore[attr-defined]
-            raise CodeAlreadyRedeemed()
+            raise code_unavailable(plan)
     per_customer = update(Assignment).where(col(Assignment.id) == plan.assignment_id)
-    if plan.campaign.per_customer_limit is not None:
+    if plan.campaign.per_customer_limit is not None and plan.counts_toward_limit:
         per_customer = per_customer.where(
             col(Assignment.redemption_count) < plan.campaign.per_customer_limit)
-    limited = session.execute(
-        per_customer.values(redemption_count=Assignment.redemption_count + 1))
+    limited = session.execute(per_customer.values(
+        redemption_count=Assignment.redemption_count + int(plan.counts_toward_limit)))
     if limited.rowcount != 1:  # type: ignore[attr-defined]
         raise CustomerLimitReached()
+    if plan.lottery_entries:
+        entries = update(Assignment).where(col(Assignment.id) == plan.assignment_id)
+        if plan.entry_cap is not None:
+            entries = entries.where(
+                col(Assignment.lottery_entries) + plan.lottery_entries <= plan.entry_cap)
+        entered = session.execute(entries.values(
+            lottery_entries=Assignment.lottery_entries + plan.lottery_entries))
+        if entered.rowcount != 1:  # type: ignore[attr-defined]
+            raise entry_limit_reached(plan)
     if plan.arm.incentive_type == "gift":
         stocked = session.execute(
             update(IncentiveStock).where(col(IncentiveStock.incentive_id) == plan.incentive_id,
@@ -872,7 +970,17 @@ def _grant(session: Session, plan: Plan, *, redemption_id: int) -> None:
                                  created_at=plan.now))
         session.execute(update(Customer).where(col(Customer.id) == plan.customer_id)
                         .values(points=Customer.points + plan.extra["points"]))
-    if "lottery_entries" in plan.extra:
+    if plan.code_once_per_customer:
+        assert plan.code_id is not None
+        try:
+            with session.begin_nested():
+                session.add(CouponCodeUse(coupon_code_id=plan.code_id,
+                                          customer_id=plan.customer_id,
+                                          redemption_id=redemption_id))
+                session.flush()
+        except IntegrityError:
+            raise code_already_used() from None
+    if plan.lottery_entries:
         insert_ignore(session, LotteryEntry, [{
             "campaign_id": plan.campaign.id, "incentive_id": plan.incentive_id,
             "customer_id": plan.customer_id, "entries": plan.extra["lottery_entries"],
@@ -936,13 +1044,25 @@ def _rollback_once(session: Session, *, redemption_id: int, now: datetime,
 def _restore(session: Session, *, redemption: Redemption, now: datetime) -> None:
     """Give back what the redemption took, locking rows in the same order as ``_charge``
     (code, assignment, stock, campaign) so a rollback never deadlocks with a redemption."""
+    response = redemption.response or {}
     if redemption.coupon_code_id is not None:
         session.execute(update(CouponCode).where(col(CouponCode.id) == redemption.coupon_code_id)
                         .values(uses=CouponCode.uses - 1))
+        session.execute(delete(CouponCodeUse).where(
+            col(CouponCodeUse.redemption_id) == redemption.id))
+    entries = int(response.get("lottery_entries", 0) or 0)
     session.execute(update(Assignment).where(
         col(Assignment.campaign_id) == redemption.campaign_id,
         col(Assignment.customer_id) == redemption.customer_id)
-        .values(redemption_count=Assignment.redemption_count - 1))
+        .values(redemption_count=Assignment.redemption_count
+                - int(response.get("counts_toward_limit", True) is not False),
+                lottery_entries=Assignment.lottery_entries - entries))
+    if entries:
+        # Kept for the draws made before (they still verify); no later draw counts them.
+        session.execute(update(LotteryEntry).where(
+            col(LotteryEntry.campaign_id) == redemption.campaign_id,
+            col(LotteryEntry.source_ref) == f"redemption:{redemption.id}")
+            .values(rolled_back_at=now))
     incentive_type = (redemption.response or {}).get("incentive_type")
     if incentive_type == "gift":
         arm = session.get(Arm, redemption.arm_id)
@@ -998,14 +1118,25 @@ def validate_code(
     if code.expires_at is not None and code.expires_at <= now:
         return {"valid": False, "reason": "expired", "message": "this code has expired",
                 "expired_at": code.expires_at.isoformat()}
+    assert arm.incentive_type is not None and arm.offer is not None
+    shared = get_incentive_type(arm.incentive_type).shared_code(arm.config)
     if code.max_uses is not None and code.uses >= code.max_uses:
-        return {"valid": False, "reason": "used", "message": "this code has already been used"}
+        return {"valid": False, "reason": "used", "message": "this code has already been used"
+                if shared is None else f"this code has reached its limit of {code.max_uses} "
+                "redemptions"}
     if customer_external_id is not None and code.customer_id is not None:
         owner = session.get(Customer, code.customer_id)
         if owner is None or owner.external_id != customer_external_id:
             return {"valid": False, "reason": "not_yours",
                     "message": "this code was issued to another customer"}
-    assert arm.incentive_type is not None and arm.offer is not None
+    if customer_external_id is not None and shared is not None and shared.once_per_customer \
+            and session.exec(select(CouponCodeUse.id).join(
+                Customer, col(Customer.id) == CouponCodeUse.customer_id).where(
+                CouponCodeUse.coupon_code_id == code.id,
+                Customer.external_id == customer_external_id)).first() is not None:
+        return {"valid": False, "reason": "already_used",
+                "message": "this customer has already used this code, which each customer "
+                           "may use once"}
     result: dict[str, Any] = {
         "valid": True, "reason": "ok", "message": "this code applies",
         "campaign_id": campaign.id, "title": arm.offer.title, "terms": arm.offer.terms,

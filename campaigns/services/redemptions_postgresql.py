@@ -27,6 +27,7 @@ from campaigns.services.catalog import Snapshot
 from campaigns.services.redemptions import (
     ASSIGNMENT_OF,
     DEADLOCK_ATTEMPTS,
+    ENTRIES_HELD,
     READ,
     REDEEM_AT_ONCE,
     STORED,
@@ -39,8 +40,11 @@ from campaigns.services.redemptions import (
     answer,
     assignment_in,
     at_once_params,
+    code_already_used,
     found_in,
+    is_code_use_conflict,
     is_trial_conflict,
+    needs_entries_held,
     plan,
     read_params,
     refusal,
@@ -56,6 +60,7 @@ _READ_SQL, _READ_FIXED = psycopg_sql(READ)
 _STORED_SQL, _ = psycopg_sql(STORED)
 _ASSIGNMENT_OF_SQL, _ = psycopg_sql(ASSIGNMENT_OF)
 _AT_ONCE_SQL, _ = psycopg_sql(REDEEM_AT_ONCE)
+_ENTRIES_HELD_SQL, _ = psycopg_sql(ENTRIES_HELD)
 
 
 async def _stored(database: Database, key: str) -> Stored | None:
@@ -85,6 +90,8 @@ async def _apply(database: Database, plan: Plan) -> int | None:
     except pg_errors.UniqueViolation as error:
         if is_trial_conflict(error):
             raise trial_already_granted() from None
+        if is_code_use_conflict(error):
+            raise code_already_used() from None
         raise
     if outcome.redemption_id is not None:
         return int(outcome.redemption_id)
@@ -92,7 +99,11 @@ async def _apply(database: Database, plan: Plan) -> int | None:
         return None  # every check passed: only the idempotency key conflicted
     if await _stored(database, plan.idempotency_key) is not None:
         return None  # a concurrent request with this key took what was left
-    raise refusal(plan, outcome)
+    held = None
+    if needs_entries_held(plan, outcome):
+        (held,) = await (await database.execute(
+            _ENTRIES_HELD_SQL, {"assignment_id": plan.assignment_id}, prepare=True)).fetchone()
+    raise refusal(plan, outcome, entries_held=held)
 
 
 async def redeem(database: Database, *, snapshot: Snapshot, idempotency_key: str,

@@ -19,6 +19,7 @@ from campaigns.incentives import (
     total_inventory,
     validate_incentive,
 )
+from campaigns.incentives.base import SharedCode
 from campaigns.incentives.codes import DEFAULT_CHARSET, LOOKALIKES
 from campaigns.incentives.coupon import CouponConfig
 from campaigns.incentives.lottery import LotteryConfig
@@ -445,10 +446,16 @@ class TestCouponSharedMode:
         error = error_at(self.T, valid(self.T, **{name: value}), name)
         assert "batch" in error.msg
 
-    def test_single_use_with_more_redemptions_is_inconsistent(self) -> None:
-        raw = valid(self.T, single_use=True, max_redemptions=5)
-        error = error_at(self.T, raw, "max_redemptions")
-        assert "single-use" in error.msg
+    def test_single_use_is_once_per_customer_within_max_redemptions(self) -> None:
+        incentive_type = get_incentive_type(self.T)
+        config = config_for(self.T, valid(self.T, single_use=True, max_redemptions=5))
+        assert incentive_type.shared_code(config) == SharedCode("SAVE10", 5, True)
+        terms = incentive_type.describe(config).terms
+        assert "once per customer" in terms and "first 5 redemptions" in terms
+
+    def test_shared_code_without_limits(self) -> None:
+        assert get_incentive_type(self.T).shared_code(config_for(self.T)) \
+            == SharedCode("SAVE10", None, False)
 
     def test_describe_shows_the_code(self) -> None:
         offer = get_incentive_type(self.T).describe(config_for(self.T), currency="EUR")
@@ -817,7 +824,20 @@ class TestLotteryBehaviour:
         benefit = get_incentive_type(self.T).compute_benefit(
             config_for(self.T), OrderContext(channel_key="app")
         )
-        assert benefit == Benefit(0, 0, {"entries": 2})
+        assert benefit == Benefit(0, 0, {})
+        assert get_incentive_type(self.T).entry_cap(config_for(self.T)) is None
+
+    def test_a_redemption_rule_grants_its_entries_on_redemption(self) -> None:
+        rule = {"event": "redemption", "entries_per_event": 3, "max_entries_per_customer": 6}
+        config = config_for(self.T, valid(self.T, entry_rule=rule))
+        incentive_type = get_incentive_type(self.T)
+        assert incentive_type.redemption_response(config) == {"lottery_entries": 3}
+        assert incentive_type.entry_cap(config) == 6
+
+    def test_an_event_rule_redemption_says_it_earns_nothing(self) -> None:
+        answer = get_incentive_type(self.T).redemption_response(config_for(self.T))
+        assert answer["lottery_entries"] == 0 and answer["counts_toward_limit"] is False
+        assert "conversions on app" in answer["lottery_entries_note"]
 
     def test_wrong_channel_does_not_enter(self) -> None:
         error = order_error(self.T, config_for(self.T), OrderContext(channel_key="call_centre"))
@@ -828,7 +848,7 @@ class TestLotteryBehaviour:
         rule = {"event": "conversion", "min_amount_minor": 2000}
         config = config_for(self.T, valid(self.T, entry_rule=rule))
         incentive_type = get_incentive_type(self.T)
-        assert incentive_type.compute_benefit(config, order(2000)).details == {"entries": 1}
+        assert incentive_type.compute_benefit(config, order(2000)).cost_minor == 0
         assert order_error(self.T, config, order(1999)).loc == ("order_amount_minor",)
 
     def test_unit_cost_is_expected_value_per_entry_rounded_down(self) -> None:

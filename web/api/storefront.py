@@ -221,6 +221,11 @@ class RedemptionOut(BaseModel):
     trial: dict[str, Any] | None = None
     points: int | None = None
     lottery_entries: int | None = None
+    lottery_entries_note: str | None = Field(
+        None, description="why a lottery redemption earned no entry (its entries come from "
+        "events)")
+    counts_toward_limit: bool | None = Field(
+        None, description="false when the redemption left the per-customer limit untouched")
 
 
 @router.post(
@@ -331,7 +336,7 @@ class ValidateIn(InputModel):
 
 class ValidateOut(BaseModel):
     valid: bool
-    reason: str = Field(description="ok, unknown, expired, used, not_yours, "
+    reason: str = Field(description="ok, unknown, expired, used, not_yours, already_used, "
                         "campaign_not_running, campaign_ended, campaign_not_started or "
                         "not_applicable")
     message: str

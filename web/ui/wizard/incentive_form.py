@@ -83,7 +83,7 @@ LABELS = {
     "max_redemptions": "Maximum redemptions",
     "expires_days": "Expires after (days)",
     "payout_delay_days": "Payout delay (days)",
-    "single_use": "Each code can be used once",
+    "single_use": "Each customer can use the shared code once",
     "numerator": "Wins",
     "denominator": "Out of (entries)",
 }
