@@ -450,7 +450,7 @@ class TestCouponSharedMode:
         incentive_type = get_incentive_type(self.T)
         config = config_for(self.T, valid(self.T, single_use=True, max_redemptions=5))
         assert incentive_type.shared_code(config) == SharedCode("SAVE10", 5, True)
-        terms = incentive_type.describe(config).terms
+        terms = incentive_type.describe(config, currency="EUR").terms
         assert "once per customer" in terms and "first 5 redemptions" in terms
 
     def test_shared_code_without_limits(self) -> None:
