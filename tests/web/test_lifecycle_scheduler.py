@@ -9,6 +9,7 @@ nothing in these tests calls a job directly, so they fail if the server never ru
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ from tests.scratch import Scratch, cli_database, scratch_database
 from tests.web.ui.conftest import SECRET_KEY, make_user, sign_in
 from web.app import create_app
 from web.cli import app as cli
+from web.scheduler import LifecycleAction, Outcome, tick
 from web.ui.auth import UiState
 from web.ui.settings import UiSettings
 
@@ -277,6 +279,20 @@ class TestBudgetSpentPauses:
             page = marketer.get(f"/campaigns/{campaign_id}")
             assert reason.replace("'", "&#39;") in page.text
 
+            # Resuming without more budget is refused; with more, it runs (and stays so).
+            resume = client.post(f"/api/v1/campaigns/{campaign_id}/transitions",
+                                 headers=world["management"], json={"to": "running"})
+            assert resume.status_code == 409, resume.text
+            assert "the budget is spent" in resume.json()["message"]
+            raised = client.patch(f"/api/v1/campaigns/{campaign_id}",
+                                  headers=world["management"], json={"budget_minor": 2_000})
+            assert raised.status_code == 200, raised.text
+            move(client, world, campaign_id, "running")
+            runs = client.app.state.scheduler.runs["budget"]  # type: ignore[attr-defined]
+            eventually(lambda: client.app.state.scheduler.runs["budget"] > runs + 2,  # type: ignore[attr-defined]
+                       "the budget job did not run again")
+            assert status_of(client, world, campaign_id) == "running"
+
 
 
 class TestLifecycleTickCommand:
@@ -346,6 +362,48 @@ class TestLifecycleTickCommand:
                               ("campaign.paused", "system:scheduler"),
                               ("lottery.draw", "system:scheduler"),
                               ("campaign.ended", "system:scheduler")]
+
+
+class TestExactlyOnce:
+    def test_eight_ticks_at_once_start_a_campaign_and_draw_a_lottery_once(
+        self, scratch: Scratch
+    ) -> None:
+        now = utcnow()
+        starts_at = now + timedelta(hours=1)
+        with session_scope(scratch.engine) as session:
+            make_goal(session)
+            campaign = make_campaign(session, name="Spring push", starts_at=starts_at)
+            transition(session, campaign=campaign, target="scheduled", actor="test")
+            lottery = make_running_campaign(
+                session, name="Prize draw", arms=[control_arm(), incentive_arm(
+                    "draw", "lottery", {**LOTTERY, "draw_at": starts_at.isoformat()})])
+            ids = (campaign.id, lottery.id)
+        together = threading.Barrier(8, timeout=60)
+        results: list[list[LifecycleAction]] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                together.wait()
+                results.append(tick(scratch.engine))
+            except BaseException as error:
+                errors.append(error)
+
+        with time_machine.travel(starts_at + timedelta(seconds=1), tick=True):
+            threads = [threading.Thread(target=run) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        assert errors == []
+        done = sorted((a.verb, a.campaign_id) for actions in results for a in actions
+                      if a.outcome is Outcome.DONE)
+        assert done == [("draw", ids[1]), ("start", ids[0])]
+        assert len(draws_of(scratch.engine, ids[1])) == 1
+        with Session(scratch.engine) as session:
+            starts = session.exec(select(AuditLog).where(
+                AuditLog.entity_id == ids[0], AuditLog.action == "campaign.running")).all()
+        assert [entry.actor for entry in starts] == ["system:scheduler"]
 
 
 def statuses(engine: Engine, ids: tuple[int | None, ...]) -> list[str]:

@@ -410,7 +410,8 @@ class TestDraws:
 class TestDrawDate:
     def test_a_dated_draw_shows_when_it_runs_instead_of_a_button(self, session,
                                                                   as_role) -> None:
-        draw_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+        # minutes ahead: days would outlive the signed-in session
+        draw_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
         campaign = lottery_campaign(session, draw_at=draw_at)
         marketer = as_role(Role.MARKETER)
         draws = f"/campaigns/{campaign.id}/draws"
