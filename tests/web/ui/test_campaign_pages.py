@@ -420,7 +420,9 @@ class TestDrawDate:
         assert page.status_code == 200
         assert "Draw winners now" not in page.text
         assert f"The server draws the winners on {when}" in text(page.text)
-        assert f"Draw on {when}" in text(marketer.get(f"/campaigns/{campaign.id}").text)
+        campaign_page = text(marketer.get(f"/campaigns/{campaign.id}").text)
+        assert f"Draw on {when}" in campaign_page
+        assert "Run a draw" not in campaign_page and "All draws and their seeds" in campaign_page
 
         refused = marketer.post(draws, data={"seed": "", "csrf_token": csrf_token(page.text)})
         assert refused.status_code == 409
