@@ -40,6 +40,7 @@ from tests.builders import (
     make_running_campaign,
     percent_arm,
 )
+from tests.liveserver import live_server
 from tests.scratch import Scratch, cli_database, scratch_database
 from tests.web.ui.conftest import SECRET_KEY, make_user, sign_in
 from web.app import create_app
@@ -404,6 +405,41 @@ class TestExactlyOnce:
             starts = session.exec(select(AuditLog).where(
                 AuditLog.entity_id == ids[0], AuditLog.action == "campaign.running")).all()
         assert [entry.actor for entry in starts] == ["system:scheduler"]
+
+
+@pytest.mark.slow
+class TestSeveralWorkers:
+    def test_a_two_worker_server_starts_ends_and_draws_once(
+        self, database: tuple[str, str | None], tmp_path: Path
+    ) -> None:
+        """Real worker processes, each with its scheduler, on the real clock: the schedule
+        is seconds away (a server's clock cannot be moved from here)."""
+        url, _ = database
+        with live_server(url, tmp_path, workers=2, start=False) as server:
+            server.env |= {"CHANNELSHIFT_SCHEDULER": "true",
+                           "CHANNELSHIFT_SCHEDULE_INTERVAL_SECONDS": "0.1",
+                           "CHANNELSHIFT_DRAW_INTERVAL_SECONDS": "0.1",
+                           "CHANNELSHIFT_BUDGET_INTERVAL_SECONDS": "0.1"}
+            server.start()
+            soon = utcnow() + timedelta(seconds=2)
+            with session_scope(server.engine) as session:
+                make_goal(session)
+                campaign = make_campaign(session, name="Flash sale", starts_at=soon,
+                                         ends_at=soon + timedelta(seconds=2))
+                transition(session, campaign=campaign, target="scheduled", actor="test")
+                lottery = make_running_campaign(
+                    session, name="Prize draw", arms=[control_arm(), incentive_arm(
+                        "draw", "lottery", {**LOTTERY, "draw_at": soon.isoformat()})])
+                ids = (campaign.id, lottery.id)
+            eventually(lambda: statuses(server.engine, ids)[0] == "ended",
+                       "the workers did not start and end the campaign", seconds=60)
+            assert len(draws_of(server.engine, ids[1])) == 1
+            with Session(server.engine) as session:
+                changes = session.exec(select(AuditLog.action, AuditLog.actor).where(
+                    AuditLog.entity_id == ids[0], AuditLog.actor != "test")
+                    .order_by(col(AuditLog.id))).all()
+        assert changes == [("campaign.running", "system:scheduler"),
+                           ("campaign.ended", "system:scheduler")]
 
 
 def statuses(engine: Engine, ids: tuple[int | None, ...]) -> list[str]:

@@ -391,6 +391,7 @@ def _page_context(session: Session, campaign: Campaign, user: SignedInUser) -> d
     entries, audit_total = audit_trail(session, campaign.id)
     status = CampaignStatus(campaign.status)
     live = campaign.origin == CampaignOrigin.LIVE.value
+    draw_at = announced_draw(session, campaign)
     problems: list[FieldError] = []
     if live and status in (S.DRAFT, S.SCHEDULED):
         problems = readiness_problems(session, campaign, now=utcnow())
@@ -404,7 +405,7 @@ def _page_context(session: Session, campaign: Campaign, user: SignedInUser) -> d
         "audit_total": audit_total,
         "coupon_arms": [arm for arm in arms if arm.batch_coupon],
         "lottery": any(arm.lottery for arm in arms), "draws": _draw_views(session, campaign),
-        "draw_at": announced_draw(session, campaign),
+        "draw_at": draw_at, "draw_due": draw_due(draw_at, utcnow()),
         "can_configure": user.can(Permission.CONFIGURE) and live,
         "max_batch": MAX_BATCH,
     }
