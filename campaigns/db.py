@@ -272,3 +272,12 @@ def drop_stale_schemas(connection: Connection, *, kind: str, older_than: timedel
             continue  # another run dropped it first
         dropped.append(name)
     return dropped
+
+
+@contextmanager
+def read_only_session(engine: Engine | None = None) -> Iterator[Session]:
+    """A session for reads only: on SQLite its transaction takes no write lock."""
+    with (engine or get_engine()).connect() as connection:
+        connection.execution_options(**SQLITE_READ_ONLY)
+        with Session(bind=connection) as session:
+            yield session

@@ -35,11 +35,33 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60,
         description="How often each worker checks whether campaign configuration changed.",
     )
+    scheduler: bool = Field(
+        default=True,
+        description="Run the lifecycle scheduler in each server process: it starts and ends "
+        "campaigns on their schedule, runs prize draws on their announced date, pauses "
+        "campaigns whose budget is spent and checks guardrails, each job at its own interval "
+        "(+-10% jitter). Off: cron runs `channelshift lifecycle tick` and `channelshift "
+        "guardrails check` instead.",
+    )
+    schedule_interval_seconds: float = Field(
+        default=30, ge=0,
+        description="How often the scheduler starts and ends campaigns whose time has come "
+        "(0: never).",
+    )
+    draw_interval_seconds: float = Field(
+        default=30, ge=0,
+        description="How often the scheduler runs prize draws whose announced date has come "
+        "(0: never).",
+    )
+    budget_interval_seconds: float = Field(
+        default=30, ge=0,
+        description="How often the scheduler pauses running campaigns whose remaining budget "
+        "cannot pay one more redemption (0: never).",
+    )
     guardrail_interval_seconds: float = Field(
         default=900, ge=0,
-        description="How often each server process checks running campaigns' budgets and "
-        "guardrails and pauses those spent or harmful (+-10% jitter). 0 turns the in-server "
-        "check off, e.g. when cron runs `channelshift guardrails check` instead.",
+        description="How often the scheduler checks running campaigns' guardrail metrics "
+        "and pauses those that measurably do harm (0: never).",
     )
     opentelemetry: bool = Field(
         default=False,

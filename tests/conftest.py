@@ -24,8 +24,9 @@ from tests.scratch import create_test_schema, drop_stale_schemas
 
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-# The guardrail scheduler would pause campaigns under the tests' feet; tests that exercise
-# it start it explicitly.
+# The lifecycle scheduler would start, end, draw and pause campaigns under the tests' feet;
+# tests that exercise it turn it on explicitly (Settings(scheduler=True, ...)).
+os.environ.setdefault("CHANNELSHIFT_SCHEDULER", "false")
 os.environ.setdefault("CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS", "0")
 
 

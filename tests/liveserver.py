@@ -138,7 +138,8 @@ def live_server(database_url: str, data_dir: Path, *, workers: int = 2, start: b
             "CHANNELSHIFT_DATA_DIR": str(data_dir),
             "CHANNELSHIFT_CONFIG_REFRESH_SECONDS": "0.2",
             "CHANNELSHIFT_DATABASE_POOL_SIZE": "10",
-            # Tests that want the guardrail scheduler turn it on themselves.
+            # Tests that want the lifecycle scheduler turn it on themselves.
+            "CHANNELSHIFT_SCHEDULER": "false",
             "CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS": "0",
         }
         server = LiveServer(url=f"http://127.0.0.1:{port}", engine=scratch.engine, env=env,

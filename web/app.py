@@ -19,13 +19,13 @@ from web.api import docs, economics, events, health, lotteries, management, repo
 from web.api.direct import DirectDispatch
 from web.deps import ApiKeyCache, AsyncPool, SharedReads
 from web.errors import install_error_handlers
-from web.guardrails import GuardrailScheduler
 from web.observability import (
     BodySizeLimit,
     DatabaseGate,
     install_observability,
     outermost_layers,
 )
+from web.scheduler import lifecycle_scheduler
 from web.ui import install_ui
 
 logger = logging.getLogger("channelshift")
@@ -64,11 +64,11 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         if check_schema:
             # Raises SchemaOutOfDate with the command to run; uvicorn then exits non-zero.
             check_schema_current(app.state.engine)
-        # Pauses spent or harmful campaigns every few minutes; off when the interval is 0.
-        guardrails = GuardrailScheduler(app.state.engine,
-                                        interval_seconds=settings.guardrail_interval_seconds)
-        app.state.guardrail_scheduler = guardrails
-        guardrails.start()
+        # Starts and ends campaigns on their schedule, runs due prize draws, pauses spent or
+        # harmful campaigns (off with CHANNELSHIFT_SCHEDULER=false, e.g. when cron does it).
+        scheduler = lifecycle_scheduler(app.state.engine, settings)
+        app.state.scheduler = scheduler
+        scheduler.start()
         # Lifespan state (request.state.async_pool), not app state: a pool belongs to the
         # event loop that opened it, and tests run several lifespans of one app at once.
         pool = AsyncPool(app.state.engine, size=settings.database_pool_size) \
@@ -85,7 +85,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         try:
             yield {"async_pool": pool, "shared_reads": SharedReads()}
         finally:
-            await guardrails.stop()
+            await scheduler.stop()
             if pool is not None:
                 await pool.close()
 

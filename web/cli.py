@@ -37,6 +37,9 @@ guardrails_app = typer.Typer(help="Guardrails: pause campaigns whose budget is s
                              "that measurably harm complaints, churn or revenue.",
                              no_args_is_help=True)
 app.add_typer(guardrails_app, name="guardrails")
+lifecycle_app = typer.Typer(help="The lifecycle scheduler's jobs, for cron when the server's "
+                            "scheduler is off.", no_args_is_help=True)
+app.add_typer(lifecycle_app, name="lifecycle")
 
 console = Console()
 err = Console(stderr=True)
@@ -367,8 +370,10 @@ def guardrails_check(
 ) -> None:
     """Check every running campaign once and pause those spent or harmful (for cron).
 
-    The server runs the same check every CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS; set it
-    to 0 when cron runs this command instead. Exits 1 when a campaign could not be checked.
+    The server's scheduler runs the same check every CHANNELSHIFT_GUARDRAIL_INTERVAL_SECONDS;
+    with CHANNELSHIFT_SCHEDULER=false, cron runs this command (and `channelshift lifecycle
+    tick`, which pauses spent budgets every minute) instead. Exits 1 when a campaign could
+    not be checked.
     """
     from web.guardrails import GuardrailOutcome, check_guardrails
 
@@ -390,6 +395,55 @@ def guardrails_check(
     if acted[GuardrailOutcome.FAILED]:
         raise fail(f"{acted[GuardrailOutcome.FAILED]} campaign(s) could not be checked; "
                    "see the errors above")
+
+
+@lifecycle_app.command("tick")
+def lifecycle_tick(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what is due and why; change nothing.")] = False,
+) -> None:
+    """Do once what is due now: start and end campaigns on their schedule, run prize draws
+    on their announced date, pause campaigns whose budget cannot pay one more redemption.
+
+    The server's scheduler does the same every CHANNELSHIFT_SCHEDULE_INTERVAL_SECONDS
+    (draws, budgets: their own intervals); run this from cron, e.g. every minute, when
+    CHANNELSHIFT_SCHEDULER is false. Safe to run while servers or other ticks run: each
+    change happens once. Exits 1 when something due could not be done.
+    """
+    from campaigns.types import utcnow
+    from web.scheduler import Outcome, tick
+
+    _ensure_schema()
+    now = utcnow()
+    actions = tick(get_engine(), now=now, dry_run=dry_run)
+    done = {"start": "started", "end": "ended", "return to draft": "returned to draft",
+            "draw": "drew", "pause": "paused"}
+    for action in actions:
+        if action.outcome is Outcome.DONE:
+            verb = f"[bold]{done[action.verb]}[/]"
+        elif action.outcome is Outcome.WOULD:
+            verb = f"[bold yellow]would {action.verb}[/]"
+        elif action.outcome is Outcome.SKIPPED:
+            verb = f"skipped ({action.verb})"
+        else:
+            verb = f"[bold red]failed to {action.verb}[/]"
+        console.print(verb, end=" ")
+        console.print(f"campaign {action.campaign_id} '{action.campaign_name}': "
+                      f"{action.reason}", markup=False, highlight=False)
+    counts = {outcome: sum(a.outcome is outcome for a in actions) for outcome in Outcome}
+    when = now.isoformat(timespec="seconds")
+    if not actions:
+        console.print(f"lifecycle tick at {when}: nothing was due")
+    elif dry_run:
+        console.print(f"lifecycle tick at {when} (dry run): {counts[Outcome.WOULD]} due, "
+                      "nothing changed")
+    else:
+        console.print(f"lifecycle tick at {when}: {counts[Outcome.DONE]} done, "
+                      f"{counts[Outcome.SKIPPED]} already done elsewhere, "
+                      f"{counts[Outcome.FAILED]} failed")
+    if counts[Outcome.FAILED]:
+        raise fail(f"{counts[Outcome.FAILED]} change(s) could not be made; see the errors "
+                   "above")
 
 
 def _report_format(name: str | None, out: Path | None) -> str:

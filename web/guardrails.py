@@ -1,8 +1,12 @@
 """Guardrails in action: pause a running campaign whose budget is spent or that does harm.
 
-:mod:`analytics.guardrails` only reads; this module writes. It is run on a schedule by
-every server process (:class:`GuardrailScheduler`, started in the app's lifespan) and by
-``channelshift guardrails check`` for cron, so several checks may run at the same time.
+:mod:`analytics.guardrails` only reads; this module writes. Two jobs of the lifecycle
+scheduler (:mod:`web.scheduler`, run by every server process) call it: the budget check
+(:func:`check_budgets`, every half minute: a budget is spent when what is left cannot pay
+one more redemption of any arm, each costed by its incentive type) and the guardrail check
+(:func:`check_guardrails`, every quarter hour: the budget, then the statistics). Cron runs
+them as ``channelshift lifecycle tick`` and ``channelshift guardrails check``, so several
+checks may run at the same time.
 
 Each campaign is handled on its own: the statistics are read first, outside any lock (a
 row lock held during an aggregate query would stall redemptions, which update the same
@@ -20,25 +24,21 @@ metric out of the campaign's guardrails (editable while live) or raise the budge
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from analytics.queries import report_view
-from campaigns.db import session_scope
+from campaigns.db import read_only_session, session_scope
 from campaigns.errors import InvalidTransition
 from campaigns.models import Campaign, CampaignOrigin, CampaignStatus
-from campaigns.services.campaigns import transition
+from campaigns.services.campaigns import BudgetShortfall, budget_shortfall, transition
 from campaigns.types import utcnow
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ logger = logging.getLogger("channelshift.guardrails")
 __all__ = [
     "GuardrailAction",
     "GuardrailOutcome",
-    "GuardrailScheduler",
+    "check_budgets",
     "check_guardrails",
 ]
 
@@ -59,7 +59,7 @@ __all__ = [
 class GuardrailOutcome(StrEnum):
     PAUSED = "paused"
     WOULD_PAUSE = "would_pause"  # a dry run found a reason to pause
-    KEPT = "kept"  # checked: budget left, no guardrail harmed
+    KEPT = "kept"  # checked: nothing to pause for
     SKIPPED = "skipped"  # someone else changed the campaign between the check and the pause
     FAILED = "failed"  # the check raised; logged, the other campaigns were still checked
 
@@ -94,6 +94,9 @@ class _Verdict:
     budget: bool = False
 
 
+Decide = Callable[[Engine, "_Candidate"], "_Verdict"]
+
+
 def check_guardrails(
     engine: Engine, *, now: datetime | None = None, actor: str = "guardrails",
     dry_run: bool = False, alpha: float = 0.05, tuning_n: float | None = None,
@@ -106,12 +109,33 @@ def check_guardrails(
     Each pause is its own transaction; a campaign whose check fails is logged and
     reported as ``failed`` without stopping the others.
     """
+    def decide(engine: Engine, candidate: _Candidate) -> _Verdict:
+        return _decide(engine, candidate, alpha=alpha, tuning_n=tuning_n)
+
+    return _check(engine, decide, now=now, actor=actor, dry_run=dry_run,
+                  kept="budget left and no guardrail harmed")
+
+
+def check_budgets(engine: Engine, *, now: datetime | None = None, actor: str = "budget",
+                  dry_run: bool = False) -> list[GuardrailAction]:
+    """Pause every running live campaign whose remaining budget cannot pay one more
+    redemption of any of its arms (the rule offers use to leave an arm out); reads no
+    statistics, so it can run every few seconds. Returns one action per campaign with a
+    budget, as :func:`check_guardrails` does."""
+    return _check(engine, _budget_verdict, now=now, actor=actor, dry_run=dry_run,
+                  kept="budget left for one more redemption", budgeted_only=True)
+
+
+def _check(engine: Engine, decide: Decide, *, now: datetime | None, actor: str,
+           dry_run: bool, kept: str, budgeted_only: bool = False) -> list[GuardrailAction]:
     now = now or utcnow()
     actions = []
     for candidate in _running_campaigns(engine):
+        if budgeted_only and candidate.budget_minor is None:
+            continue
         try:
-            action = _check_campaign(engine, candidate, now=now, actor=actor, dry_run=dry_run,
-                                     alpha=alpha, tuning_n=tuning_n)
+            action = _check_campaign(engine, candidate, decide(engine, candidate), now=now,
+                                     actor=actor, dry_run=dry_run, kept=kept)
         except Exception as error:  # one broken campaign must not stop the others
             logger.exception("guardrail check of campaign %s '%s' failed",
                              candidate.id, candidate.name)
@@ -123,8 +147,8 @@ def check_guardrails(
 
 def _running_campaigns(engine: Engine) -> list[_Candidate]:
     table = Campaign.__table__  # type: ignore[attr-defined]
-    with engine.connect() as connection:
-        rows = connection.execute(
+    with read_only_session(engine) as session:
+        rows = session.execute(
             select(table.c.id, table.c.name, table.c.currency, table.c.budget_minor,
                    table.c.spent_minor, table.c.config_version)
             .where(table.c.status == CampaignStatus.RUNNING.value,
@@ -136,43 +160,54 @@ def _running_campaigns(engine: Engine) -> list[_Candidate]:
 
 
 def _check_campaign(
-    engine: Engine, candidate: _Candidate, *, now: datetime, actor: str, dry_run: bool,
-    alpha: float, tuning_n: float | None,
+    engine: Engine, candidate: _Candidate, verdict: _Verdict, *, now: datetime, actor: str,
+    dry_run: bool, kept: str,
 ) -> GuardrailAction:
-    verdict = _decide(engine, candidate, alpha=alpha, tuning_n=tuning_n)
     if verdict.reason is None:
-        return GuardrailAction(candidate.id, candidate.name, GuardrailOutcome.KEPT,
-                               "budget left and no guardrail harmed", verdict.findings)
+        return GuardrailAction(candidate.id, candidate.name, GuardrailOutcome.KEPT, kept,
+                               verdict.findings)
     if dry_run:
         return GuardrailAction(candidate.id, candidate.name, GuardrailOutcome.WOULD_PAUSE,
                                verdict.reason, verdict.findings)
     return _pause(engine, candidate, verdict, now=now, actor=actor)
 
 
-def _budget_spent(budget_minor: int, spent_minor: int) -> bool:
-    return spent_minor >= budget_minor
-
-
-def _budget_reason(candidate: _Candidate, *, budget_minor: int, spent_minor: int) -> str:
+def _budget_reason(currency: str, shortfall: BudgetShortfall) -> str:
     from analytics.guardrails import format_money
 
-    return (f"Budget spent: {format_money(spent_minor, candidate.currency)} of "
-            f"{format_money(budget_minor, candidate.currency)}. Raise the budget to resume.")
+    spent = (f"Budget spent: {format_money(shortfall.spent_minor, currency)} of "
+             f"{format_money(shortfall.budget_minor, currency)}")
+    if shortfall.remaining_minor > 0:
+        spent += (f"; the {format_money(shortfall.remaining_minor, currency)} left cannot pay "
+                  f"one more redemption (arm '{shortfall.cheapest_arm}' costs "
+                  f"{format_money(shortfall.cheapest_cost_minor, currency)})")
+    return spent + ". Raise the budget to resume."
+
+
+def _budget_verdict(engine: Engine, candidate: _Candidate) -> _Verdict:
+    """Paused for its budget when what is left cannot pay one more redemption; reads only."""
+    if candidate.budget_minor is None:
+        return _Verdict(None)
+    with read_only_session(engine) as session:
+        campaign = session.get(Campaign, candidate.id)
+        shortfall = budget_shortfall(session, campaign) if campaign is not None else None
+    if shortfall is None:
+        return _Verdict(None)
+    return _Verdict(_budget_reason(candidate.currency, shortfall), budget=True)
 
 
 def _decide(engine: Engine, candidate: _Candidate, *, alpha: float,
             tuning_n: float | None) -> _Verdict:
     """Why the campaign should be paused, if it should; reads only.
 
-    The budget comes first: it needs no statistics, and an exhausted budget already
-    stops every offer.
+    The budget comes first: it needs no statistics, and a spent budget already stops every
+    offer.
     """
     from analytics.guardrails import describe_harm, evaluate_guardrails
 
-    if candidate.budget_minor is not None and _budget_spent(candidate.budget_minor,
-                                                            candidate.spent_minor):
-        return _Verdict(_budget_reason(candidate, budget_minor=candidate.budget_minor,
-                                       spent_minor=candidate.spent_minor), budget=True)
+    budget = _budget_verdict(engine, candidate)
+    if budget.reason is not None:
+        return budget
     # A read-only view: on SQLite a plain connection would hold the write lock, and keep
     # every offer and redemption waiting, for as long as the statistics take.
     with report_view(engine) as connection:
@@ -215,11 +250,10 @@ def _pause(engine: Engine, candidate: _Candidate, verdict: _Verdict, *, now: dat
         reason = verdict.reason
         assert reason is not None, "only a verdict with a reason pauses"
         if verdict.budget:
-            if campaign.budget_minor is None or not _budget_spent(campaign.budget_minor,
-                                                                  campaign.spent_minor):
+            shortfall = budget_shortfall(session, campaign)
+            if shortfall is None:
                 return skipped("the budget is no longer spent")
-            reason = _budget_reason(candidate, budget_minor=campaign.budget_minor,
-                                    spent_minor=campaign.spent_minor)
+            reason = _budget_reason(campaign.currency, shortfall)
         try:
             transition(session, campaign=campaign, target=CampaignStatus.PAUSED, actor=actor,
                        reason=reason, now=now)
@@ -229,75 +263,3 @@ def _pause(engine: Engine, candidate: _Candidate, verdict: _Verdict, *, now: dat
                    reason)
     return GuardrailAction(candidate.id, candidate.name, GuardrailOutcome.PAUSED,
                            reason, verdict.findings)
-
-
-# ------------------------------------------------------------------------- scheduler
-
-GuardrailCheck = Callable[[Engine], list[GuardrailAction]]
-
-
-class GuardrailScheduler:
-    """Runs the guardrail check every ``interval_seconds`` (+-``jitter``) inside the server.
-
-    Every worker process runs one; the jitter spreads them out, and the check itself is
-    safe to run concurrently. The check runs in a thread so the event loop keeps serving
-    requests. An exception is logged and the next run happens as planned. An interval of
-    0 disables the scheduler (``start`` does nothing).
-    """
-
-    def __init__(self, engine: Engine, *, interval_seconds: float, jitter: float = 0.1,
-                 check: GuardrailCheck | None = None, rng: random.Random | None = None):
-        if interval_seconds < 0:
-            raise ValueError(f"interval_seconds must not be negative (got {interval_seconds})")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"jitter must be a fraction in [0, 1) (got {jitter})")
-        self.engine = engine
-        self.interval_seconds = interval_seconds
-        self.jitter = jitter
-        self.check: GuardrailCheck = check or partial(check_guardrails, actor="system:guardrails")
-        self.runs = 0
-        self._rng = rng or random.Random()  # noqa: S311 - spreading timers, not secrets
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.interval_seconds > 0
-
-    def next_delay(self) -> float:
-        """Seconds until the next run: the interval, give or take ``jitter`` of it."""
-        return self.interval_seconds * (1 + self._rng.uniform(-self.jitter, self.jitter))
-
-    def start(self) -> None:
-        """Start the loop on the running event loop (the first check after one interval)."""
-        if self.enabled and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(),
-                                                                name="guardrail-scheduler")
-
-    async def stop(self) -> None:
-        """Stop the loop; a check already running in its thread finishes on its own."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.next_delay())
-            await self.run_once()
-
-    async def run_once(self) -> list[GuardrailAction] | None:
-        """One check in a worker thread; None when it raised (logged, never propagated)."""
-        try:
-            actions = await asyncio.to_thread(self.check, self.engine)
-        except Exception:
-            logger.exception("guardrail check failed; the next one runs in about %.0f s",
-                             self.interval_seconds)
-            return None
-        finally:
-            self.runs += 1
-        paused = [a for a in actions if a.outcome is GuardrailOutcome.PAUSED]
-        failed = [a for a in actions if a.outcome is GuardrailOutcome.FAILED]
-        logger.info("guardrail check: %d running campaigns, %d paused, %d failed",
-                    len(actions), len(paused), len(failed))
-        return actions

@@ -14,10 +14,11 @@ storefront's hot path) know to reload.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -30,7 +31,7 @@ from campaigns.errors import (
     InvalidTransition,
     ValidationFailed,
 )
-from campaigns.incentives import validate_incentive
+from campaigns.incentives import get_incentive_type, validate_incentive
 from campaigns.models import (
     Arm,
     ArmAllocation,
@@ -438,10 +439,10 @@ def transition(
         )
     if wanted in (S.SCHEDULED, S.RUNNING):
         problems = readiness_problems(session, campaign, now=now)
-        if wanted is S.RUNNING and campaign.budget_minor is not None \
-                and campaign.spent_minor >= campaign.budget_minor:
+        if wanted is S.RUNNING and budget_shortfall(session, campaign) is not None:
             problems.append(FieldError(("budget_minor",),
-                                       "the budget is spent; raise it before resuming",
+                                       "the budget is spent (what is left cannot pay one more "
+                                       "redemption); raise it before resuming",
                                        "budget_exhausted"))
         if problems:
             raise InvalidTransition(
@@ -466,28 +467,139 @@ def transition(
     return campaign
 
 
+@dataclass(frozen=True)
+class ScheduleChange:
+    """A transition a campaign's schedule calls for at a given time."""
+
+    campaign_id: int
+    campaign_name: str
+    target: CampaignStatus
+    reason: str
+
+
+def _schedule_change(campaign: Campaign, now: datetime) -> ScheduleChange | None:
+    """What the schedule asks of ``campaign`` at ``now``: start it, end it, or nothing.
+
+    A scheduled campaign whose end has passed too (the scheduler was off for its whole run)
+    is ended, not started.
+    """
+    assert campaign.id is not None
+    status = CampaignStatus(campaign.status)
+    ended = campaign.ends_at is not None and campaign.ends_at <= now
+    if status in (S.RUNNING, S.PAUSED) and ended:
+        return ScheduleChange(campaign.id, campaign.name, S.ENDED, "end time reached")
+    if status is S.SCHEDULED and ended:
+        return ScheduleChange(campaign.id, campaign.name, S.ENDED,
+                              "end time reached before it started")
+    if status is S.SCHEDULED and campaign.starts_at is not None and campaign.starts_at <= now:
+        return ScheduleChange(campaign.id, campaign.name, S.RUNNING, "start time reached")
+    return None
+
+
+def due_schedule_changes(session: Session, *, now: datetime) -> list[ScheduleChange]:
+    """The live campaigns whose start or end time has come, as read now (no lock)."""
+    candidates = session.exec(select(Campaign).where(
+        Campaign.origin == CampaignOrigin.LIVE.value,
+        or_(and_(col(Campaign.status) == S.SCHEDULED.value,
+                 or_(col(Campaign.starts_at) <= now, col(Campaign.ends_at) <= now)),
+            and_(col(Campaign.status).in_([S.RUNNING.value, S.PAUSED.value]),
+                 col(Campaign.ends_at) <= now))).order_by(col(Campaign.id))).all()
+    return [change for campaign in candidates
+            if (change := _schedule_change(campaign, now)) is not None]
+
+
+def advance_schedule(session: Session, *, campaign_id: int, now: datetime,
+                     actor: str = "system:scheduler") -> ScheduleChange | None:
+    """Make the transition the campaign's schedule calls for at ``now``, exactly once.
+
+    The campaign row is locked first and the schedule read again under the lock (FOR
+    UPDATE on PostgreSQL; SQLite's writers are serialised by its IMMEDIATE transactions), so
+    of several schedulers arriving together one moves the campaign and the others find
+    nothing left to do (None). A campaign that cannot start at its start time (it was made
+    unready while scheduled) goes back to draft, with the reasons in the audit trail,
+    instead of being retried on every tick.
+    """
+    campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+    if campaign is None or campaign.origin != CampaignOrigin.LIVE.value:
+        return None
+    change = _schedule_change(campaign, now)
+    if change is None:
+        return None
+    try:
+        transition(session, campaign=campaign, target=change.target, actor=actor,
+                   reason=change.reason, now=now)
+    except InvalidTransition as error:  # refused before anything was written
+        reason = f"could not start at its start time: {error.message}"
+        transition(session, campaign=campaign, target=S.DRAFT, actor=actor, reason=reason,
+                   now=now)
+        return ScheduleChange(change.campaign_id, change.campaign_name, S.DRAFT, reason)
+    return change
+
+
 def advance_schedules(session: Session, *, now: datetime | None = None,
                       actor: str = "system:scheduler") -> list[Campaign]:
-    """Start scheduled campaigns whose start time has come and end those whose end has passed."""
+    """Start scheduled campaigns whose start time has come and end those whose end has
+    passed, in the caller's transaction (the scheduler gives each campaign its own)."""
     now = now or utcnow()
     changed = []
-    due_start = session.exec(select(Campaign).where(
-        Campaign.status == S.SCHEDULED.value, col(Campaign.starts_at) <= now)).all()
-    for campaign in due_start:
-        try:
-            changed.append(transition(session, campaign=campaign, target=S.RUNNING, actor=actor,
-                                      reason="start time reached", now=now))
-        except InvalidTransition as error:
-            record_audit(session, actor=actor, action="campaign.start_failed",
-                         entity_type="campaign", entity_id=campaign.id,
-                         details={"reason": error.message})
-    due_end = session.exec(select(Campaign).where(
-        col(Campaign.status).in_([S.RUNNING.value, S.PAUSED.value]),
-        col(Campaign.ends_at) <= now)).all()
-    for campaign in due_end:
-        changed.append(transition(session, campaign=campaign, target=S.ENDED, actor=actor,
-                                  reason="end time reached", now=now))
+    for due in due_schedule_changes(session, now=now):
+        if advance_schedule(session, campaign_id=due.campaign_id, now=now, actor=actor):
+            changed.append(get_campaign(session, due.campaign_id))
     return changed
+
+
+# ------------------------------------------------------------------------------ budget
+
+
+def can_pay_one_more(*, budget_minor: int | None, spent_minor: int, unit_cost_minor: int
+                     ) -> bool:
+    """Whether what is left of a budget pays one more redemption costing ``unit_cost_minor``.
+
+    The one rule for "budget spent": offers leave out an arm it refuses, and the budget
+    check pauses a campaign it refuses for every arm.
+    """
+    if budget_minor is None:
+        return True
+    remaining = budget_minor - spent_minor
+    return remaining > 0 and remaining >= unit_cost_minor
+
+
+@dataclass(frozen=True)
+class BudgetShortfall:
+    """A campaign whose remaining budget cannot pay one more redemption of any arm."""
+
+    budget_minor: int
+    spent_minor: int
+    cheapest_arm: str
+    cheapest_cost_minor: int
+
+    @property
+    def remaining_minor(self) -> int:
+        return self.budget_minor - self.spent_minor
+
+
+def budget_shortfall(session: Session, campaign: Campaign) -> BudgetShortfall | None:
+    """The shortfall when the campaign's budget cannot pay one more redemption of any of its
+    incentive arms (each costed by its incentive type), else None."""
+    if campaign.budget_minor is None:
+        return None
+    costs = []
+    for arm in campaign_arms(session, campaign):
+        if arm.is_control or arm.incentive_id is None:
+            continue
+        incentive = session.get(Incentive, arm.incentive_id)
+        assert incentive is not None
+        kind = get_incentive_type(incentive.type)
+        cost = kind.unit_cost_estimate(kind.validate(incentive.config))
+        if can_pay_one_more(budget_minor=campaign.budget_minor,
+                            spent_minor=campaign.spent_minor, unit_cost_minor=cost):
+            return None
+        costs.append((cost, arm.position, arm.name))
+    if not costs:
+        return None
+    cost, _, name = min(costs)
+    return BudgetShortfall(budget_minor=campaign.budget_minor, spent_minor=campaign.spent_minor,
+                           cheapest_arm=name, cheapest_cost_minor=cost)
 
 
 def delete_campaign(session: Session, *, campaign: Campaign, actor: str) -> None:

@@ -10,6 +10,12 @@ recorded, so re-running the algorithm on the same entries gives the same winners
 
 Prize stock is charged with ``UPDATE ... SET used = used + k WHERE used + k <= total``:
 two concurrent draws can never award more prizes than the inventory holds.
+
+A lottery whose configuration announces ``draw_at`` is drawn on that date: never before it
+(:class:`DrawNotDue`), from the entries made up to it (its draws record it as
+``drawn_at``, however late they run), and by the server itself when it comes
+(:func:`due_draws`, :func:`run_announced_draw`: once, whoever else tries at the same time).
+A lottery without a date is drawn by hand, when the marketer decides.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ import hashlib
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from campaigns.errors import Conflict, FieldError, NotFound, ValidationFailed
+from campaigns.incentives.lottery import INCENTIVE_TYPE as LOTTERY
 from campaigns.models import (
     Arm,
     Campaign,
+    CampaignOrigin,
+    CampaignStatus,
     Customer,
     Incentive,
     IncentiveStock,
@@ -47,13 +56,81 @@ class Award:
     value_minor: int
 
 
+#: A campaign in one of these has had its chance to collect entries; its due draw is run.
+DRAWN_AFTER = (CampaignStatus.RUNNING.value, CampaignStatus.PAUSED.value,
+               CampaignStatus.ENDED.value)
+
+
+class DrawNotDue(Conflict):
+    def __init__(self, draw_at: datetime):
+        when = draw_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(f"the prize draw is announced for {when}; it cannot be drawn before "
+                         "then", [FieldError(("draw_at",), f"the draw runs on {when}",
+                                             "draw_not_due")], code="draw_not_due")
+        self.draw_at = draw_at
+
+
+@dataclass(frozen=True)
+class DueDraw:
+    campaign_id: int
+    campaign_name: str
+    draw_at: datetime
+
+
 def _lottery_incentive(session: Session, campaign: Campaign) -> Incentive:
     incentive = session.exec(
         select(Incentive).join(Arm, col(Arm.incentive_id) == Incentive.id)
-        .where(Arm.campaign_id == campaign.id, Incentive.type == "lottery")).first()
+        .where(Arm.campaign_id == campaign.id, Incentive.type == LOTTERY.key)).first()
     if incentive is None:
         raise Conflict(f"campaign {campaign.id} has no prize-draw arm", code="not_a_lottery")
     return incentive
+
+
+def draw_date(incentive: Incentive) -> datetime | None:
+    """The date the lottery announces for its draw, if it announces one."""
+    return LOTTERY.validate(incentive.config).draw_at
+
+
+def draw_due(draw_at: datetime | None, now: datetime) -> bool:
+    """Whether a lottery announcing ``draw_at`` may be drawn at ``now`` (undated: always)."""
+    return draw_at is None or now >= draw_at
+
+
+def announced_draw(session: Session, campaign: Campaign) -> datetime | None:
+    """The announced draw date of the campaign's lottery (None: no lottery, or no date)."""
+    try:
+        return draw_date(_lottery_incentive(session, campaign))
+    except Conflict:
+        return None
+
+
+def _drawn_since(session: Session, *, campaign_id: int, incentive_id: int,
+                 draw_at: datetime) -> bool:
+    return session.exec(select(LotteryDraw.id).where(
+        LotteryDraw.campaign_id == campaign_id, LotteryDraw.incentive_id == incentive_id,
+        col(LotteryDraw.drawn_at) >= draw_at).limit(1)).first() is not None
+
+
+def due_draws(session: Session, *, now: datetime) -> list[DueDraw]:
+    """Lotteries whose announced date has come, not drawn since, with prizes left (no lock)."""
+    rows = session.exec(
+        select(Campaign.id, Campaign.name, Incentive.id, Incentive.config)
+        .join(Arm, col(Arm.campaign_id) == Campaign.id)
+        .join(Incentive, col(Incentive.id) == Arm.incentive_id)
+        .where(Incentive.type == LOTTERY.key, Campaign.origin == CampaignOrigin.LIVE.value,
+               col(Campaign.status).in_(DRAWN_AFTER))
+        .where(select(func.sum(IncentiveStock.total - IncentiveStock.used))
+               .where(IncentiveStock.incentive_id == Incentive.id)
+               .scalar_subquery() > 0)
+        .order_by(col(Campaign.id))).all()
+    due = []
+    for campaign_id, name, incentive_id, config in rows:
+        assert campaign_id is not None and incentive_id is not None
+        draw_at = LOTTERY.validate(config).draw_at
+        if draw_at is not None and draw_at <= now and not _drawn_since(
+                session, campaign_id=campaign_id, incentive_id=incentive_id, draw_at=draw_at):
+            due.append(DueDraw(campaign_id, name, draw_at))
+    return due
 
 
 def tickets(session: Session, *, campaign_id: int, incentive_id: int,
@@ -103,6 +180,23 @@ def draw_winners(ticket_list: list[tuple[int, int]], prizes: list[tuple[str, int
 
 def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None = None,
              now: datetime) -> LotteryDraw:
+    """Draw winners now (:class:`DrawNotDue` before the lottery's announced date)."""
+    draw = _draw(session, campaign_id=campaign_id, actor=actor, seed=seed, now=now,
+                 once=False)
+    assert draw is not None, "only a draw run once may find nothing to do"
+    return draw
+
+
+def run_announced_draw(session: Session, *, campaign_id: int, actor: str, now: datetime
+                       ) -> LotteryDraw | None:
+    """The draw the lottery announced, with a seed from the operating system's CSPRNG;
+    None when someone drew it first (the check runs under the prize rows' lock, which every
+    draw of the lottery takes, so it is drawn once however many schedulers try)."""
+    return _draw(session, campaign_id=campaign_id, actor=actor, seed=None, now=now, once=True)
+
+
+def _draw(session: Session, *, campaign_id: int, actor: str, seed: str | None, now: datetime,
+          once: bool) -> LotteryDraw | None:
     campaign = get_row(session, Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} does not exist", code="campaign_not_found")
@@ -113,6 +207,10 @@ def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None
     seed = (seed or secrets.token_hex(16)).lower()
     incentive = _lottery_incentive(session, campaign)
     assert incentive.id is not None
+    draw_at = draw_date(incentive)
+    if not draw_due(draw_at, now):
+        assert draw_at is not None
+        raise DrawNotDue(draw_at)
     # Lock the prize rows first, always in the same order: concurrent draws of one lottery
     # then run one after the other (the later one sees what the earlier one awarded)
     # instead of locking prizes in different orders and deadlocking.
@@ -120,17 +218,22 @@ def run_draw(session: Session, *, campaign_id: int, actor: str, seed: str | None
         select(IncentiveStock).where(IncentiveStock.incentive_id == incentive.id)
         .order_by(col(IncentiveStock.item_key)).with_for_update()
         .execution_options(populate_existing=True))}
+    if once and draw_at is not None and _drawn_since(
+            session, campaign_id=campaign_id, incentive_id=incentive.id, draw_at=draw_at):
+        return None
     prizes = [(p["key"], int(p["value_minor"]),
                stock[p["key"]].total - stock[p["key"]].used if p["key"] in stock else 0)
               for p in incentive.config["prizes"]]
     if sum(count for _, _, count in prizes) == 0:
         raise Conflict("every prize has already been awarded", code="prizes_exhausted")
+    # A dated lottery draws from the entries made up to its date, and says so.
+    drawn_at = draw_at if draw_at is not None else now
     ticket_list = tickets(session, campaign_id=campaign_id, incentive_id=incentive.id,
-                          up_to=now)
+                          up_to=drawn_at)
     awards = draw_winners(ticket_list, prizes, seed)
     draw = LotteryDraw(campaign_id=campaign_id, incentive_id=incentive.id, seed=seed,
                        algorithm=ALGORITHM, entries_digest=digest(ticket_list), drawn_by=actor,
-                       drawn_at=now)
+                       drawn_at=drawn_at)
     session.add(draw)
     session.flush()
     assert draw.id is not None

@@ -25,6 +25,7 @@ from campaigns.assignment import choose_arm
 from campaigns.db import insert_ignore
 from campaigns.incentives.codes import generate_code
 from campaigns.models import Assignment, Campaign, CouponCode, Customer
+from campaigns.services.campaigns import can_pay_one_more
 from campaigns.services.catalog import ArmConfig, CampaignConfig, Snapshot, outside_schedule
 from campaigns.services.customers import (
     CustomerAttributes,
@@ -296,10 +297,9 @@ def offered_arm(campaign: CampaignConfig, exposure: Exposure | None, *, now: dat
         left = campaign.per_customer_limit - exposure.redemption_count
         if left <= 0:
             return None
-    if campaign.budget_minor is not None:
-        remaining = campaign.budget_minor - exposure.spent_minor
-        if remaining <= 0 or remaining < arm.unit_cost_minor:
-            return None
+    if not can_pay_one_more(budget_minor=campaign.budget_minor,
+                            spent_minor=exposure.spent_minor, unit_cost_minor=arm.unit_cost_minor):
+        return None
     return arm, exposure, left
 
 

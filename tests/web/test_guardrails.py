@@ -30,10 +30,11 @@ from campaigns.models import AuditLog, Campaign
 from campaigns.services.campaigns import transition, update_campaign
 from campaigns.settings import Settings
 from tests.analytics.test_guardrails import harmful_plans, populate
-from tests.builders import make_running_campaign
+from tests.builders import control_arm, incentive_arm, make_running_campaign
 from tests.scratch import scratch_database
 from web.app import create_app
-from web.guardrails import GuardrailAction, GuardrailOutcome, GuardrailScheduler, check_guardrails
+from web.guardrails import GuardrailAction, GuardrailOutcome, check_guardrails
+from web.scheduler import Job, Scheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +120,20 @@ class TestCheckGuardrails:
         assert campaign_state(world.engine, spent)[:2] == ("paused", action.reason)
         audit, = pauses(world.engine, spent)
         assert audit.actor == "cron" and audit.details["reason"] == action.reason
+
+    def test_a_budget_that_cannot_pay_one_more_redemption_is_spent(self, world: World) -> None:
+        with session_scope(world.engine) as session:
+            campaign = make_running_campaign(session, name="Mugs", budget_minor=10_000, arms=[
+                control_arm(), incentive_arm("mug", "gift", {
+                    "item": "Mug", "unit_cost_minor": 800, "inventory": 100})])
+            campaign.spent_minor = 9_500
+            mugs = campaign.id
+        action, = check_guardrails(world.engine, actor="cron")
+        assert action.outcome is GuardrailOutcome.PAUSED
+        assert action.reason == ("Budget spent: EUR 95.00 of EUR 100.00; the EUR 5.00 left "
+                                 "cannot pay one more redemption (arm 'mug' costs EUR 8.00). "
+                                 "Raise the budget to resume.")
+        assert campaign_state(world.engine, mugs)[:2] == ("paused", action.reason)
 
     def test_dry_run_changes_nothing(self, world: World) -> None:
         harmful = running_campaign(world.engine, "Complaints up", harmful=True, seed=4)
@@ -252,25 +267,32 @@ def unused_engine() -> Engine:
 
 
 class TestScheduler:
-    def test_off_when_the_interval_is_zero(self, world: World) -> None:
+    def test_off_when_the_scheduler_or_the_interval_is_off(self, world: World) -> None:
         app = create_app(engine=world.engine, check_schema=False,
-                         settings=Settings(guardrail_interval_seconds=0))
+                         settings=Settings(scheduler=False, guardrail_interval_seconds=900))
         with TestClient(app):
-            scheduler = app.state.guardrail_scheduler
-            assert scheduler.enabled is False and scheduler._task is None
+            assert app.state.scheduler.running is False
+        app = create_app(engine=world.engine, check_schema=False,
+                         settings=Settings(scheduler=True, guardrail_interval_seconds=0))
+        with TestClient(app):
+            scheduler = app.state.scheduler
+            assert "guardrails" not in scheduler.enabled
+            assert scheduler.enabled == ["schedules", "draws", "budget"]
 
     def test_the_server_pauses_a_harmful_campaign_on_its_own(self, world: World) -> None:
         harmful = running_campaign(world.engine, "Complaints up", harmful=True, seed=13)
         app = create_app(engine=world.engine, check_schema=False,
-                         settings=Settings(guardrail_interval_seconds=0.05,
+                         settings=Settings(scheduler=True, guardrail_interval_seconds=0.05,
+                                           schedule_interval_seconds=0, draw_interval_seconds=0,
+                                           budget_interval_seconds=0,
                                            config_refresh_seconds=0))
         with TestClient(app):
             deadline = time.monotonic() + 30
             while campaign_state(world.engine, harmful)[0] != "paused":
                 assert time.monotonic() < deadline, "the scheduler never paused the campaign"
                 time.sleep(0.05)
-            scheduler = app.state.guardrail_scheduler
-        assert scheduler._task is None  # stopped with the app
+            scheduler = app.state.scheduler
+        assert scheduler.running is False  # stopped with the app
         audit, = pauses(world.engine, harmful)
         assert audit.actor == "system:guardrails"
 
@@ -284,25 +306,25 @@ class TestScheduler:
             return []
 
         async def run() -> None:
-            scheduler = GuardrailScheduler(unused_engine(), interval_seconds=0.01, check=flaky)
+            scheduler = Scheduler(unused_engine(), [Job("guardrails", 0.01, flaky)])
             scheduler.start()
-            while scheduler.runs < 3:
+            while scheduler.runs["guardrails"] < 3:
                 await asyncio.sleep(0.01)
             await scheduler.stop()
 
-        with caplog.at_level(logging.ERROR, logger="channelshift.guardrails"):
+        with caplog.at_level(logging.ERROR, logger="channelshift.scheduler"):
             asyncio.run(asyncio.wait_for(run(), timeout=30))
         assert len(calls) >= 3
-        assert any("guardrail check failed" in r.getMessage() and r.exc_info
+        assert any("scheduler job 'guardrails' failed" in r.getMessage() and r.exc_info
                    for r in caplog.records)
 
     def test_jitter_spreads_the_runs(self) -> None:
-        scheduler = GuardrailScheduler(unused_engine(), interval_seconds=900,
-                                       rng=random.Random(1))
-        delays = [scheduler.next_delay() for _ in range(1_000)]
+        job = Job("guardrails", 900, check_guardrails)
+        scheduler = Scheduler(unused_engine(), [job], rng=random.Random(1))
+        delays = [scheduler.next_delay(job) for _ in range(1_000)]
         assert 810 <= min(delays) < 830 and 870 < max(delays) <= 990
         with pytest.raises(ValueError, match="interval_seconds"):
-            GuardrailScheduler(unused_engine(), interval_seconds=-1)
+            Job("guardrails", -1, check_guardrails)
 
 
 def run_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:

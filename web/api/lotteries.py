@@ -66,11 +66,14 @@ DRAW_EXAMPLE = {"draw_id": 3, "campaign_id": 1, "seed": "9f2c4e0a7b1d3c5e",
     description="Draws winners without replacement (at most one prize per customer per "
     "draw), weighted by entries, against the remaining prize inventory. The seed (given or "
     "generated) is recorded so the draw can be re-run and verified. Never more winners than "
-    "prizes, even with concurrent draws.",
+    "prizes, even with concurrent draws. A lottery whose configuration announces `draw_at` "
+    "cannot be drawn before that time (409 `draw_not_due`, naming it); the server draws it "
+    "itself when it comes, from the entries made up to it.",
     responses={201: {"content": {"application/json": {"example": DRAW_EXAMPLE}}},
                **error_responses(404, 409, body=True, descriptions={
                    404: "Unknown campaign",
-                   409: "Not a prize-draw campaign, or every prize is awarded"})},
+                   409: "Not a prize-draw campaign, every prize is awarded, or the "
+                        "announced draw date has not come (`draw_not_due`)"})},
 )
 def post_draw(session: SessionDep, caller: ManagementCaller, campaign_id: CampaignId,
               data: DrawIn | None = None) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+import time_machine
 from sqlmodel import Session, select
 
-from campaigns.models import IncentiveStock, LotteryEntry
+from campaigns.models import IncentiveStock, LotteryDraw, LotteryEntry
 from campaigns.services.campaigns import campaign_arms
 from campaigns.services.lotteries import draw_winners
+from campaigns.types import utcnow
 from tests.builders import control_arm, incentive_arm, make_customer, make_running_campaign
 
 CONFIG = {"prizes": [{"key": "tablet", "name": "Tablet", "value_minor": 29_900, "inventory": 2,
@@ -18,9 +21,9 @@ CONFIG = {"prizes": [{"key": "tablet", "name": "Tablet", "value_minor": 29_900, 
           "entry_rule": {"event": "redemption"}}
 
 
-def lottery(session: Session, *, customers: int = 10):
-    campaign = make_running_campaign(session, arms=[control_arm(),
-                                                    incentive_arm("draw", "lottery", CONFIG)])
+def lottery(session: Session, *, customers: int = 10, config: dict | None = None):
+    campaign = make_running_campaign(session, arms=[
+        control_arm(), incentive_arm("draw", "lottery", config or CONFIG)])
     arm = campaign_arms(session, campaign)[1]
     for i in range(customers):
         customer = make_customer(session, external_id=f"P{i}")
@@ -89,3 +92,54 @@ class TestDrawApi:
         bad = client.post(url, json={"seed": "xyz"}, headers=management_key)
         assert bad.status_code == 422 and bad.json()["errors"][0]["loc"][-1] == "seed"
         assert client.get(f"{url}/12345", headers=management_key).status_code == 404
+
+
+class TestDrawDate:
+    """A lottery that announces its draw date cannot be drawn before it."""
+
+    def test_a_draw_before_the_announced_date_is_refused(self, client, session,
+                                                          management_key) -> None:
+        draw_at = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+        campaign = lottery(session, config={**CONFIG, "draw_at": draw_at.isoformat()})
+        url = f"/api/v1/campaigns/{campaign.id}/draws"
+        early = client.post(url, json={"seed": "0123456789abcdef"}, headers=management_key)
+        assert early.status_code == 409, early.json()
+        assert early.json()["code"] == "draw_not_due"
+        assert f"{draw_at:%Y-%m-%d %H:%M:%S} UTC" in early.json()["message"]
+        assert session.exec(select(LotteryDraw)).all() == []
+        assert {s.used for s in session.exec(select(IncentiveStock))} == {0}
+
+        with time_machine.travel(draw_at - timedelta(seconds=2), tick=False):
+            assert client.post(url, headers=management_key).status_code == 409
+        with time_machine.travel(draw_at + timedelta(seconds=1), tick=True):
+            drawn = client.post(url, headers=management_key)
+        assert drawn.status_code == 201, drawn.json()
+        assert len(drawn.json()["winners"]) == 5
+        assert datetime.fromisoformat(drawn.json()["drawn_at"]) == draw_at
+
+    def test_entries_after_the_announced_date_do_not_count(self, client, session,
+                                                           management_key) -> None:
+        draw_at = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+        campaign = lottery(session, customers=0,
+                           config={**CONFIG, "draw_at": draw_at.isoformat()})
+        arm = campaign_arms(session, campaign)[1]
+        for name, when in (("ON-TIME", draw_at - timedelta(minutes=1)),
+                           ("LATE", draw_at + timedelta(minutes=1))):
+            customer = make_customer(session, external_id=name)
+            session.add(LotteryEntry(campaign_id=campaign.id, incentive_id=arm.incentive_id,
+                                     customer_id=customer.id, entries=1, source_ref=name,
+                                     created_at=when))
+        session.flush()
+        with time_machine.travel(draw_at + timedelta(minutes=5), tick=True):
+            drawn = client.post(f"/api/v1/campaigns/{campaign.id}/draws",
+                                headers=management_key)
+        assert drawn.status_code == 201, drawn.json()
+        assert [w["customer_id"] for w in drawn.json()["winners"]] == ["ON-TIME"]
+
+    def test_a_lottery_without_a_date_is_drawn_by_hand_at_any_time(
+        self, client, session, management_key
+    ) -> None:
+        campaign = lottery(session)
+        drawn = client.post(f"/api/v1/campaigns/{campaign.id}/draws", headers=management_key)
+        assert drawn.status_code == 201, drawn.json()
+        assert datetime.fromisoformat(drawn.json()["drawn_at"]) <= datetime.now(UTC)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
+import time_machine
 from sqlmodel import Session, col, func, select
 
 from campaigns.models import (
@@ -339,9 +340,11 @@ class TestCouponBatches:
         assert analyst.get(f"/campaigns/{campaign.id}/coupon-codes.csv").status_code == 403
 
 
-def lottery_campaign(session: Session, *, customers: int = 12) -> Campaign:
+def lottery_campaign(session: Session, *, customers: int = 12,
+                     draw_at: datetime | None = None) -> Campaign:
+    config = LOTTERY if draw_at is None else {**LOTTERY, "draw_at": draw_at.isoformat()}
     campaign = make_running_campaign(session, arms=[control_arm(),
-                                                    incentive_arm("draw", "lottery", LOTTERY)])
+                                                    incentive_arm("draw", "lottery", config)])
     arm = campaign_arms(session, campaign)[1]
     for i in range(customers):
         customer = make_customer(session, external_id=f"P{i}")
@@ -402,3 +405,35 @@ class TestDraws:
         response = viewer.post(f"/campaigns/{campaign.id}/draws",
                                data={"csrf_token": csrf_token(page.text)})
         assert response.status_code == 403
+
+
+class TestDrawDate:
+    def test_a_dated_draw_shows_when_it_runs_instead_of_a_button(self, session,
+                                                                  as_role) -> None:
+        # minutes ahead: days would outlive the signed-in session
+        draw_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+        campaign = lottery_campaign(session, draw_at=draw_at)
+        marketer = as_role(Role.MARKETER)
+        draws = f"/campaigns/{campaign.id}/draws"
+        when = f"{draw_at:%Y-%m-%d %H:%M} UTC"
+        page = marketer.get(draws)
+        assert page.status_code == 200
+        assert "Draw winners now" not in page.text
+        assert f"The server draws the winners on {when}" in text(page.text)
+        campaign_page = text(marketer.get(f"/campaigns/{campaign.id}").text)
+        assert f"Draw on {when}" in campaign_page
+        assert "Run a draw" not in campaign_page and "All draws and their seeds" in campaign_page
+
+        refused = marketer.post(draws, data={"seed": "", "csrf_token": csrf_token(page.text)})
+        assert refused.status_code == 409
+        assert f"{draw_at:%Y-%m-%d %H:%M:%S} UTC" in text(refused.text)
+        assert session.exec(select(func.count()).select_from(LotteryDraw)
+                            .where(LotteryDraw.campaign_id == campaign.id)).one() == 0
+
+        with time_machine.travel(draw_at + timedelta(seconds=1), tick=True):
+            due = marketer.get(draws)
+            assert "Draw winners now" in due.text  # due, and no scheduler ran it yet
+            assert post_form(marketer, draws, draws, {"seed": ""}).status_code == 303
+        draw = session.exec(select(LotteryDraw).where(
+            LotteryDraw.campaign_id == campaign.id)).one()
+        assert draw.drawn_at == draw_at

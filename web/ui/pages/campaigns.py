@@ -60,7 +60,13 @@ from campaigns.services.coupons import (
     generate_coupon_batch,
 )
 from campaigns.services.goals import source_channels
-from campaigns.services.lotteries import ALGORITHM, run_draw, verify_draw
+from campaigns.services.lotteries import (
+    ALGORITHM,
+    announced_draw,
+    draw_due,
+    run_draw,
+    verify_draw,
+)
 from campaigns.types import utcnow
 from campaigns.wording import plural
 from web.api.management.common import StreamSessionDep, csv_response, streamed
@@ -386,6 +392,7 @@ def _page_context(session: Session, campaign: Campaign, user: SignedInUser) -> d
     entries, audit_total = audit_trail(session, campaign.id)
     status = CampaignStatus(campaign.status)
     live = campaign.origin == CampaignOrigin.LIVE.value
+    draw_at = announced_draw(session, campaign)
     problems: list[FieldError] = []
     if live and status in (S.DRAFT, S.SCHEDULED):
         problems = readiness_problems(session, campaign, now=utcnow())
@@ -399,6 +406,7 @@ def _page_context(session: Session, campaign: Campaign, user: SignedInUser) -> d
         "audit_total": audit_total,
         "coupon_arms": [arm for arm in arms if arm.batch_coupon],
         "lottery": any(arm.lottery for arm in arms), "draws": _draw_views(session, campaign),
+        "draw_at": draw_at, "draw_due": draw_due(draw_at, utcnow()),
         "can_configure": user.can(Permission.CONFIGURE) and live,
         "max_batch": MAX_BATCH,
     }
@@ -680,14 +688,16 @@ def _draws_page(request: Request, session: Session, campaign: Campaign, user: Si
     if verify is not None:
         verification = _verification(session, campaign, verify)
     latest = views[0] if views else None
+    draw_at = announced_draw(session, campaign)
     return render(request, "campaigns/draws.html", {
+        "draw_at": draw_at, "due": draw_due(draw_at, utcnow()),
         "title": f"Prize draws of {campaign.name}", "campaign": campaign, "draws": views,
         "lottery": lottery, "form": form or FormState(values={"seed": ""}),
         "verification": verification, "algorithm": ALGORITHM,
         "winners": list(_winners(session, latest.draw.id))
         if latest and latest.draw.id and user.can(Permission.CONFIGURE) else [],
         "winners_shown": WINNERS_SHOWN,
-        "can_draw": lottery and user.can(Permission.CONFIGURE)
+        "can_draw": lottery and user.can(Permission.CONFIGURE) and draw_due(draw_at, utcnow())
         and campaign.origin == CampaignOrigin.LIVE.value}, status_code=status_code)
 
 
@@ -730,11 +740,14 @@ def run_draw_submit(request: Request, session: SessionDep, user: SignedIn,
     if campaign.origin != CampaignOrigin.LIVE.value:
         form.add(None, "An imported experiment has no prize draw.")
         return _draws_page(request, session, campaign, user, form=form, status_code=409)
+    now = utcnow()
     draw = attempt(session, form, lambda: run_draw(
         session, campaign_id=campaign_id, actor=user.actor, seed=form.values["seed"] or None,
-        now=utcnow()))
+        now=now))
     if draw is None:
-        return _draws_page(request, session, campaign, user, form=form, status_code=422)
+        early = not draw_due(announced_draw(session, campaign), now)
+        return _draws_page(request, session, campaign, user, form=form,
+                           status_code=409 if early else 422)
     winners = session.exec(select(func.count()).select_from(LotteryWinner)
                            .where(LotteryWinner.draw_id == draw.id)).one()
     flash(request, f"Draw {draw.id}: {plural(winners, 'winner')}. "
