@@ -260,14 +260,14 @@ def find_conflicts(session: Session, draft: DraftAudience, *, order_minor: int |
         campaign, goal = live.campaign, live.goal
         assert campaign.id is not None
         who = f"'{campaign.name}' ({campaign.status})"
+        stage = f", on the {stages[goal.stage_id]} stage," if goal.stage_id in stages else ""
         if offers_combine(draft.stacking, campaign.stacking):
             conflicts.append(CampaignConflict(
                 campaign_id=campaign.id, campaign=campaign.name, status=campaign.status,
                 kind="stacking", overlap=overlap,
-                message=f"{who}, on the {stages.get(goal.stage_id, 'its')} stage, shares "
-                f"{_people(overlap)} with this audience, and both campaigns are stackable: "
-                "those customers can be offered both incentives and redeem both, and each "
-                "campaign's result then includes some of the other's effect."))
+                message=f"{who}{stage} shares {_people(overlap)} with this audience, and both "
+                "campaigns are stackable: those customers can be offered both incentives and "
+                "redeem both."))
         if goal.target_channel_id == draft.goal.target_channel_id:
             continue
         their_channel = keys.get(goal.target_channel_id)
