@@ -1,10 +1,12 @@
 """Idle and slow clients cannot freeze the API.
 
-A real server (uvicorn, two workers, PostgreSQL) is held by an attacker without an API key:
-``SLOW_BODIES`` connections that send a redemption's headers with a ``Content-Length`` and
-only part of the body, then stall, and ``IDLE`` connections that send half a request line
-and nothing more. Whenever the server closes one (a deadline passed), the attacker opens
-another, so the count holds for the whole measurement. Meanwhile a storefront with a valid
+A real server (uvicorn, two workers, PostgreSQL) is held by an attacker: ``SLOW_BODIES``
+connections that send a redemption's headers with a ``Content-Length`` and only part of the
+body, then stall (with a valid storefront key, the harder case: a client without one is
+refused before its body is read, which ``UNAUTHENTICATED`` more connections check), and
+``IDLE`` connections that send half a request line and nothing more. Whenever the server
+closes one (the body's deadline passed), the attacker opens another, so the count holds for
+the whole measurement. Meanwhile a storefront with a valid
 key asks for offers and redeems; every one of its requests must be answered correctly
 (offers 200; a redemption 201, or 409 with its reason) within ``ANSWER_DEADLINE_SECONDS``.
 The p99 is printed for docs/RELIABILITY.md rather than asserted: the machine is shared.
@@ -37,6 +39,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.postgres_only, pytest.mark.sl
 
 SLOW_BODIES = 500
 IDLE = 500
+UNAUTHENTICATED = 50
 #: Generous: an answer that has not come by then means the API is frozen, not slow.
 ANSWER_DEADLINE_SECONDS = 10.0
 OFFERS = 200
@@ -50,6 +53,7 @@ class World:
     server: LiveServer
     campaign_id: int
     headers: dict[str, str]
+    secret: str
     customers: list[str]
 
 
@@ -85,32 +89,36 @@ def world(database, tmp_path_factory) -> Iterator[World]:
                 assert response.status_code == 200, response.text
                 assert [o["campaign_id"] for o in response.json()["offers"]] == [campaign_id]
         yield World(server=server, campaign_id=campaign_id, headers=headers,
-                    customers=customers)
+                    secret=key.secret, customers=customers)
 
 
 class Attacker:
     """Keeps ``slow_bodies`` stalled bodies and ``idle`` half-sent requests open."""
 
-    def __init__(self, url: str, *, slow_bodies: int, idle: int) -> None:
+    def __init__(self, url: str, *, secret: str, slow_bodies: int, idle: int,
+                 unauthenticated: int) -> None:
         address = urlsplit(url)
         self.host, self.port = address.hostname or "127.0.0.1", address.port or 80
         self.netloc = address.netloc
-        self.slow_bodies, self.idle = slow_bodies, idle
+        self.secret = secret
+        self.slow_bodies, self.idle, self.unauthenticated = slow_bodies, idle, unauthenticated
         self.open = 0
+        self.held = {"slow body": 0, "idle": 0, "unauthenticated": 0}
         self.reopened = 0
-        self.answers: dict[str, int] = {}
+        self.answers: dict[str, dict[str, int]] = {}
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
-    def _opening(self, slow_body: bool) -> bytes:
-        if not slow_body:
+    def _opening(self, kind: str) -> bytes:
+        if kind == "idle":
             return b"POST /api/v1/redemptions HTT"
-        return (f"POST /api/v1/redemptions HTTP/1.1\r\nHost: {self.netloc}\r\n"
+        key = f"Authorization: Bearer {self.secret}\r\n" if kind == "slow body" else ""
+        return (f"POST /api/v1/redemptions HTTP/1.1\r\nHost: {self.netloc}\r\n{key}"
                 "Content-Type: application/json\r\nIdempotency-Key: slow-client-0001\r\n"
                 "Content-Length: 4000\r\n\r\n"
                 '{"customer_id": "S1", "channel": "web", "order_amount_minor": 1').encode()
 
-    async def _hold(self, slow_body: bool) -> None:
+    async def _hold(self, kind: str) -> None:
         while not self.stopping.is_set():
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -118,8 +126,9 @@ class Attacker:
                 await asyncio.sleep(0.05)
                 continue
             self.open += 1
+            self.held[kind] += 1
             try:
-                writer.write(self._opening(slow_body))
+                writer.write(self._opening(kind))
                 await writer.drain()
                 stop = asyncio.ensure_future(self.stopping.wait())
                 answer = asyncio.ensure_future(reader.read(200))
@@ -127,7 +136,8 @@ class Attacker:
                 stop.cancel()
                 if answer.done():
                     status = answer.result().split(b"\r\n", 1)[0].decode("latin-1") or "closed"
-                    self.answers[status] = self.answers.get(status, 0) + 1
+                    answers = self.answers.setdefault(kind, {})
+                    answers[status] = answers.get(status, 0) + 1
                     self.reopened += 1
                 else:
                     answer.cancel()
@@ -135,13 +145,17 @@ class Attacker:
                 self.reopened += 1
             finally:
                 self.open -= 1
+                self.held[kind] -= 1
                 writer.close()
+            if kind == "unauthenticated":
+                await asyncio.sleep(1.0)  # an attacker's retry, not a flood of connections
 
     async def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._hold(n < self.slow_bodies))
-                      for n in range(self.slow_bodies + self.idle)]
+        kinds = ["slow body"] * self.slow_bodies + ["idle"] * self.idle \
+            + ["unauthenticated"] * self.unauthenticated
+        self.tasks = [asyncio.create_task(self._hold(kind)) for kind in kinds]
         deadline = time.monotonic() + 30
-        while self.open < self.slow_bodies + self.idle:
+        while self.held["slow body"] + self.held["idle"] < self.slow_bodies + self.idle:
             assert time.monotonic() < deadline, f"only {self.open} connections opened"
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # the server has read every request head it was sent
@@ -221,11 +235,13 @@ class TestSlowClients:
     def test_slow_and_idle_connections_do_not_freeze_offers_and_redemptions(
             self, world: World, capsys: pytest.CaptureFixture[str]) -> None:
         async def attack() -> tuple[Attacker, list[Answer], int]:
-            attacker = Attacker(world.server.url, slow_bodies=SLOW_BODIES, idle=IDLE)
+            attacker = Attacker(world.server.url, secret=world.secret,
+                                slow_bodies=SLOW_BODIES, idle=IDLE,
+                                unauthenticated=UNAUTHENTICATED)
             await attacker.start()
             try:
                 answers = await _storefront(world)
-                held = attacker.open
+                held = attacker.held["slow body"] + attacker.held["idle"]
             finally:
                 await attacker.stop()
             return attacker, answers, held
@@ -236,7 +252,8 @@ class TestSlowClients:
         seconds = [answer.seconds for answer in answers if answer.status is not None]
         with capsys.disabled():
             print(f"\nslow clients: {SLOW_BODIES} slow bodies + {IDLE} idle connections "
-                  f"({held} open at the end, {attacker.reopened} reopened, their answers "
+                  f"+ {UNAUTHENTICATED} without a key ({held} slow and idle open at the end, "
+                  f"{attacker.reopened} reopened, their answers "
                   f"{attacker.answers}); {len(answers)} storefront requests, "
                   f"{sum(a.status is not None and a.status >= 500 for a in answers)} 5xx, "
                   f"{len(wrong)} wrong; p50 {statistics.median(seconds or [0]) * 1000:.0f} ms,"
@@ -244,6 +261,10 @@ class TestSlowClients:
                   f"max {max(seconds or [0]) * 1000:.0f} ms")
         assert not wrong, f"{len(wrong)} of {len(answers)} wrong, e.g. {wrong[:5]}"
         assert held >= (SLOW_BODIES + IDLE) * 0.9, f"the attack fell to {held} connections"
+        # Without a key, the body is never waited for.
+        assert set(attacker.answers.get("unauthenticated", {})) == {"HTTP/1.1 401 Unauthorized"}
+        # With one, the body must come within the deadline.
+        assert set(attacker.answers.get("slow body", {})) <= {"HTTP/1.1 408 Request Timeout"}
 
     def test_a_saturated_worker_is_not_ready(self, world: World) -> None:
         """Redemptions queue behind a lock on their campaign's row: past the database gate's
