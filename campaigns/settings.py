@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         "guardrails and pauses those spent or harmful (+-10% jitter). 0 turns the in-server "
         "check off, e.g. when cron runs `channelshift guardrails check` instead.",
     )
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description="How long a client may take to send a whole request body; 408 after.",
+    )
     opentelemetry: bool = Field(
         default=False,
         description="Send traces, metrics and logs to the OpenTelemetry providers set up in "

@@ -18,11 +18,19 @@ from campaigns.services.events import (
 from web.api.schemas import error_responses, inline_refs
 from web.deps import SessionDep, StorefrontCaller
 from web.errors import ApiError
+from web.jsonshape import Shape, body_problem
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 #: A full batch of 10,000 events is about 3 MiB of JSON; this leaves ample room.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+#: What a batch may hold before it is parsed here (checked aside for a large body, see
+#: web/jsonshape.py): its events with room for unknown fields (refused by name later),
+#: one more event than allowed (refused by count later).
+BATCH_SHAPE = Shape(members=64, items=MAX_BATCH_EVENTS + 1, depth=4,
+                    values=(MAX_BATCH_EVENTS + 1) * 32)
 
 
 class EventBatchPublic(BaseModel):
@@ -49,7 +57,16 @@ async def batch_body(request: Request) -> bytes:
         if size > MAX_BODY_BYTES:
             raise _too_large("more than the limit was sent")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    refusal = await body_problem(body, BATCH_SHAPE)
+    if refusal is not None and refusal.invalid_json:
+        raise ValidationFailed("the request body is not valid JSON",
+                               [FieldError(("body",), refusal.message, "json_invalid")])
+    if refusal is not None:
+        raise ApiError(413, "payload_too_large",
+                       f"an events batch holds at most {MAX_BATCH_EVENTS:,} events of at most "
+                       f"{BATCH_SHAPE.members} fields each; this body has {refusal.message}")
+    return body
 
 
 def raw_events(body: bytes) -> list[Any]:

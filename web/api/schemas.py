@@ -300,7 +300,10 @@ class ErrorPublic(BaseModel):
 
     code: str = Field(description="Stable machine-readable code, e.g. campaign_not_found.")
     message: str
-    errors: list[FieldErrorPublic] = Field(default_factory=list)
+    errors: list[FieldErrorPublic] = Field(default_factory=list,
+                                           description="At most 20 problems.")
+    more_errors: int | None = Field(default=None, description="Problems found beyond those "
+                                    "listed in `errors`; absent when all are listed.")
     request_id: str | None = None
 
 
@@ -326,9 +329,14 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "message": "the campaign cannot become scheduled: set a budget above zero",
         "errors": [{"loc": ["budget_minor"], "msg": "set a budget above zero",
                     "type": "missing"}]}, {}),
-    413: ("The body is larger than the limit (16 MiB)", {
-        "code": "payload_too_large", "message": "the request body is larger than 16777216 "
-        "bytes", "errors": []}, {}),
+    408: ("The body did not arrive within the server's deadline", {
+        "code": "request_timeout", "message": "the request body did not arrive within 10 s",
+        "errors": []}, {}),
+    413: ("The body is larger than this route's limit (8 KiB for a single item, 256 KiB "
+          "for configuration, 16 MiB for an events batch), or the shape of an events batch "
+          "is not one of events", {
+              "code": "payload_too_large", "message": "the request body is larger than 8 KiB "
+              "(8192 bytes), the most this route takes", "errors": []}, {}),
     422: ("Invalid input; `errors` names each bad field by its `loc`", {
         "code": "validation_failed", "message": "invalid request: body.count",
         "errors": [{"loc": ["body", "count"],
@@ -355,7 +363,7 @@ def error_responses(*statuses: int, body: bool = False,
     answer before looking at it: 400 (not UTF-8 text) and 413 (too large).
     ``descriptions`` replaces the generic description of a status.
     """
-    wanted = {401, 403, 422, 503, *statuses, *((400, 413) if body else ())}
+    wanted = {401, 403, 422, 503, *statuses, *((400, 408, 413) if body else ())}
     documented: dict[int | str, dict[str, Any]] = {}
     for status in sorted(wanted):
         description, example, headers = ERROR_EXAMPLES[status]
