@@ -157,6 +157,18 @@ def status_for(error: domain.ChannelShiftError) -> int:
     return 400
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every text in it encodable as UTF-8: a message that quotes the client's
+    input may hold a lone surrogate (``\\ud800``), which a JSON answer cannot carry."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    return value
+
+
 #: The most problems one error body lists; how many more there were is ``more_errors``.
 MAX_LISTED_ERRORS = 20
 
@@ -166,8 +178,9 @@ def error_body(code: str, message: str, errors: list[dict[str, Any]] | None = No
     """Every error answer's body. A body with thousands of bad fields gets an answer of the
     first :data:`MAX_LISTED_ERRORS`, the count of the others, and a message saying so."""
     errors = errors or []
+    message = _printable(message)
     body: dict[str, Any] = {"code": code, "message": message,
-                            "errors": errors[:MAX_LISTED_ERRORS]}
+                            "errors": [_printable(item) for item in errors[:MAX_LISTED_ERRORS]]}
     if len(errors) > MAX_LISTED_ERRORS:
         more = len(errors) - MAX_LISTED_ERRORS
         body["more_errors"] = more

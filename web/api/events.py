@@ -73,6 +73,10 @@ def raw_events(body: bytes) -> list[Any]:
     """The ``events`` list of a batch body: 422 if it is not one, 413 if it is too long."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise ValidationFailed("the request body is nested too deeply",
+                               [FieldError(("body",), "JSON nested too deeply",
+                                           "json_invalid")]) from None
     except ValueError as error:
         # Not JSON, not UTF-8, or a number of more digits than Python reads (4,300).
         raise ValidationFailed("the request body is not valid JSON",
