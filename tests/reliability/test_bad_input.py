@@ -8,7 +8,8 @@ database can store), each time with a year outside 1-9999 once converted to UTC
 10,000 deep. A redemption also gets an ``Idempotency-Key`` one character over its documented
 maximum (refused), and one of exactly the maximum (taken like any other). Every answer must
 be below 500, and no table may gain or lose a row. The key sent always has the route's
-scope, so the input is what is refused, not the caller.
+scope, so the input is what is refused, not the caller. Every form of the marketer UI gets
+the same values, as an admin with a valid CSRF token.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ from sqlalchemy import text
 from sqlmodel import Session, SQLModel
 
 from campaigns.db import build_engine
+from campaigns.models import Role
 from campaigns.services.apikeys import create_api_key
 from campaigns.services.campaigns import campaign_arms
 from campaigns.settings import Settings
 from tests.builders import ACTOR, control_arm, coupon_arm, make_running_campaign
 from tests.web.api.conftest import app, client  # noqa: F401  (fixtures)
+from tests.web.ui.conftest import (  # noqa: F401  (fixtures)
+    as_role,
+    csrf_token,
+    new_client,
+    ui_app,
+    users,
+)
+from tests.web.ui.test_access import calls, params  # noqa: F401  (a fixture)
 from web.app import create_app
+from web.ui.auth import CSRF_HEADER
 
 pytestmark = pytest.mark.reliability
 
@@ -190,3 +201,48 @@ def test_an_idempotency_key_of_the_maximum_length_is_taken(
     # Not a customer of this world: refused for that, not for its key.
     assert response.status_code in (404, 409), response.text
     assert response.json()["code"] != "validation_failed"
+
+
+# --- the marketer UI's forms ----------------------------------------------------------------
+
+#: Each bad value as a form sends it (URL-encoded UTF-8; a lone surrogate has none, so its
+#: would-be bytes, which are not UTF-8).
+FORM_TEXT = {"NUL": "a%00b", "lone surrogate": "a%ED%A0%80b"}
+FORM_TIMES = [quote(t) for t in BAD_TIMES]
+
+
+def test_every_ui_form_refuses_bad_input_without_a_server_error(
+        ui_app, as_role, params, session: Session) -> None:  # noqa: F811
+    """Every form of the UI, as an admin with a valid CSRF token: all its fields bad at once
+    (NUL, a lone surrogate), then its time fields bad one at a time with the others as the
+    page filled them; never a 500, never a row changed."""
+    admin = as_role(Role.ADMIN)
+    token = csrf_token(admin.get("/goals").text)
+    problems, sent = [], 0
+    for route, method, path in calls(ui_app, params):
+        if method == "GET" or route.name == "ui.logout":
+            continue
+        page = admin.get(path)
+        html = page.text if page.status_code == 200 else ""
+        fields = {name: value for name, value in re.findall(
+            r'name="([^"]+)"(?:[^>]*?value="([^"]*)")?', html) if name != "csrf_token"}
+        fields = fields or {"name": "x"}
+        variants = [(label, {name: bad for name in fields}) for label, bad in FORM_TEXT.items()]
+        for name in fields:
+            if name.endswith("_at") or name in ("since", "until"):
+                variants += [(f"{name}: {bad}", {**{k: quote(v) for k, v in fields.items()},
+                                                  name: bad}) for bad in FORM_TIMES]
+        for label, form in variants:
+            before = row_counts(session)
+            response = admin.request(method, path, content="&".join(
+                f"{quote(name)}={value}" for name, value in form.items()),
+                headers={CSRF_HEADER: token,
+                         "Content-Type": "application/x-www-form-urlencoded"})
+            sent += 1
+            if response.status_code >= 500:
+                problems.append(f"{method} {path} {label} -> {response.status_code}")
+            elif row_counts(session) != before:
+                problems.append(f"{method} {path} {label} -> {response.status_code}, rows "
+                                "changed")
+    assert sent >= 30
+    assert not problems, f"{len(problems)} bad answers:\n" + "\n".join(problems)
