@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -80,21 +79,20 @@ class Gate:
         self._semaphore = asyncio.Semaphore(limit)
         self._waiting: dict[int, float] = {}
 
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        if self._semaphore.locked():
-            token = object()
-            self._waiting[id(token)] = time.monotonic()
-            try:
-                await self._semaphore.acquire()
-            finally:
-                del self._waiting[id(token)]
-        else:
+    async def __aenter__(self) -> None:
+        # A class, not a generator: the offers route passes here on every request.
+        if not self._semaphore.locked():
             await self._semaphore.acquire()
+            return
+        token = object()
+        self._waiting[id(token)] = time.monotonic()
         try:
-            yield
+            await self._semaphore.acquire()
         finally:
-            self._semaphore.release()
+            del self._waiting[id(token)]
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
 
     def saturation(self) -> str | None:
         """Why the worker is saturated (requests waiting too long for the gate), or None."""
@@ -124,7 +122,7 @@ class DatabaseGate:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        async with self.gate.held():
+        async with self.gate:
             await self.app(scope, receive, send)
 
 
@@ -198,7 +196,7 @@ class RequestBodies:
         request = Request(scope, receive, send)
         try:
             bearer_secret(request)  # a missing or malformed key costs no database slot
-            async with self.gate.held():
+            async with self.gate:
                 await authenticate(request)
         except Exception as error:
             handler = handler_for(self.handlers, error)

@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +19,7 @@ from campaigns.settings import Settings, get_settings
 from web.admission import DatabaseGate, Gate, RequestBodies
 from web.api import docs, economics, events, health, lotteries, management, reports, storefront
 from web.api.direct import DirectDispatch
+from web.api.schemas import with_links
 from web.deps import ApiKeyCache, AsyncPool, SharedReads
 from web.errors import install_error_handlers
 from web.guardrails import GuardrailScheduler
@@ -44,6 +46,12 @@ class ChannelShiftApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return outermost_layers(self, super().build_middleware_stack())
+
+    def openapi(self) -> dict[str, Any]:
+        # With links from what an operation creates to what can be done with it next.
+        if self.openapi_schema is None:
+            self.openapi_schema = with_links(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None,

@@ -392,3 +392,67 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = walk(schema)
     return result
+
+
+# --- links ------------------------------------------------------------------------------
+
+#: What a client can do next with what an operation made: (path, method, status) of the
+#: operation -> link name -> (path and method of the next operation, its parameters as
+#: OpenAPI runtime expressions). Added to the document by :func:`with_links`.
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("/api/v1/campaigns", "post", "201"): {
+        "GetCampaign": ("/api/v1/campaigns/{campaign_id}", "get",
+                        {"campaign_id": "$response.body#/id"}),
+        "UpdateCampaign": ("/api/v1/campaigns/{campaign_id}", "patch",
+                           {"campaign_id": "$response.body#/id"}),
+        "TransitionCampaign": ("/api/v1/campaigns/{campaign_id}/transitions", "post",
+                               {"campaign_id": "$response.body#/id"}),
+        "AddArm": ("/api/v1/campaigns/{campaign_id}/arms", "post",
+                   {"campaign_id": "$response.body#/id"}),
+        "SetWeights": ("/api/v1/campaigns/{campaign_id}/weights", "put",
+                       {"campaign_id": "$response.body#/id"}),
+        "CampaignAudit": ("/api/v1/campaigns/{campaign_id}/audit", "get",
+                          {"campaign_id": "$response.body#/id"}),
+        "DeleteCampaign": ("/api/v1/campaigns/{campaign_id}", "delete",
+                           {"campaign_id": "$response.body#/id"}),
+    },
+    ("/api/v1/redemptions", "post", "201"): {
+        "RollBackRedemption": ("/api/v1/redemptions/{redemption_id}/rollback", "post",
+                               {"redemption_id": "$response.body#/redemption_id"}),
+    },
+    ("/api/v1/channels", "post", "201"): {
+        "GetChannel": ("/api/v1/channels/{key}", "get", {"key": "$response.body#/key"}),
+        "UpdateChannel": ("/api/v1/channels/{key}", "patch", {"key": "$response.body#/key"}),
+    },
+    ("/api/v1/goals", "post", "201"): {
+        "GetGoal": ("/api/v1/goals/{goal_id}", "get", {"goal_id": "$response.body#/id"}),
+    },
+    ("/api/v1/incentives", "post", "201"): {
+        "GetIncentive": ("/api/v1/incentives/{incentive_id}", "get",
+                         {"incentive_id": "$response.body#/id"}),
+    },
+    ("/api/v1/campaigns/{campaign_id}/draws", "post", "201"): {
+        "GetDraw": ("/api/v1/campaigns/{campaign_id}/draws/{draw_id}", "get",
+                    {"campaign_id": "$response.body#/campaign_id",
+                     "draw_id": "$response.body#/draw_id"}),
+        "VerifyDraw": ("/api/v1/campaigns/{campaign_id}/draws/{draw_id}/verify", "post",
+                       {"campaign_id": "$response.body#/campaign_id",
+                        "draw_id": "$response.body#/draw_id"}),
+    },
+}
+
+
+def with_links(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (an OpenAPI document) with :data:`LINKS` on the responses they start
+    from, each naming its next operation by ``operationId``."""
+    paths = document.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        response["links"] = {
+            name: {"operationId": paths[target][target_method]["operationId"],
+                   "parameters": parameters}
+            for name, (target, target_method, parameters) in links.items()
+            if target_method in paths.get(target, {})}
+    return document
