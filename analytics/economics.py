@@ -46,6 +46,7 @@ from campaigns.models import (
     EventKind,
     Stage,
 )
+from campaigns.types import in_utc
 
 if TYPE_CHECKING:
     # pandas (and SciPy) load on first use, inside the functions: a second of every
@@ -505,7 +506,10 @@ def parse_time_bound(value: str, *, field_name: str) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise PeriodError(field_name, f"{field_name} needs a timezone, e.g. "
                           f"{text}Z for UTC; got {value!r}")
-    return moment.astimezone(UTC)
+    try:
+        return in_utc(moment)
+    except ValueError as error:
+        raise PeriodError(field_name, f"{field_name} {error}; got {value!r}") from None
 
 
 def check_period(since: datetime | None, until: datetime | None) -> None:

@@ -30,6 +30,7 @@ from campaigns.models import (
     Role,
     StackingPolicy,
 )
+from campaigns.types import in_utc
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
@@ -46,6 +47,8 @@ def _key(value: str) -> str:
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
         raise ValueError("must include a timezone (e.g. 2026-01-31T09:00:00Z)")
+    if value is not None:
+        in_utc(value)  # stored in UTC: it must have a UTC time
     return value
 
 

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         description="How often the scheduler checks running campaigns' guardrail metrics "
         "and pauses those that measurably do harm (0: never).",
     )
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description="How long a client may take to send a whole request body; 408 after.",
+    )
     opentelemetry: bool = Field(
         default=False,
         description="Send traces, metrics and logs to the OpenTelemetry providers set up in "

@@ -23,6 +23,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def in_utc(value: datetime) -> datetime:
+    """An aware time converted to UTC; ValueError (a message for the user) when it falls
+    outside the years 1 to 9999 once converted (``0001-01-01T00:00:00+01:00``)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie between the years 1 and 9999 once converted to UTC") \
+            from None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that is always timezone-aware UTC in Python.
 

@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -15,24 +16,17 @@ from starlette.types import ASGIApp
 from campaigns.db import check_schema_current, get_engine
 from campaigns.services.catalog import Catalog
 from campaigns.settings import Settings, get_settings
+from web.admission import DatabaseGate, Gate, RequestBodies
 from web.api import docs, economics, events, health, lotteries, management, reports, storefront
 from web.api.direct import DirectDispatch
+from web.api.schemas import with_links
 from web.deps import ApiKeyCache, AsyncPool, SharedReads
 from web.errors import install_error_handlers
-from web.observability import (
-    BodySizeLimit,
-    DatabaseGate,
-    install_observability,
-    outermost_layers,
-)
+from web.observability import install_observability, outermost_layers
 from web.scheduler import lifecycle_scheduler
 from web.ui import install_ui
 
 logger = logging.getLogger("channelshift")
-
-#: Larger request bodies are refused with 413 before they are read into memory.
-MAX_BODY_BYTES = 16 * 1024 * 1024
-
 
 def _pool_capacity(engine: Engine) -> int:
     pool = engine.pool
@@ -52,6 +46,12 @@ class ChannelShiftApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return outermost_layers(self, super().build_middleware_stack())
+
+    def openapi(self) -> dict[str, Any]:
+        # With links from what an operation creates to what can be done with it next.
+        if self.openapi_schema is None:
+            self.openapi_schema = with_links(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None,
@@ -112,11 +112,16 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     install_observability(app)
     # ChannelShiftApp's own layers, then the 500 handler, then these: each added layer
     # goes around those added before it. Innermost, the storefront's direct routes are
-    # answered without FastAPI's router; around them the gate and the body limit.
+    # answered without FastAPI's router; around them the gate and the body's limits.
     app.add_middleware(DirectDispatch, routes=storefront.router.routes,
                        handlers=app.exception_handlers)
-    app.add_middleware(DatabaseGate, limit=_pool_capacity(app.state.engine))
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Outside the gate: a request's key is checked and its body read before it may wait
+    # for the database (web/admission.py).
+    app.state.database_gate = Gate(_pool_capacity(app.state.engine))
+    app.add_middleware(DatabaseGate, gate=app.state.database_gate)
+    app.add_middleware(RequestBodies, gate=app.state.database_gate,
+                       handlers=app.exception_handlers,
+                       deadline_seconds=settings.body_timeout_seconds)
     app.mount("/static", StaticFiles(directory=docs.STATIC_DIR), name="static")
     app.include_router(docs.router)
     app.include_router(health.router)

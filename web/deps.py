@@ -503,11 +503,33 @@ async def _lookup(request: Request, session: Callable[[], Awaitable[Session]], s
         return caller  # a failed refresh: the entry is still valid, a later request retries
 
 
+def bearer_secret(request: Request) -> str:
+    """The API key the request sends (401 if it sends none, or not as a bearer token)."""
+    return _bearer(request)
+
+
+async def authenticate(request: Request) -> Caller:
+    """The caller whose valid API key the request sends (401 otherwise), whatever the route.
+
+    :class:`web.admission.RequestBodies` calls it before reading a body; the route's
+    :func:`admit` then finds the caller in ``request.state`` and checks only its scope.
+    """
+    async with OnDemand(request) as on_demand:
+        caller = await _lookup(request, on_demand.session, _bearer(request))
+    if caller is None:
+        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
+                       headers={"WWW-Authenticate": "Bearer"})
+    request.state.caller = caller
+    return caller
+
+
 async def admit(request: Request, allowed: frozenset[ApiScope],
                 session: Callable[[], Awaitable[Session]]) -> Caller:
     """The caller, if its API key is of one of the ``allowed`` scopes (401 / 403 otherwise).
     ``session`` gives the request's session, asked for only if the key is not cached."""
-    caller = await _lookup(request, session, _bearer(request))
+    caller: Caller | None = getattr(request.state, "caller", None)  # authenticated already
+    if caller is None:
+        caller = await _lookup(request, session, _bearer(request))
     if caller is None:
         raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
                        headers={"WWW-Authenticate": "Bearer"})

@@ -157,9 +157,34 @@ def status_for(error: domain.ChannelShiftError) -> int:
     return 400
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every text in it encodable as UTF-8: a message that quotes the client's
+    input may hold a lone surrogate (``\\ud800``), which a JSON answer cannot carry."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    return value
+
+
+#: The most problems one error body lists; how many more there were is ``more_errors``.
+MAX_LISTED_ERRORS = 20
+
+
 def error_body(code: str, message: str, errors: list[dict[str, Any]] | None = None,
                request: Request | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message, "errors": errors or []}
+    """Every error answer's body. A body with thousands of bad fields gets an answer of the
+    first :data:`MAX_LISTED_ERRORS`, the count of the others, and a message saying so."""
+    errors = errors or []
+    message = _printable(message)
+    body: dict[str, Any] = {"code": code, "message": message,
+                            "errors": [_printable(item) for item in errors[:MAX_LISTED_ERRORS]]}
+    if len(errors) > MAX_LISTED_ERRORS:
+        more = len(errors) - MAX_LISTED_ERRORS
+        body["more_errors"] = more
+        body["message"] = f"{message} (and {more} more problems not listed)"
     request_id = getattr(request.state, "request_id", None) if request else None
     if request_id:
         body["request_id"] = request_id
@@ -192,7 +217,7 @@ async def _request_validation(request: Request, error: Exception) -> JSONRespons
             msg = "unknown field"
         errors.append({"loc": [str(p) for p in item.get("loc", ())],
                        "msg": msg.removeprefix("Value error, "), "type": item.get("type")})
-    fields = ", ".join(".".join(e["loc"]) for e in errors)
+    fields = ", ".join(".".join(e["loc"]) for e in errors[:MAX_LISTED_ERRORS])
     return JSONResponse(error_body("validation_failed", f"invalid request: {fields}", errors,
                                    request), status_code=422)
 

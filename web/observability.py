@@ -11,7 +11,6 @@ included, so every response leaves with a request id and the security headers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.config
@@ -21,7 +20,6 @@ import time
 from typing import Any
 
 from fastapi import Depends, FastAPI, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -272,85 +270,3 @@ def outermost_layers(app: FastAPI, inner: ASGIApp) -> ASGIApp:
     headers; :class:`web.app.ChannelShiftApp` wraps its stack in these instead.
     """
     return SecurityHeaders(RequestContext(inner, metrics=app.state.metrics))
-
-
-class DatabaseGate:
-    """Let at most ``limit`` API requests use the database at once in this worker (pure ASGI).
-
-    Sync routes and their session dependency run on a thread pool larger than the
-    connection pool. Without this gate, threads waiting for a connection can fill the
-    thread pool while the requests that hold connections wait for a thread to commit:
-    a deadlock that ends in pool timeouts. Waiting here costs no thread.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.gate = asyncio.Semaphore(limit)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
-        async with self.gate:
-            await self.app(scope, receive, send)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with a JSON 413, declared or streamed.
-
-    A declared Content-Length over the limit is answered before anything is read. A body
-    without one (chunked) is read here up to the limit and handed on from memory; the
-    app's own JSON parsing would otherwise read it whole anyway.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {"code": "payload_too_large", "errors": [],
-             "message": f"the request body is larger than {self.max_bytes} bytes"},
-            status_code=413)
-        await response(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)

@@ -1,5 +1,9 @@
 """Oversized bodies and batches are refused with 413, before they are read, changing nothing.
 
+Each route has its limit (web/admission.py: a few KiB for a redemption, more for
+configuration, most for an events batch); tests/reliability/test_body_limits.py holds the
+promise of the small ones.
+
 Already covered elsewhere: ``POST /api/v1/coupons/validate`` over the limit with and without
 Content-Length (tests/web/api/test_docs.py), and the events batch over the limit both ways,
 of 10,001 events, and the largest batch of 10,000 accepted (tests/web/api/test_events.py).
@@ -27,11 +31,10 @@ from campaigns.services.apikeys import create_api_key
 from tests.builders import ACTOR, make_goal
 from tests.liveserver import LiveServer, live_server
 from tests.web.api.conftest import app, client  # noqa: F401  (fixtures)
-from web.app import MAX_BODY_BYTES
+from web.admission import BULK_BYTES, body_limit
 
 pytestmark = pytest.mark.reliability
 
-MIB = 1024 * 1024
 
 #: (scope of key, route, extra headers, a JSON body the route would take or refuse as such)
 ROUTES: dict[str, tuple[str, str, dict[str, str], dict[str, Any]]] = {
@@ -73,11 +76,11 @@ def headers_for(route: str, keys: dict[str, str]) -> dict[str, str]:
             **extra}
 
 
-def assert_refused(response: Any) -> None:
+def assert_refused(response: Any, limit: int) -> None:
     assert response.status_code == 413, response.text[:300]
     body = response.json()
     assert body["code"] == "payload_too_large"
-    assert str(MAX_BODY_BYTES) in body["message"] or "16 MiB" in body["message"]
+    assert str(limit) in body["message"] or "16 MiB" in body["message"], body["message"]
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -85,10 +88,11 @@ class TestBodyLimit:
     def test_declared_length_over_the_limit(self, client: TestClient, session: Session,  # noqa: F811
                                             keys: dict[str, str], route: str) -> None:
         before = row_counts(session)
-        content = padded(ROUTES[route][3], MAX_BODY_BYTES + 1)
+        limit = body_limit(ROUTES[route][1])
+        content = padded(ROUTES[route][3], limit + 1)
         response = client.post(ROUTES[route][1], content=content,
                                headers=headers_for(route, keys))
-        assert_refused(response)
+        assert_refused(response, limit)
         assert row_counts(session) == before
 
     def test_streamed_body_over_the_limit(self, client: TestClient, session: Session,  # noqa: F811
@@ -96,21 +100,22 @@ class TestBodyLimit:
         """No Content-Length (chunked): the limit holds while the body is read."""
         before = row_counts(session)
         head = json.dumps(ROUTES[route][3]).encode()
+        limit = body_limit(ROUTES[route][1])
 
         def chunks() -> Iterator[bytes]:
             yield head
-            for _ in range(MAX_BODY_BYTES // MIB + 1):
-                yield b" " * MIB
+            for _ in range(limit // 1024 + 1):
+                yield b" " * 1024
 
         response = client.post(ROUTES[route][1], content=chunks(),
                                headers=headers_for(route, keys))
-        assert_refused(response)
+        assert_refused(response, limit)
         assert row_counts(session) == before
 
     def test_just_under_the_limit_reaches_the_route(self, client: TestClient,  # noqa: F811
                                                     keys: dict[str, str], route: str) -> None:
         response = client.post(ROUTES[route][1],
-                               content=padded(ROUTES[route][3], MAX_BODY_BYTES),
+                               content=padded(ROUTES[route][3], body_limit(ROUTES[route][1])),
                                headers=headers_for(route, keys))
         # Whatever the route makes of it (created, not found, conflict): not "too large".
         assert response.status_code not in (413, 500), response.text[:300]
@@ -140,7 +145,7 @@ class TestRealServer:
         address = urlsplit(server.url)
         head = (f"POST /api/v1/redemptions HTTP/1.1\r\nHost: {address.netloc}\r\n"
                 f"Authorization: Bearer {secret}\r\nIdempotency-Key: limits-live-1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {BULK_BYTES + 1}\r\n"
                 "\r\n").encode()
         with socket.create_connection((address.hostname, address.port), timeout=15) as conn:
             conn.sendall(head)

@@ -50,6 +50,21 @@ class DirectRoute(APIRoute):
 ExceptionHandler = Callable[[Request, Exception], Any]
 
 
+def handler_for(handlers: Mapping[Any, ExceptionHandler], error: Exception
+                ) -> ExceptionHandler | None:
+    """The handler of ``handlers`` (an app's exception handlers) that Starlette's exception
+    middleware would choose for ``error``: an HTTP error's status first, then the most
+    specific class; None for what only the 500 handler (Exception), outermost, takes."""
+    if isinstance(error, HTTPException) and error.status_code in handlers:
+        return handlers[error.status_code]
+    for cls in type(error).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
 class DirectDispatch:
     """Direct routes answered without FastAPI's router (pure ASGI, the innermost layer).
 
@@ -73,18 +88,6 @@ class DirectDispatch:
         self.routes = [route for route in routes if isinstance(route, DirectRoute)]
         self.handlers = handlers  # the app's own: read per error, once all are installed
 
-    def _handler(self, error: Exception) -> ExceptionHandler | None:
-        # As Starlette's exception middleware: an HTTP error's status first, then the most
-        # specific class; the 500 handler (Exception) belongs to the outermost layer.
-        if isinstance(error, HTTPException) and error.status_code in self.handlers:
-            return self.handlers[error.status_code]
-        for cls in type(error).__mro__:
-            if cls is Exception:
-                return None
-            if cls in self.handlers:
-                return self.handlers[cls]
-        return None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Behind a root path, the router's own matching (which strips it) takes over.
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -104,7 +107,7 @@ class DirectDispatch:
         try:
             response = await route.endpoint(request)
         except Exception as error:
-            handler = self._handler(error)
+            handler = handler_for(self.handlers, error)
             if handler is None:
                 raise
             response = await handler(request, error) if inspect.iscoroutinefunction(handler) \

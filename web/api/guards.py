@@ -13,11 +13,9 @@ from typing import Any
 
 from fastapi import Request
 
-from web.errors import ApiError
+from web.errors import MAX_LISTED_ERRORS, ApiError
 
 NUL = "\x00"
-#: Locations listed in one answer; a body full of NULs needs no longer list.
-MAX_LISTED = 20
 
 
 def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
@@ -62,11 +60,10 @@ async def refuse_nul_characters(request: Request) -> None:
             and await request.body():
         locations.extend(_nul_locations(await request.json(), ("body",)))
     if locations:
-        listed = locations[:MAX_LISTED]
         raise ApiError(
             422, "validation_failed",
             "invalid request: text cannot contain the NUL character (\\u0000): "
-            + ", ".join(".".join(map(str, loc)) for loc in listed),
+            + ", ".join(".".join(map(str, loc)) for loc in locations[:MAX_LISTED_ERRORS]),
             [{"loc": [str(part) if isinstance(part, str) else part for part in loc],
               "msg": "text cannot contain the NUL character (\\u0000)", "type": "nul_character"}
-             for loc in listed])
+             for loc in locations])

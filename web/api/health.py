@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,13 +21,20 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the database is reachable and its schema is current",
+    summary="Readiness: the database is reachable, its schema is current and requests are "
+    "not queueing for it",
     responses={503: {"description": "Not ready; the body says why"}},
 )
-def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
+    # Asked first, on the event loop: a worker whose requests queue for the database says
+    # so at once, whether or not a thread is free to read the schema.
+    gate = getattr(request.app.state, "database_gate", None)
+    saturation = gate.saturation() if gate is not None else None
+    if saturation is not None:
+        return _not_ready(request, "saturated", saturation, retry_after=1)
     engine = request.app.state.engine
     try:
-        check_schema_current(engine)
+        await run_in_threadpool(check_schema_current, engine)
     except SchemaOutOfDate as error:
         return _not_ready(request, error.code, error.message, retry_after=5)
     except SQLAlchemyError as error:

@@ -300,7 +300,10 @@ class ErrorPublic(BaseModel):
 
     code: str = Field(description="Stable machine-readable code, e.g. campaign_not_found.")
     message: str
-    errors: list[FieldErrorPublic] = Field(default_factory=list)
+    errors: list[FieldErrorPublic] = Field(default_factory=list,
+                                           description="At most 20 problems.")
+    more_errors: int | None = Field(default=None, description="Problems found beyond those "
+                                    "listed in `errors`; absent when all are listed.")
     request_id: str | None = None
 
 
@@ -326,9 +329,14 @@ ERROR_EXAMPLES: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "message": "the campaign cannot become scheduled: set a budget above zero",
         "errors": [{"loc": ["budget_minor"], "msg": "set a budget above zero",
                     "type": "missing"}]}, {}),
-    413: ("The body is larger than the limit (16 MiB)", {
-        "code": "payload_too_large", "message": "the request body is larger than 16777216 "
-        "bytes", "errors": []}, {}),
+    408: ("The body did not arrive within the server's deadline", {
+        "code": "request_timeout", "message": "the request body did not arrive within 10 s",
+        "errors": []}, {}),
+    413: ("The body is larger than this route's limit (8 KiB for a single item, 256 KiB "
+          "for configuration, 16 MiB for an events batch), or the shape of an events batch "
+          "is not one of events", {
+              "code": "payload_too_large", "message": "the request body is larger than 8 KiB "
+              "(8192 bytes), the most this route takes", "errors": []}, {}),
     422: ("Invalid input; `errors` names each bad field by its `loc`", {
         "code": "validation_failed", "message": "invalid request: body.count",
         "errors": [{"loc": ["body", "count"],
@@ -355,7 +363,7 @@ def error_responses(*statuses: int, body: bool = False,
     answer before looking at it: 400 (not UTF-8 text) and 413 (too large).
     ``descriptions`` replaces the generic description of a status.
     """
-    wanted = {401, 403, 422, 503, *statuses, *((400, 413) if body else ())}
+    wanted = {401, 403, 422, 503, *statuses, *((400, 408, 413) if body else ())}
     documented: dict[int | str, dict[str, Any]] = {}
     for status in sorted(wanted):
         description, example, headers = ERROR_EXAMPLES[status]
@@ -384,3 +392,67 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = walk(schema)
     return result
+
+
+# --- links ------------------------------------------------------------------------------
+
+#: What a client can do next with what an operation made: (path, method, status) of the
+#: operation -> link name -> (path and method of the next operation, its parameters as
+#: OpenAPI runtime expressions). Added to the document by :func:`with_links`.
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("/api/v1/campaigns", "post", "201"): {
+        "GetCampaign": ("/api/v1/campaigns/{campaign_id}", "get",
+                        {"campaign_id": "$response.body#/id"}),
+        "UpdateCampaign": ("/api/v1/campaigns/{campaign_id}", "patch",
+                           {"campaign_id": "$response.body#/id"}),
+        "TransitionCampaign": ("/api/v1/campaigns/{campaign_id}/transitions", "post",
+                               {"campaign_id": "$response.body#/id"}),
+        "AddArm": ("/api/v1/campaigns/{campaign_id}/arms", "post",
+                   {"campaign_id": "$response.body#/id"}),
+        "SetWeights": ("/api/v1/campaigns/{campaign_id}/weights", "put",
+                       {"campaign_id": "$response.body#/id"}),
+        "CampaignAudit": ("/api/v1/campaigns/{campaign_id}/audit", "get",
+                          {"campaign_id": "$response.body#/id"}),
+        "DeleteCampaign": ("/api/v1/campaigns/{campaign_id}", "delete",
+                           {"campaign_id": "$response.body#/id"}),
+    },
+    ("/api/v1/redemptions", "post", "201"): {
+        "RollBackRedemption": ("/api/v1/redemptions/{redemption_id}/rollback", "post",
+                               {"redemption_id": "$response.body#/redemption_id"}),
+    },
+    ("/api/v1/channels", "post", "201"): {
+        "GetChannel": ("/api/v1/channels/{key}", "get", {"key": "$response.body#/key"}),
+        "UpdateChannel": ("/api/v1/channels/{key}", "patch", {"key": "$response.body#/key"}),
+    },
+    ("/api/v1/goals", "post", "201"): {
+        "GetGoal": ("/api/v1/goals/{goal_id}", "get", {"goal_id": "$response.body#/id"}),
+    },
+    ("/api/v1/incentives", "post", "201"): {
+        "GetIncentive": ("/api/v1/incentives/{incentive_id}", "get",
+                         {"incentive_id": "$response.body#/id"}),
+    },
+    ("/api/v1/campaigns/{campaign_id}/draws", "post", "201"): {
+        "GetDraw": ("/api/v1/campaigns/{campaign_id}/draws/{draw_id}", "get",
+                    {"campaign_id": "$response.body#/campaign_id",
+                     "draw_id": "$response.body#/draw_id"}),
+        "VerifyDraw": ("/api/v1/campaigns/{campaign_id}/draws/{draw_id}/verify", "post",
+                       {"campaign_id": "$response.body#/campaign_id",
+                        "draw_id": "$response.body#/draw_id"}),
+    },
+}
+
+
+def with_links(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (an OpenAPI document) with :data:`LINKS` on the responses they start
+    from, each naming its next operation by ``operationId``."""
+    paths = document.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        response["links"] = {
+            name: {"operationId": paths[target][target_method]["operationId"],
+                   "parameters": parameters}
+            for name, (target, target_method, parameters) in links.items()
+            if target_method in paths.get(target, {})}
+    return document
