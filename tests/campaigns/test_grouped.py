@@ -232,7 +232,7 @@ class ExposureDatabase:
         rows = json.loads(params["exposures"])
         self.statements.append(sorted({row["customer_id"] for row in rows}))
         result = [(row["customer_id"], row["campaign_id"], row["arm_id"], 0, 0, None, None,
-                   None, None) for row in rows]
+                   None, None, None, None) for row in rows]
 
         class Rows:
             async def fetchall(self) -> list[Any]:

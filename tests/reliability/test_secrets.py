@@ -19,7 +19,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -270,6 +270,15 @@ class TestNothingSecretInTheLogs:
 # --- rate limits on code validation ------------------------------------------------------
 
 
+#: The hour the rate-limit tests pin the validation route's clock in: tomorrow's, so the
+#: campaigns they start now are within their schedule at every pinned moment.
+_HOUR = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+
+
+def _at(minute: int, second: int) -> datetime:
+    return _HOUR + timedelta(minutes=minute, seconds=second)
+
+
 class TestValidationRateLimit:
     """20 failed validations a minute per key and per client address (web/api/storefront)."""
 
@@ -283,7 +292,7 @@ class TestValidationRateLimit:
         def pin(moment: datetime) -> None:
             monkeypatch.setattr(web.api.storefront, "utcnow", lambda: moment)
 
-        pin(datetime(2026, 11, 22, 10, 0, 30, tzinfo=UTC))
+        pin(_at(0, 30))
         return pin
 
     @pytest.fixture
@@ -336,11 +345,11 @@ class TestValidationRateLimit:
     def test_the_limit_resets_each_window(self, app, keys, at) -> None:  # noqa: F811
         shop = self.from_address(app, "198.51.100.20")
         assert self.fail(shop, keys[0], 21)[-1] == 429
-        at(datetime(2026, 11, 22, 10, 0, 59, tzinfo=UTC))
+        at(_at(0, 59))
         limited = shop.post("/api/v1/coupons/validate", json={"code": "NOPE2"},
                             headers=keys[0])
         assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
-        at(datetime(2026, 11, 22, 10, 1, 0, tzinfo=UTC))
+        at(_at(1, 0))
         assert self.fail(shop, keys[0], 20) == [200] * 20
         assert self.fail(shop, keys[0]) == [429]
 
