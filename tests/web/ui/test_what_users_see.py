@@ -233,6 +233,24 @@ class TestSingularCopyAndCurrency:
         assert "At most 1 entry per customer." in lottery and "1 prize in total." in lottery
         assert "Minimum spend €10.00 per entry event." in lottery
 
+    def test_a_refused_order_quotes_the_minimum_in_the_campaigns_currency(
+            self, session: Session, world, client, storefront_key) -> None:
+        campaign = make_running_campaign(
+            session, name="Minimum order", goal=world["goal"],
+            arms=[control_arm(weight=1),
+                  incentive_arm("five off", "fixed_discount",
+                                {"amount_minor": 500, "min_order_minor": 2000}, weight=99)])
+        customer = next(f"W{number}" for number in range(40) if client.get(
+            f"/api/v1/customers/W{number}/offers", headers=storefront_key).json()["offers"])
+        response = client.post(
+            "/api/v1/redemptions", headers={**storefront_key, "Idempotency-Key": "minimum-order-refused-1"},
+            json={"customer_id": customer, "campaign_id": campaign.id, "channel": "web",
+                  "order_amount_minor": 1500})
+        assert response.status_code == 422, response.text
+        assert "the minimum order is €20.00" in response.json()["message"]
+        assert response.json()["errors"][0]["msg"] == (
+            "order total €15.00 is below the minimum order of €20.00")
+
     def test_a_key_of_the_wrong_scope_is_told_it_needs_an_analytics_key(
             self, session: Session, world, client, storefront_key) -> None:
         campaign = make_campaign(session, name="Reported", goal=world["goal"])
