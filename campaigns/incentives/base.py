@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from campaigns.errors import FieldError, InvalidIncentiveConfig, ValidationFailed
 from campaigns.incentives.fields import BP_SCALE, Loc
-from campaigns.money import format_money
+from campaigns.money import DEFAULT_CURRENCY, format_money
 from campaigns.wording import plural
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -70,16 +70,11 @@ class OrderContext:
     channel_key: str | None = None
     target_channel_key: str | None = None
     points_base: int | None = None
+    #: the campaign's currency, for the amounts an error message quotes
+    currency: str = DEFAULT_CURRENCY
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def format_minor(amount_minor: int) -> str:
-    """``123456`` -> ``"1,234.56"``: minor units shown with two decimals, no currency."""
-    sign = "-" if amount_minor < 0 else ""
-    major, minor = divmod(abs(amount_minor), 100)
-    return f"{sign}{major:,}.{minor:02d}"
 
 
 def format_percent(bp: int) -> str:
@@ -137,9 +132,10 @@ def order_amount(ctx: OrderContext, *, minimum_minor: int | None = None) -> int:
         )
     if minimum_minor is not None and amount < minimum_minor:
         raise _order_error(
-            f"the order does not qualify: the minimum order is {format_minor(minimum_minor)}",
-            f"order total {format_minor(amount)} is below the minimum order of "
-            f"{format_minor(minimum_minor)}",
+            "the order does not qualify: the minimum order is "
+            f"{format_money(minimum_minor, ctx.currency)}",
+            f"order total {format_money(amount, ctx.currency)} is below the minimum order of "
+            f"{format_money(minimum_minor, ctx.currency)}",
             "below_minimum_order",
         )
     return amount

@@ -500,7 +500,7 @@ def plan(snapshot: Snapshot, *, campaign: CampaignConfig, found: _Found,
     _check_code(found.code, arm=arm, campaign=campaign, customer_id=found.customer_id, now=now)
     benefit = get_incentive_type(arm.incentive_type).compute_benefit(arm.config, OrderContext(
         order_amount_minor=request.order_amount_minor, channel_key=request.channel,
-        target_channel_key=campaign.target_channel_key))
+        target_channel_key=campaign.target_channel_key, currency=campaign.currency))
     extra = _extra_response(arm, benefit.details, now)
     stored = {
         "status": RedemptionStatus.APPLIED.value, "campaign_id": campaign.id, "arm": arm.name,
@@ -1147,7 +1147,8 @@ def validate_code(
             benefit = get_incentive_type(arm.incentive_type).compute_benefit(
                 arm.config, OrderContext(order_amount_minor=order_amount_minor,
                                          channel_key=channel,
-                                         target_channel_key=campaign.target_channel_key))
+                                         target_channel_key=campaign.target_channel_key,
+                                         currency=campaign.currency))
         except ValidationFailed as error:
             return {"valid": False, "reason": "not_applicable", "message": error.message,
                     "errors": [e.as_dict() for e in error.errors]}
