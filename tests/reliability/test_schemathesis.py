@@ -620,7 +620,8 @@ def _workflow(world: World) -> type[Any]:
             for kind, config in (("gift", GIFT), ("free_trial", TRIAL), ("lottery", LOTTERY))]),
         "/api/v1/goals": ({}, [
             {"name": f"World goal {n}", "stage": "after_sale", "source_channels": ["store"],
-             "target_channel": "web", "window_days": 30 + n} for n in range(3)]),
+             "target_channel": "web", "target_uplift": 0.1, "window_days": 30 + n}
+            for n in range(3)]),
         "/api/v1/campaigns/{campaign_id}/draws": ({"campaign_id": world.draws[0][0]}, [
             {"seed": f"{n:016x}"} for n in range(1, 5)]),
     }
@@ -645,13 +646,21 @@ def _workflow(world: World) -> type[Any]:
             self.scenario = ExitStack()
             self.connection = self.scenario.enter_context(world.sessions.engine.connect())
             self.scenario.callback(self.connection.begin().rollback)
+            try:
+                self._rewind_sequences()
+            except BaseException:
+                self.scenario.close()  # a setup that fails gets no teardown
+                raise
+
+        def _rewind_sequences(self) -> None:
             if self.connection.dialect.name == "postgresql":
                 if not sequences:  # as the world left them, before any scenario
-                    sequences.update(self.connection.execute(text(
-                        "SELECT sequencename, last_value FROM pg_sequences "
-                        "WHERE schemaname = current_schema()")).tuples())
+                    sequences.update((name, value) for name, value in self.connection.execute(
+                        text("SELECT sequencename, last_value FROM pg_sequences "
+                             "WHERE schemaname = current_schema()")))
                 for sequence, last_value in sequences.items():
-                    self.connection.execute(text("SELECT setval(:sequence, :value, :called)"), {
+                    self.connection.execute(text(
+                        "SELECT setval(CAST(:sequence AS regclass), :value, :called)"), {
                         "sequence": sequence, "value": last_value or 1,
                         "called": last_value is not None})
 
