@@ -20,6 +20,11 @@ headers; answer a schema-invalid request with a 4xx; and never be 401/403 (the k
 has the route's scope, so one would mean the key is wrong and nothing deep was tested).
 The last test prints ``schemathesis: operations=N cases=M failures=F`` for
 docs/RELIABILITY.md.
+
+``test_api_stateful`` runs schemathesis' state machine over the document's links (create,
+then act on what was created), each scenario in a transaction rolled back at its end, with
+the same keys and checks; it prints the steps taken and how often each link was followed,
+and fails if any link never was.
 """
 
 from __future__ import annotations
