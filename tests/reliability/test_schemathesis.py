@@ -551,7 +551,7 @@ STATEFUL_SCHEMA = schemathesis.openapi.from_dict(
 STATEFUL_SCHEMA.hook(filter_failure)
 
 #: Scenarios and steps per scenario of the stateful run.
-STATEFUL_SCENARIOS = 100
+STATEFUL_SCENARIOS = 150
 STATEFUL_STEPS = 12
 
 #: Links followed (the link's values used) and those answered 2xx, by link name.
@@ -607,8 +607,9 @@ def _workflow(world: World) -> type[Any]:
                 input=operation.as_strategy(phase=TestPhase.STATEFUL).map(StepInput.initial))
     # Scenarios also start from creations made of the world that succeed: random ones
     # seldom do (the offer was never made to that customer, the campaign has no prize
-    # draw, the channel's key is taken...), and a link from a refused creation is never
-    # followed. A customer may redeem a stackable offer again (up to three times).
+    # draw, the channel's key is taken, the goal does not exist...), and a link from a
+    # refused creation is never followed. A customer may redeem a stackable offer again
+    # (up to three times).
     with world.sessions.committed() as session:
         again = session.exec(
             select(Customer.external_id, Redemption.campaign_id, Redemption.order_amount_minor)
@@ -620,6 +621,10 @@ def _workflow(world: World) -> type[Any]:
              "order_amount_minor": amount} for customer, campaign, amount in again]),
         "/api/v1/channels": ({}, [{"key": f"kiosk_{n}", "name": f"Kiosk {n}", "kind": "store"}
                                   for n in range(4)]),
+        "/api/v1/campaigns": ({}, [
+            {"name": f"World campaign {n}", "goal_id": goal, "budget_minor": 100_000 * n,
+             "arms": [control_arm(), percent_arm()]}
+            for n, goal in enumerate(world.goal_ids[:3], start=1)]),
         "/api/v1/incentives": ({}, [
             {"name": f"World {kind}", "type": kind, "config": config}
             for kind, config in (("gift", GIFT), ("free_trial", TRIAL), ("lottery", LOTTERY))]),
