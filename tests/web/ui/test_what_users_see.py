@@ -243,7 +243,8 @@ class TestSingularCopyAndCurrency:
         customer = next(f"W{number}" for number in range(40) if client.get(
             f"/api/v1/customers/W{number}/offers", headers=storefront_key).json()["offers"])
         response = client.post(
-            "/api/v1/redemptions", headers={**storefront_key, "Idempotency-Key": "minimum-order-refused-1"},
+            "/api/v1/redemptions",
+            headers={**storefront_key, "Idempotency-Key": "minimum-order-refused-1"},
             json={"customer_id": customer, "campaign_id": campaign.id, "channel": "web",
                   "order_amount_minor": 1500})
         assert response.status_code == 422, response.text
