@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import string
-import time
 
 import pytest
 
@@ -43,37 +42,32 @@ class TestDefaultCharset:
 
 
 @pytest.fixture(scope="module")
-def batch() -> tuple[list[str], float]:
-    """100,000 batch codes and the seconds it took to generate them."""
-    started = time.perf_counter()
-    codes = generate_codes(100_000, prefix="SAVE-", length=10, charset=DEFAULT_CHARSET)
-    return codes, time.perf_counter() - started
+def batch() -> list[str]:
+    """100,000 batch codes."""
+    return generate_codes(100_000, prefix="SAVE-", length=10, charset=DEFAULT_CHARSET)
 
 
 class TestBatchOf100000:
-    """The brief's scenario: a large batch is unique, clean, well-formed and fast."""
+    """The brief's scenario: a large batch is unique, clean and well-formed (how fast it
+    reaches the database is measured by ``benchmarks/codes.py``, not asserted here)."""
 
-    def test_count_and_uniqueness(self, batch: tuple[list[str], float]) -> None:
-        codes, _ = batch
+    def test_count_and_uniqueness(self, batch: list[str]) -> None:
+        codes = batch
         assert len(codes) == 100_000
         assert len(set(codes)) == 100_000
 
-    def test_no_lookalike_characters(self, batch: tuple[list[str], float]) -> None:
-        codes, _ = batch
+    def test_no_lookalike_characters(self, batch: list[str]) -> None:
+        codes = batch
         offending = [c for c in codes if set(c) & LOOKALIKES]
         assert offending == []
 
-    def test_all_have_prefix_and_length(self, batch: tuple[list[str], float]) -> None:
-        codes, _ = batch
+    def test_all_have_prefix_and_length(self, batch: list[str]) -> None:
+        codes = batch
         assert all(c.startswith("SAVE-") and len(c) == len("SAVE-") + 10 for c in codes)
         assert all(set(c[5:]) <= set(DEFAULT_CHARSET) for c in codes)
 
-    def test_generation_is_fast(self, batch: tuple[list[str], float]) -> None:
-        _, seconds = batch
-        assert seconds < 2.0
-
-    def test_every_charset_character_is_used(self, batch: tuple[list[str], float]) -> None:
-        codes, _ = batch
+    def test_every_charset_character_is_used(self, batch: list[str]) -> None:
+        codes = batch
         used = set(itertools.chain.from_iterable(c[5:] for c in codes))
         assert used == set(DEFAULT_CHARSET)
 
