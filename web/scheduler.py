@@ -78,38 +78,62 @@ _VERBS = {CampaignStatus.RUNNING: "start", CampaignStatus.ENDED: "end",
           CampaignStatus.DRAFT: "return to draft"}
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A change a job found due, before it is made under its lock."""
+
+    verb: str
+    campaign_id: int
+    campaign_name: str
+    why: str  # what a dry run says
+
+
+def _carry_out(engine: Engine, due: Sequence[_Due], *, dry_run: bool,
+               act: Callable[[Session, _Due], tuple[str, str] | None]
+               ) -> list[LifecycleAction]:
+    """Make each due change in its own transaction: ``act`` makes it under its lock and
+    returns (verb, what was done), or None when another scheduler made it first. One change
+    that fails is logged and reported; the others are still made."""
+    actions = []
+    for item in due:
+        if dry_run:
+            actions.append(LifecycleAction(item.verb, item.campaign_id, item.campaign_name,
+                                           Outcome.WOULD, item.why))
+            continue
+        try:
+            with session_scope(engine) as session:
+                done = act(session, item)
+        except Exception as error:
+            logger.exception("scheduler: could not %s campaign %s '%s'", item.verb,
+                             item.campaign_id, item.campaign_name)
+            actions.append(LifecycleAction(item.verb, item.campaign_id, item.campaign_name,
+                                           Outcome.FAILED, f"it failed: {error}"))
+            continue
+        if done is None:
+            actions.append(LifecycleAction(item.verb, item.campaign_id, item.campaign_name,
+                                           Outcome.SKIPPED, "another scheduler did it first"))
+            continue
+        verb, what = done
+        logger.info("scheduler: campaign %s '%s': %s: %s", item.campaign_id,
+                    item.campaign_name, verb, what)
+        actions.append(LifecycleAction(verb, item.campaign_id, item.campaign_name,
+                                       Outcome.DONE, what))
+    return actions
+
+
 def advance_schedules(engine: Engine, *, now: datetime | None = None, actor: str = ACTOR,
                       dry_run: bool = False) -> list[LifecycleAction]:
     """Start and end the campaigns whose time has come, each in its own transaction."""
     now = now or utcnow()
     with read_only_session(engine) as session:
-        due = due_schedule_changes(session, now=now)
-    actions = []
-    for change in due:
-        verb = _VERBS[change.target]
-        if dry_run:
-            actions.append(LifecycleAction(verb, change.campaign_id, change.campaign_name,
-                                           Outcome.WOULD, change.reason))
-            continue
-        try:
-            with session_scope(engine) as session:
-                done = advance_schedule(session, campaign_id=change.campaign_id, now=now,
-                                        actor=actor)
-        except Exception as error:
-            logger.exception("scheduler: campaign %s '%s' could not %s", change.campaign_id,
-                             change.campaign_name, verb)
-            actions.append(LifecycleAction(verb, change.campaign_id, change.campaign_name,
-                                           Outcome.FAILED, f"it failed: {error}"))
-            continue
-        if done is None:
-            actions.append(LifecycleAction(verb, change.campaign_id, change.campaign_name,
-                                           Outcome.SKIPPED, "another scheduler did it first"))
-        else:
-            logger.info("scheduler: campaign %s '%s' %s: %s", done.campaign_id,
-                        done.campaign_name, done.target.value, done.reason)
-            actions.append(LifecycleAction(_VERBS[done.target], done.campaign_id,
-                                           done.campaign_name, Outcome.DONE, done.reason))
-    return actions
+        due = [_Due(_VERBS[change.target], change.campaign_id, change.campaign_name,
+                    change.reason) for change in due_schedule_changes(session, now=now)]
+
+    def act(session: Session, item: _Due) -> tuple[str, str] | None:
+        done = advance_schedule(session, campaign_id=item.campaign_id, now=now, actor=actor)
+        return None if done is None else (_VERBS[done.target], done.reason)
+
+    return _carry_out(engine, due, dry_run=dry_run, act=act)
 
 
 def run_due_draws(engine: Engine, *, now: datetime | None = None, actor: str = ACTOR,
@@ -117,34 +141,15 @@ def run_due_draws(engine: Engine, *, now: datetime | None = None, actor: str = A
     """Run the prize draws whose announced date has come, each in its own transaction."""
     now = now or utcnow()
     with read_only_session(engine) as session:
-        due = due_draws(session, now=now)
-    actions = []
-    for draw in due:
-        when = f"announced for {draw.draw_at.isoformat()}"
-        if dry_run:
-            actions.append(LifecycleAction("draw", draw.campaign_id, draw.campaign_name,
-                                           Outcome.WOULD, when))
-            continue
-        try:
-            with session_scope(engine) as session:
-                made = run_announced_draw(session, campaign_id=draw.campaign_id, actor=actor,
-                                          now=now)
-                summary = None if made is None else _draw_summary(session, made.id)
-        except Exception as error:
-            logger.exception("scheduler: the draw of campaign %s '%s' failed",
-                             draw.campaign_id, draw.campaign_name)
-            actions.append(LifecycleAction("draw", draw.campaign_id, draw.campaign_name,
-                                           Outcome.FAILED, f"it failed: {error}"))
-            continue
-        if summary is None:
-            actions.append(LifecycleAction("draw", draw.campaign_id, draw.campaign_name,
-                                           Outcome.SKIPPED, "another scheduler drew it first"))
-        else:
-            logger.info("scheduler: campaign %s '%s' drawn: %s", draw.campaign_id,
-                        draw.campaign_name, summary)
-            actions.append(LifecycleAction("draw", draw.campaign_id, draw.campaign_name,
-                                           Outcome.DONE, summary))
-    return actions
+        due = [_Due("draw", draw.campaign_id, draw.campaign_name,
+                    f"announced for {draw.draw_at.isoformat()}")
+               for draw in due_draws(session, now=now)]
+
+    def act(session: Session, item: _Due) -> tuple[str, str] | None:
+        made = run_announced_draw(session, campaign_id=item.campaign_id, actor=actor, now=now)
+        return None if made is None else ("draw", _draw_summary(session, made.id))
+
+    return _carry_out(engine, due, dry_run=dry_run, act=act)
 
 
 def _draw_summary(session: Session, draw_id: int | None) -> str:
