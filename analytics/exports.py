@@ -229,7 +229,7 @@ class _Workbook:
     """Writes :class:`_XlsxTable` blocks with number formats, a frozen header, widths."""
 
     def __init__(self, report: Report) -> None:
-        from openpyxl import Workbook
+        from openpyxl import Workbook  # type: ignore[import-untyped]
         self.book = Workbook()
         self.book.remove(self.book.active)
         self.currency = report.campaign.currency
@@ -238,7 +238,7 @@ class _Workbook:
         self.widths: dict[tuple[str, int], int] = {}
 
     def sheet(self, name: str, tables: Sequence[_XlsxTable]) -> None:
-        from openpyxl.styles import Font
+        from openpyxl.styles import Font  # type: ignore[import-untyped]
         sheet = self.book.create_sheet(name)
         row = 1
         for index, table in enumerate(tables):

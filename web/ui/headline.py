@@ -333,8 +333,9 @@ def _economics_cell(metric: str, *, good_when_positive: bool) -> Callable[[ArmFa
         def money(value: float | None) -> str:
             return format_money(value, facts.currency)
 
-        if result.estimate is None:
-            return Cell(MISSING, result.reason or "", tone="muted")
+        if result.estimate is None:  # the reason is long: the Economics section has it
+            return Cell(MISSING, "undefined (see Economics)" if result.reason else "",
+                        tone="muted")
         tone = ""
         if result.ci_low is not None and result.ci_high is not None and good_when_positive:
             tone = "good" if result.ci_low > 0 else "bad" if result.ci_high < 0 else ""

@@ -8,10 +8,13 @@ are the segment rows added up); the page, the htmx refresh and the CSV / XLSX / 
 downloads all render that one :class:`~analytics.report.Report`, so what an analyst
 downloads is what the page showed.
 
-The page itself is rendered on the server (it works without script); while a campaign
-can still change, a fragment with every number is fetched again every 30 seconds, and a
-Refresh link fetches it on demand. Charts are drawn by chart.js from JSON blocks
-(``<script type="application/json">``, never executed) by ``static/js/app.mjs``.
+The page opens with the decision (:func:`web.ui.headline.decision_summary`) and folds
+every detail into a collapsible section (:func:`report_sections`, one template each under
+``reports/sections/``). It is rendered on the server (it works without script); while a
+campaign can still change, a fragment with every number is fetched again every 30
+seconds, and a Refresh link fetches it on demand (the sections a reader opened stay
+open). Charts are drawn by chart.js from JSON in a ``data-report-chart`` attribute by
+``static/js/app.mjs``.
 """
 
 from __future__ import annotations
