@@ -27,6 +27,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from babel.numbers import get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
@@ -83,13 +84,6 @@ MISSING = "\u2013"
 
 #: Metrics measured in the campaign's money (minor units) for live campaigns.
 MONEY_METRICS = frozenset({"cost_to_serve", "revenue", "incentive_cost"})
-
-# ISO 4217 currencies whose minor unit is not a hundredth.
-_CURRENCY_EXPONENT = {
-    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
-                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}
 
 # Text a spreadsheet would run as a formula (an arm named "=HYPERLINK(...)").
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -200,25 +194,141 @@ def _excel_value(value: Any) -> Any:
     return _safe_text(value)
 
 
-def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    import pandas as pd
-    return pd.DataFrame([[_excel_value(row.get(c)) for c in columns] for row in rows],
-                        columns=list(columns), dtype=object)
+# Number formats of the workbook: what each kind of column looks like when opened.
+XLSX_COUNT = "#,##0"
+XLSX_PERCENT = "0.00%"
+XLSX_NUMBER = "#,##0.0000"
+XLSX_P_VALUE = "[<0.0001]0.00E+00;0.0000"
+XLSX_TIME = "yyyy-mm-dd hh:mm"
 
 
-_COMPARISON_COLUMNS = ("arm", "metric", "segment", "n_control", "n_treatment", "mean_control",
-                       "mean_treatment", "diff", "diff_ci_low", "diff_ci_high", "p_value",
-                       "p_value_holm", "rel_lift", "rel_lift_ci_low", "rel_lift_ci_high",
-                       "variance_reduction", "diff_se", "statistic", "df", "method", "reason")
+def xlsx_money_format(currency: str) -> str:
+    """A number format for major units of ``currency`` with its own digits: ``#,##0.00 "EUR"``."""
+    digits = currency_exponent(currency)
+    decimals = "." + "0" * digits if digits else ""
+    return f'#,##0{decimals} "{currency}"'
+
+
+#: Column kinds: "text", "count", "percent", "number", "p", "time", "money" (minor units
+#: of the campaign's currency, written in major units), "flag", "metric" (the row's
+#: metric decides: a rate as a percentage, money in major units, else a number),
+#: "economics" (the row's economics unit decides) and "row" (the row's ``kind`` decides).
+_XlsxColumn = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _XlsxTable:
+    """One table of a sheet: its columns (key, kind) and rows (dicts by key)."""
+
+    columns: Sequence[_XlsxColumn]
+    rows: Sequence[Mapping[str, Any]]
+    title: str | None = None
+
+
+class _Workbook:
+    """Writes :class:`_XlsxTable` blocks with number formats, a frozen header, widths."""
+
+    def __init__(self, report: Report) -> None:
+        from openpyxl import Workbook  # type: ignore[import-untyped]
+        self.book = Workbook()
+        self.book.remove(self.book.active)
+        self.currency = report.campaign.currency
+        self.money = xlsx_money_format(self.currency)
+        self.kind_of = metric_kinds(report)
+        self.widths: dict[tuple[str, int], int] = {}
+
+    def sheet(self, name: str, tables: Sequence[_XlsxTable]) -> None:
+        from openpyxl.styles import Font  # type: ignore[import-untyped]
+        sheet = self.book.create_sheet(name)
+        row = 1
+        for index, table in enumerate(tables):
+            if table.title is not None:
+                sheet.cell(row=row, column=1, value=table.title).font = Font(bold=True)
+                row += 1
+            for column, (key, _) in enumerate(table.columns, start=1):
+                sheet.cell(row=row, column=column, value=key).font = Font(bold=True)
+                self._fit(sheet, column, len(key))
+            if index == 0:
+                sheet.freeze_panes = sheet.cell(row=row + 1, column=1)
+            for record in table.rows:
+                row += 1
+                for column, (key, kind) in enumerate(table.columns, start=1):
+                    self._write(sheet, row, column, record.get(key), kind, record)
+            row += 3
+        for (sheet_name, column), width in self.widths.items():
+            if sheet_name == name:
+                letter = sheet.cell(row=1, column=column).column_letter
+                sheet.column_dimensions[letter].width = min(max(width + 2, 10), 60)
+
+    def _write(self, sheet: Any, row: int, column: int, value: Any, kind: str,
+               record: Mapping[str, Any]) -> None:
+        value = _excel_value(value)
+        if kind == "row":  # the row says (the summary's value column)
+            kind = str(record.get("kind") or "text")
+        elif kind == "economics":  # the economics result's unit says
+            kind = _ECONOMICS_KINDS.get(str(record.get("source_unit")), "number")
+        if kind == "metric":
+            kind = {RATE: "percent", MONEY: "money"}.get(
+                self.kind_of(str(record.get("metric", ""))), "number")
+        number_format = None
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            pass
+        elif kind == "money" and isinstance(value, int | float):
+            value = value / 10 ** currency_exponent(self.currency)
+            number_format = self.money
+        elif isinstance(value, datetime):
+            number_format = XLSX_TIME
+        elif isinstance(value, int | float):
+            number_format = {"count": XLSX_COUNT, "percent": XLSX_PERCENT,
+                             "p": XLSX_P_VALUE}.get(kind, XLSX_NUMBER)
+            if kind == "text":  # a number in a text column (a summary value)
+                number_format = XLSX_COUNT if isinstance(value, int) else XLSX_NUMBER
+        cell = sheet.cell(row=row, column=column, value=value)
+        if number_format is not None:
+            cell.number_format = number_format
+        self._fit(sheet, column, _display_width(value, number_format))
+
+    def _fit(self, sheet: Any, column: int, width: int) -> None:
+        key = (sheet.title, column)
+        self.widths[key] = max(self.widths.get(key, 0), width)
+
+
+def _display_width(value: Any, number_format: str | None) -> int:
+    """Roughly how many characters a cell shows (for the column's width)."""
+    if value is None:
+        return 0
+    if isinstance(value, datetime):
+        return 16
+    if isinstance(value, bool):
+        return 5
+    if isinstance(value, int | float):
+        if number_format == XLSX_PERCENT:
+            return len(f"{value * 100:,.2f}%")
+        if number_format == XLSX_P_VALUE:
+            return 8
+        text = f"{value:,.4f}" if number_format == XLSX_NUMBER else f"{value:,.2f}"
+        return len(text) + (4 if number_format and '"' in number_format else 0)
+    return len(str(value))
+
+
+_COMPARISON_COLUMNS: tuple[_XlsxColumn, ...] = (
+    ("arm", "text"), ("metric", "text"), ("segment", "text"), ("n_control", "count"),
+    ("n_treatment", "count"), ("mean_control", "metric"), ("mean_treatment", "metric"),
+    ("diff", "metric"), ("diff_ci_low", "metric"), ("diff_ci_high", "metric"),
+    ("p_value", "p"), ("p_value_floored", "flag"), ("p_value_holm", "p"),
+    ("rel_lift", "percent"), ("rel_lift_ci_low", "percent"), ("rel_lift_ci_high", "percent"),
+    ("variance_reduction", "percent"), ("diff_se", "metric"), ("statistic", "number"),
+    ("df", "number"), ("method", "text"), ("reason", "text"))
 
 
 def _summary_rows(report: Report) -> list[dict[str, Any]]:
     c = report.campaign
+    money = {"budget", "spent"}
     rows: list[tuple[str, Any]] = [
         ("campaign", c.name), ("campaign id", c.id), ("status", c.status),
         ("origin", c.origin), ("goal", c.goal), ("stage", c.stage),
         ("target channel", c.target_channel), ("currency", c.currency),
-        ("budget (minor units)", c.budget_minor), ("spent (minor units)", c.spent_minor),
+        ("budget", c.budget_minor), ("spent", c.spent_minor),
         ("starts at (UTC)", c.starts_at), ("ends at (UTC)", c.ends_at),
         ("pause reason", c.pause_reason), ("generated at (UTC)", report.generated_at),
         ("first exposure (UTC)", report.date_range.first_exposure if report.date_range
@@ -228,96 +338,107 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
         ("alpha", report.alpha), ("sample ratio check", srm_sentence(report.srm))]
     rows += [(f"n {arm.name}", arm.n) for arm in report.arms]
     rows += [("warning", warning) for warning in report.warnings]
+    out: list[dict[str, Any]] = [{"field": field, "value": value,
+                                  "kind": "money" if field in money else "text"}
+                                 for field, value in rows]
     for result in report.results:
         if _is_primary(result):
             comparison = result.comparison
-            rows += [(f"{result.arm}: {result.metric} diff", comparison.diff),
-                     (f"{result.arm}: {result.metric} diff CI",
-                      _raw_interval(comparison.diff_ci_low, comparison.diff_ci_high)),
-                     (f"{result.arm}: {result.metric} p (Holm)", result.p_value_holm)]
-    return [{"field": field, "value": value} for field, value in rows]
+            out += [{"field": f"{result.arm}: {result.metric} diff", "value": comparison.diff,
+                     "metric": result.metric, "kind": "metric"},
+                    {"field": f"{result.arm}: {result.metric} diff CI",
+                     "value": _raw_interval(comparison.diff_ci_low, comparison.diff_ci_high)},
+                    {"field": f"{result.arm}: {result.metric} p (Holm)",
+                     "value": result.p_value_holm, "kind": "p"}]
+    return out
 
 
 def _raw_interval(low: float | None, high: float | None) -> str | None:
     return None if low is None or high is None else f"[{low:.6g}, {high:.6g}]"
 
 
-def _write_block(writer: pd.ExcelWriter, sheet: str, row: int, title: str,
-                 frame: pd.DataFrame) -> int:
-    """A titled table at ``row``; returns the first free row after it and a blank line."""
-    frame.to_excel(writer, sheet_name=sheet, startrow=row + 1, index=False)
-    writer.sheets[sheet].cell(row=row + 1, column=1, value=title)
-    return row + len(frame) + 4
-
-
 def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> None:
-    """The report as a workbook: summary, metrics, segments, economics, diagnostics."""
-    import pandas as pd
-    with pd.ExcelWriter(target, engine="openpyxl") as writer:
-        _frame(_summary_rows(report), ("field", "value")).to_excel(
-            writer, sheet_name="summary", index=False)
-        _frame([comparison_json(r) for r in report.results], _COMPARISON_COLUMNS).to_excel(
-            writer, sheet_name="metrics", index=False)
-        row = _write_block(writer, "segments", 0, "Comparisons within segments", _frame(
-            [comparison_json(r) for r in report.segments], _COMPARISON_COLUMNS))
-        if report.qini is not None:
-            qini = report.qini
-            deciles = [{**_json_value(d), "metric": qini.metric, "score": qini.score}
-                       for d in qini.deciles]
-            row = _write_block(writer, "segments", row, "Uplift by decile of the score",
-                               _frame(deciles, ("arm", "metric", "score", *_field_names(
-                                   qini.deciles[0] if qini.deciles else None))))
-            _write_block(writer, "segments", row, "Qini coefficient", _frame(
-                [{"arm": arm, "qini_coefficient": value,
-                  "qini_q0": (qini.qini_q0 or {}).get(arm), "scored_n": qini.scored_n}
-                 for arm, value in qini.qini_coefficient.items()],
-                ("arm", "qini_coefficient", "qini_q0", "scored_n")))
-        _frame(_json_value(report.economics), ("arm", "metric", "unit", "estimate", "ci_low",
-                                               "ci_high", "reason", "method")).to_excel(
-            writer, sheet_name="economics", index=False)
-        _write_diagnostics(writer, report)
-        for sheet in writer.sheets.values():
-            _fit_columns(sheet)
+    """The report as a workbook: summary, metrics, segments, economics, diagnostics.
+
+    Formatted for reading: money in major units of the campaign's currency with a number
+    format naming it, rates and relative lifts as percentages, counts with separators,
+    p-values to four decimals (scientific below 0.0001), a frozen header row and columns
+    as wide as their content. The values themselves keep full precision.
+    """
+    book = _Workbook(report)
+    book.sheet("summary", [_XlsxTable([("field", "text"), ("value", "row")],
+                                      _summary_rows(report))])
+    book.sheet("metrics", [_XlsxTable(_COMPARISON_COLUMNS,
+                                      [comparison_json(r) for r in report.results])])
+    segments = [_XlsxTable(_COMPARISON_COLUMNS, [comparison_json(r) for r in report.segments],
+                           title="Comparisons within segments")]
+    if report.qini is not None:
+        qini = report.qini
+        segments += [
+            _XlsxTable((("arm", "text"), ("metric", "text"), ("score", "text"),
+                        ("decile", "count"), ("score_min", "number"), ("score_max", "number"),
+                        ("control_n", "count"), ("treatment_n", "count"),
+                        ("control_rate", "percent"), ("treatment_rate", "percent"),
+                        ("uplift", "percent"), ("uplift_ci_low", "percent"),
+                        ("uplift_ci_high", "percent"), ("p_value", "p"), ("reason", "text")),
+                       [{**_json_value(d), "metric": qini.metric, "score": qini.score}
+                        for d in qini.deciles], title="Uplift by decile of the score"),
+            _XlsxTable((("arm", "text"), ("qini_coefficient", "number"),
+                        ("qini_q0", "number"), ("scored_n", "count")),
+                       [{"arm": arm, "qini_coefficient": value,
+                         "qini_q0": (qini.qini_q0 or {}).get(arm), "scored_n": qini.scored_n}
+                        for arm, value in qini.qini_coefficient.items()],
+                       title="Qini coefficient")]
+    book.sheet("segments", segments)
+    book.sheet("economics", [_XlsxTable(
+        (("arm", "text"), ("metric", "text"), ("unit", "text"), ("estimate", "economics"),
+         ("ci_low", "economics"), ("ci_high", "economics"), ("reason", "text"),
+         ("method", "text")),
+        [_economics_record(report, e) for e in report.economics])])
+    book.sheet("diagnostics", _diagnostics_tables(report))
+    book.book.save(target)
 
 
-def _field_names(value: Any) -> list[str]:
-    return [f.name for f in dataclasses.fields(value)] if value is not None else []
+_ECONOMICS_KINDS = {"minor": "money", "ratio": "percent", "customers": "number"}
 
 
-def _write_diagnostics(writer: pd.ExcelWriter, report: Report) -> None:
-    sheet = "diagnostics"
+def _economics_record(report: Report, result: Any) -> dict[str, Any]:
+    record = dict(_json_value(result))
+    record["source_unit"] = result.unit
+    record["unit"] = report.campaign.currency if result.unit == "minor" else result.unit
+    return record
+
+
+def _diagnostics_tables(report: Report) -> list[_XlsxTable]:
     srm = report.srm
-    row = _write_block(writer, sheet, 0, "Sample ratio check", _frame([{
-        "summary": srm_sentence(srm), "p_value": srm.p_value, "chi2": srm.chi2,
-        "flagged": srm.flagged, "threshold": srm.threshold, "reason": srm.reason}],
-        ("summary", "p_value", "chi2", "flagged", "threshold", "reason")))
     total = sum(arm.n for arm in report.arms)
-    row = _write_block(writer, sheet, row, "Sample sizes", _frame([
-        {**dataclasses.asdict(arm), "share": arm.n / total if total else None}
-        for arm in report.arms],
-        ("name", "is_control", "n", "share", "planned_weight", "incentive_type",
-         "incentive_name")))
-    row = _write_block(writer, sheet, row, "Methods",
-                       _frame([{"method": m} for m in report.methods], ("method",)))
     dates = report.date_range
-    row = _write_block(writer, sheet, row, "Date range (UTC)", _frame([{
-        "first_exposure": dates.first_exposure if dates else None,
-        "last_exposure": dates.last_exposure if dates else None,
-        "generated_at": report.generated_at}],
-        ("first_exposure", "last_exposure", "generated_at")))
-    _write_block(writer, sheet, row, "Guardrails (always-valid sequential test)", _frame(
-        _json_value(report.guardrails),
-        ("arm", "metric", "harm_direction", "control_n", "treatment_n", "control_mean",
-         "treatment_mean", "diff", "ci_low", "ci_high", "level", "p_value_always_valid",
-         "harm_detected", "reason")))
-
-
-def _fit_columns(sheet: Any) -> None:
-    """Widen columns to their content (capped), so the workbook opens readable."""
-    for cells in sheet.columns:
-        width = max((len(str(cell.value)) for cell in cells if cell.value is not None),
-                    default=8)
-        sheet.column_dimensions[cells[0].column_letter].width = min(max(width + 2, 10), 60)
+    return [
+        _XlsxTable((("summary", "text"), ("p_value", "p"), ("chi2", "number"),
+                    ("flagged", "flag"), ("threshold", "number"), ("reason", "text")),
+                   [{"summary": srm_sentence(srm), "p_value": srm.p_value, "chi2": srm.chi2,
+                     "flagged": srm.flagged, "threshold": srm.threshold,
+                     "reason": srm.reason}], title="Sample ratio check"),
+        _XlsxTable((("name", "text"), ("is_control", "flag"), ("n", "count"),
+                    ("share", "percent"), ("planned_weight", "count"),
+                    ("incentive_type", "text"), ("incentive_name", "text")),
+                   [{**dataclasses.asdict(arm), "share": arm.n / total if total else None}
+                    for arm in report.arms], title="Sample sizes"),
+        _XlsxTable((("method", "text"),), [{"method": m} for m in report.methods],
+                   title="Methods"),
+        _XlsxTable((("first_exposure", "time"), ("last_exposure", "time"),
+                    ("generated_at", "time")),
+                   [{"first_exposure": dates.first_exposure if dates else None,
+                     "last_exposure": dates.last_exposure if dates else None,
+                     "generated_at": report.generated_at}], title="Date range (UTC)"),
+        _XlsxTable((("arm", "text"), ("metric", "text"), ("harm_direction", "count"),
+                    ("control_n", "count"), ("treatment_n", "count"),
+                    ("control_mean", "metric"), ("treatment_mean", "metric"),
+                    ("diff", "metric"), ("ci_low", "metric"), ("ci_high", "metric"),
+                    ("level", "percent"), ("p_value_always_valid", "p"),
+                    ("harm_detected", "flag"), ("reason", "text")),
+                   _json_value(report.guardrails),
+                   title="Guardrails (always-valid sequential test)")]
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -354,8 +475,9 @@ RATE, MONEY, NUMBER = "rate", "money", "number"
 
 
 def currency_exponent(currency: str) -> int:
-    """Digits after the decimal point of the currency's major unit (ISO 4217)."""
-    return _CURRENCY_EXPONENT.get(currency.upper(), 2)
+    """Digits after the decimal point of the currency's major unit (ISO 4217, via Babel,
+    as :mod:`campaigns.money` reads it): 2 for EUR, 0 for JPY, 3 for KWD."""
+    return int(get_currency_precision(currency.upper()))
 
 
 def format_money(minor: float | None, currency: str, *, signed: bool = False) -> str:
@@ -421,27 +543,35 @@ class _Units:
     diff: Callable[[float | None], str]
 
 
-def _units(report: Report) -> Callable[[str], _Units]:
-    """The printer of each metric: rates in % and pp, money in major units, else numbers."""
+def metric_kinds(report: Report) -> Callable[[str], str]:
+    """Each metric's kind in ``report``: RATE (a 0/1 rate or a share), MONEY (minor units of
+    the campaign's currency, live campaigns only) or NUMBER."""
     rates = {r.metric for r in [*report.results, *report.segments]
              if r.comparison.method == PROPORTIONS_METHOD} | set(BINARY_METRICS) | {
         "target_share"}
     live = report.campaign.origin == CampaignOrigin.LIVE.value
-    currency = report.campaign.currency
-    rate = _Units(level=format_percent, diff=format_pp)
-    money = _Units(level=lambda v: format_money(v, currency),
-                   diff=lambda v: format_money(v, currency, signed=True))
-    number = _Units(level=format_number, diff=lambda v: format_number(v, signed=True))
 
-    def units(metric: str) -> _Units:
+    def kind(metric: str) -> str:
         base = metric.removesuffix("_cuped")
         if base in rates:
-            return rate
+            return RATE
         if live and base in MONEY_METRICS:
-            return money
-        return number
+            return MONEY
+        return NUMBER
 
-    return units
+    return kind
+
+
+def _units(report: Report) -> Callable[[str], _Units]:
+    """The printer of each metric: rates in % and pp, money in major units, else numbers."""
+    currency = report.campaign.currency
+    by_kind = {
+        RATE: _Units(level=format_percent, diff=format_pp),
+        MONEY: _Units(level=lambda v: format_money(v, currency),
+                      diff=lambda v: format_money(v, currency, signed=True)),
+        NUMBER: _Units(level=format_number, diff=lambda v: format_number(v, signed=True))}
+    kind_of = metric_kinds(report)
+    return lambda metric: by_kind[kind_of(metric)]
 
 
 def interval_text(low: float | None, high: float | None, fmt: Callable[[float | None], str]
@@ -515,8 +645,10 @@ def interval_plot(rows: Sequence[IntervalRow], *, title: str,
                   ) -> Markup:
     """Estimates with their intervals on a shared axis, a line at zero (a forest plot).
 
-    A filled dot marks an interval that excludes zero. Intervals beyond ``clip`` are cut
-    at its edge and end in an arrow, so one wild interval does not squash the others.
+    A filled mark: the interval drawn on its row excludes zero. Intervals beyond ``clip``
+    are cut at its edge and end in an arrow, and an estimate beyond it is a triangle at
+    the edge (its value in the text column, marked "beyond the axis"), so one wild
+    interval does not squash the others and no clipped point passes for a real one.
     """
     label_w, plot_w, text_w, row_h, top = 290, 400, 250, 22, 30
     width, height = label_w + plot_w + text_w, top + row_h * len(rows) + 40
@@ -553,11 +685,22 @@ def interval_plot(rows: Sequence[IntervalRow], *, title: str,
                     tip = x(end)
                     body.append(f'<path d="M{tip:.1f},{y:.1f} l{-6 * direction},-4 v8 z" '
                                 f'fill="{row.colour}"/>')
+        # Filled: the interval drawn on this row excludes zero (the caption says so).
         filled = row.colour if _significant(row.low, row.high) else "#ffffff"
-        body.append(f'<circle cx="{x(row.estimate):.1f}" cy="{y:.1f}" r="4.5" '
-                    f'fill="{filled}" stroke="{row.colour}" stroke-width="2"/>')
+        text = row.text
+        if low <= row.estimate <= high:
+            body.append(f'<circle cx="{x(row.estimate):.1f}" cy="{y:.1f}" r="4.5" '
+                        f'fill="{filled}" stroke="{row.colour}" stroke-width="2"/>')
+        else:
+            # An estimate beyond the axis: a triangle at the edge pointing out of the chart.
+            direction = 1 if row.estimate > high else -1
+            tip = x(row.estimate)
+            body.append(f'<path class="clipped" d="M{tip:.1f},{y:.1f} l{-9 * direction},-6 '
+                        f'v12 z" fill="{filled}" stroke="{row.colour}" stroke-width="2">'
+                        '<title>estimate beyond the axis</title></path>')
+            text += " (beyond the axis)"
         body.append(f'<text x="{label_w + plot_w + 10}" y="{y + 4:.1f}" '
-                    f'fill="#374151">{escape(row.text)}</text>')
+                    f'fill="#374151">{escape(text)}</text>')
     return _svg(width, height, title, body)
 
 

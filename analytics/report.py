@@ -289,9 +289,11 @@ def _iso(moment: datetime) -> str:
 def comparison_statistics(result: MetricResult) -> list[tuple[str, float | int | None]]:
     """(statistic, value) pairs of one comparison, as the tidy format names them.
 
-    ``p_value_holm`` is given for the metrics Holm corrects, ``variance_reduction`` for
-    CUPED-adjusted metrics; every other statistic is given for every comparison (None
-    when undefined, e.g. an interval of an arm without variance).
+    ``p_value_floored`` is 1 when ``p_value`` is only an upper bound (the true p-value is
+    below the smallest a double holds). ``p_value_holm`` is given for the metrics Holm
+    corrects, ``variance_reduction`` for CUPED-adjusted metrics; every other statistic
+    is given for every comparison (None when undefined, e.g. an interval of an arm
+    without variance).
     """
     c = result.comparison
     pairs: list[tuple[str, float | int | None]] = [
@@ -299,7 +301,8 @@ def comparison_statistics(result: MetricResult) -> list[tuple[str, float | int |
         ("mean_control", c.control_mean), ("mean_treatment", c.treatment_mean),
         ("diff", c.diff), ("diff_se", c.diff_se),
         ("diff_ci_low", c.diff_ci_low), ("diff_ci_high", c.diff_ci_high),
-        ("test_statistic", c.statistic), ("p_value", c.p_value)]
+        ("test_statistic", c.statistic), ("p_value", c.p_value),
+        ("p_value_floored", int(c.p_value_floored))]
     if result.p_value_holm is not None or result.metric in PRIMARY_METRICS:
         pairs.append(("p_value_holm", result.p_value_holm))
     pairs += [("rel_lift", c.rel_lift), ("rel_lift_ci_low", c.rel_lift_ci_low),
@@ -396,13 +399,25 @@ def _method_statements(report: Report) -> Iterator[str]:
         yield ("Economics: each treatment arm's lifts against control scaled to the arm's "
                "size and priced with the channel costs, revenue and incentive costs.")
     if report.segments:
-        columns = ", ".join(dict.fromkeys(s.segment.split("=", 1)[0] for s in report.segments))
-        yield (f"Segment breakdown ({columns}): the same comparisons within each value; "
-               "exploratory, not corrected for multiplicity.")
+        yield _segment_statement(report.segments)
     if report.qini is not None:
         yield (f"Targeting: uplift of {report.qini.metric} by decile of the score "
                f"'{report.qini.score}' ({report.qini.scored_n:,} scored units); "
                f"{report.qini.method.rstrip('.')}.")
+
+
+def _segment_statement(segments: Sequence[MetricResult]) -> str:
+    """What the segment table's correction is, read from the table's own p-values."""
+    columns = ", ".join(dict.fromkeys(s.segment.split("=", 1)[0] for s in segments))
+    corrected = [s for s in segments if s.p_value_holm is not None]
+    if not corrected:
+        return (f"Segment breakdown ({columns}): the same comparisons within each value; "
+                "exploratory, not corrected for multiplicity.")
+    names = ", ".join(dict.fromkeys(s.metric for s in corrected))
+    return (f"Segment breakdown ({columns}): the same comparisons within each value; "
+            f"exploratory. Holm step-down correction across the breakdown's "
+            f"{len(corrected)} comparisons of {names} (every value x treatment arm x "
+            "primary metric); the other metrics' p-values are not corrected.")
 
 
 def _cuped_covariate(campaign: CampaignInfo) -> str:

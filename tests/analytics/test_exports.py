@@ -279,7 +279,9 @@ class TestSections:
         assert records[("ten percent", "all", "complaints", "n_treatment")] == 80
         book = openpyxl.load_workbook(io.BytesIO(export_bytes(report, "xlsx")))
         economics = list(book["economics"].values)
-        assert economics[1][:4] == ("ten percent", "net_benefit", "minor", 123456)
+        # money in major units of the campaign's currency, with a format naming it
+        assert economics[1][:4] == ("ten percent", "net_benefit", "EUR", 1234.56)
+        assert book["economics"]["D2"].number_format == '#,##0.00 "EUR"'
         segment_cells = [c for row in book["segments"].values for c in row]
         assert "region=north" in segment_cells and "Qini coefficient" in segment_cells
 
@@ -423,3 +425,150 @@ class TestImportedExperiment:
         assert "p_value_holm" in set(csv[csv.metric == "spend"].statistic)
         assert openpyxl.load_workbook(io.BytesIO(export_bytes(report, "xlsx"))).sheetnames \
             == SHEETS
+
+
+# --------------------------------------------------------------------------- issue 27 items 7, 14
+
+
+def _with_lifts(report: Report, **changes: float) -> Report:
+    """The report's first result with its comparison's relative-lift figures changed."""
+    first = report.results[0]
+    return replace(report, results=[replace(first, comparison=replace(
+        first.comparison, **changes)), *report.results[1:]])
+
+
+class TestForestPlot:
+    def test_an_estimate_beyond_the_axis_is_marked_and_labelled(self, ended: Report) -> None:
+        report = _with_lifts(ended, rel_lift=5.0, rel_lift_ci_low=2.0, rel_lift_ci_high=8.0)
+        forest = svg_blocks(render_html(report))[0]
+        label = f"{report.results[0].arm} · {report.results[0].metric}"
+        assert forest.count('class="clipped"') == 1
+        assert "+500.0% (+200.0% to +800.0%) (beyond the axis)" in forest
+        assert label in forest
+        unclipped = svg_blocks(render_html(ended))[0]
+        assert 'class="clipped"' not in unclipped and "beyond the axis" not in unclipped
+
+    def test_a_filled_dot_means_the_drawn_interval_excludes_zero(self, ended: Report) -> None:
+        """The caption says the dot reads the relative-lift interval drawn on its row."""
+        first = ended.results[0]
+        colour = "#2563eb"  # the first treatment arm's colour
+        assert first.arm == next(a.name for a in ended.arms if not a.is_control)
+        for low, high, filled in ((0.05, 0.30, True), (-0.05, 0.30, False)):
+            report = _with_lifts(ended, rel_lift=0.1, rel_lift_ci_low=low,
+                                 rel_lift_ci_high=high, diff_ci_low=-0.01,
+                                 diff_ci_high=0.02)
+            html = render_html(report)
+            dots = re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)" r="4.5" fill="([^"]+)"',
+                              svg_blocks(html)[0])
+            assert (dots[0][1] == colour) is filled
+            assert "A filled dot: that relative-lift interval excludes zero" in html
+
+
+class TestFlooredPValues:
+    def test_p_value_floored_reaches_csv_and_xlsx(self, session: Session) -> None:
+        """A difference so large its p-value underflows: every file says it is a bound."""
+        rows = 8_000
+        frame = pd.DataFrame({
+            "id": [str(i) for i in range(rows)], "arm": [str(i % 2) for i in range(rows)],
+            # arm 1 buys in 70% of units, arm 0 in 10%: z is about 69
+            "bought": [str(int((i // 2) % 10 < (7 if i % 2 else 1))) for i in range(rows)]})
+        imported = import_experiment(session, frame, build_spec(
+            name="Huge effect", arm_column="arm", control="0", metrics=["bought:binary"],
+            id_column="id"), actor="test")
+        report = build_report(session.connection(), imported.campaign_id, now=NOW)
+        bought = next(r for r in report.results if r.metric == "bought")
+        assert sps.norm.sf(60) * 2 < 1e-300  # what a double cannot hold
+        assert bought.comparison.p_value_floored
+        csv_rows = pd.read_csv(io.BytesIO(export_bytes(report, "csv")))
+        floored = csv_rows[(csv_rows.metric == "bought")
+                           & (csv_rows.statistic == "p_value_floored")].value
+        assert floored.tolist() == [1.0]
+        book = openpyxl.load_workbook(io.BytesIO(export_bytes(report, "xlsx")))
+        values = list(book["metrics"].values)
+        header = values[0]
+        row = next(r for r in values[1:] if r[header.index("metric")] == "bought")
+        assert row[header.index("p_value_floored")] is True
+        assert to_json(report)["results"][0]["p_value_floored"] is True
+        assert "&lt; 1e-300" in render_html(report)
+
+
+class TestSegmentMethods:
+    def test_methods_state_the_correction_the_table_applies(self, session: Session,
+                                                            demo: DemoSummary) -> None:
+        report = build_report(session.connection(), demo.ended_campaign_id, now=NOW,
+                              segment="value_tier")
+        corrected = [s for s in report.segments if s.p_value_holm is not None]
+        assert corrected and len(corrected) < len(report.segments)
+        statement = next(m for m in report.methods if m.startswith("Segment breakdown"))
+        assert f"Holm step-down correction across the breakdown's {len(corrected)} " \
+               "comparisons" in statement
+        assert "not corrected for multiplicity" not in statement
+        uncorrected = replace(report, segments=[replace(s, p_value_holm=None)
+                                                for s in report.segments])
+        assert any("exploratory, not corrected for multiplicity" in m
+                   for m in uncorrected.methods)
+
+
+class TestReadableWorkbook:
+    def _book(self, report: Report) -> openpyxl.Workbook:
+        return openpyxl.load_workbook(io.BytesIO(export_bytes(report, "xlsx")))
+
+    def test_formats_frozen_headers_and_widths(self, ended: Report) -> None:
+        book = self._book(ended)
+        for name in SHEETS:
+            sheet = book[name]
+            assert sheet.freeze_panes in ("A2", "A3"), name
+            numeric = [cell for row in sheet.iter_rows() for cell in row
+                       if isinstance(cell.value, int | float)
+                       and not isinstance(cell.value, bool)]
+            general = [(cell.coordinate, cell.value) for cell in numeric
+                       if cell.number_format == "General"]
+            assert general == [], (name, general[:5])
+        metrics = book["metrics"]
+        header = [cell.value for cell in metrics[1]]
+        assert metrics.freeze_panes == "A2"
+
+        def cell(metric: str, column: str) -> openpyxl.cell.Cell:
+            row = next(r for r in metrics.iter_rows(min_row=2)
+                       if r[header.index("metric")].value == metric)
+            return row[header.index(column)]
+
+        adoption = next(r for r in ended.results if r.metric == "adoption")
+        assert cell("adoption", "mean_control").number_format == "0.00%"
+        assert cell("adoption", "diff").value == pytest.approx(adoption.comparison.diff)
+        assert cell("adoption", "rel_lift").number_format == "0.00%"
+        assert cell("adoption", "p_value").number_format == "[<0.0001]0.00E+00;0.0000"
+        assert cell("adoption", "n_control").number_format == "#,##0"
+        revenue = next(r for r in ended.results if r.metric == "revenue")
+        assert cell("revenue", "mean_treatment").number_format == '#,##0.00 "EUR"'
+        assert cell("revenue", "mean_treatment").value == pytest.approx(
+            revenue.comparison.treatment_mean / 100)
+        widths = {column: metrics.column_dimensions[letter].width
+                  for column, letter in zip(header, "ABCDEFGHIJKLMNOPQRSTUV", strict=False)}
+        longest_arm = max(len(r.arm) for r in ended.results)
+        assert widths["arm"] >= longest_arm + 2
+        assert all(10 <= width <= 60 for width in widths.values())
+        assert widths["method"] > widths["n_control"]
+        summary = {row[0].value: row[1] for row in book["summary"].iter_rows(min_row=2)}
+        assert summary["budget"].value == ended.campaign.budget_minor / 100
+        assert summary["budget"].number_format == '#,##0.00 "EUR"'
+        sizes = [row for row in book["diagnostics"].iter_rows() if row[0].value == "name"]
+        assert sizes  # the sample size table's header
+        share = book["diagnostics"].cell(row=sizes[0][0].row + 1, column=4)
+        assert share.number_format == "0.00%" and 0 < share.value < 1
+
+    def test_money_takes_the_currency_s_own_digits(self, ended: Report) -> None:
+        """JPY has no minor unit: 1,500 minor units are 1,500 yen, written without decimals."""
+        report = replace(ended, campaign=replace(ended.campaign, currency="JPY",
+                                                 budget_minor=1500))
+        summary = {row[0].value: row[1]
+                   for row in self._book(report)["summary"].iter_rows(min_row=2)}
+        assert summary["budget"].value == 1500
+        assert summary["budget"].number_format == '#,##0 "JPY"'
+        kwd = replace(ended, campaign=replace(ended.campaign, currency="KWD",
+                                              budget_minor=1500))
+        summary = {row[0].value: row[1]
+                   for row in self._book(kwd)["summary"].iter_rows(min_row=2)}
+        assert summary["budget"].value == 1.5
+        assert summary["budget"].number_format == '#,##0.000 "KWD"'
+        assert format_money(1500, "JPY") == "JPY 1,500"

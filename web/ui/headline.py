@@ -1,23 +1,43 @@
-"""The dashboard's headline per campaign: did the incentive move target-channel adoption?
+"""What a campaign's results say first: the dashboard headline and the report's decision.
 
-One small function, :func:`campaign_headline`, reads the campaign's results (every
-treatment arm against control) and keeps the adoption comparison of each arm with its
-confidence interval, a verdict in plain words and the sample-ratio warning. When the
-full report assembly lands it can replace this function without touching the pages.
+:func:`campaign_headline` reads the campaign's results (every treatment arm against
+control) and keeps the adoption comparison of each arm with its confidence interval, a
+verdict in plain words and the sample-ratio warning, for the dashboard.
+
+:func:`decision_summary` is what the report page opens with: per treatment arm the verdict
+on the primary metric, the lift with its interval, cost per incremental migration and net
+benefit, and the health checks (sample ratio, interim, guardrails) a reader must see first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from analytics.economics import EconomicsResult
+from analytics.exports import (
+    MISSING,
+    MONEY,
+    NUMBER,
+    RATE,
+    currency_exponent,
+    format_money,
+    format_number,
+    format_p,
+    format_percent,
+    format_pp,
+    interval_text,
+    metric_kinds,
+)
 from analytics.guardrails import GUARDRAILS, assess_guardrails, describe_harm
-from analytics.reports import campaign_results
+from analytics.report import Report, srm_sentence
+from analytics.reports import PRIMARY_METRICS, MetricResult, campaign_results
 from analytics.stats import Comparison
-from campaigns.models import Campaign
+from campaigns.models import Campaign, CampaignOrigin, GoalMetric
 
 HEADLINE_METRIC = "adoption"
 
@@ -101,3 +121,318 @@ def campaign_headline(connection: Connection, campaign_id: int, *, alpha: float 
     return CampaignHeadline(campaign_id=campaign_id, confidence=1 - alpha, arms=arms,
                             srm_flagged=report.srm.flagged, srm_p_value=report.srm.p_value,
                             harmed=harmed)
+
+
+# =========================================================================================
+# The report's decision summary: what the report page shows first.
+#
+# A presenter, not template logic: :func:`decision_summary` turns a
+# :class:`~analytics.report.Report` into the columns, rows and health items the template
+# prints as they are. A new number in the summary is one entry of ``DECISION_COLUMNS`` (a
+# function of an arm's facts returning a :class:`Cell`, or None where it does not apply); a
+# new health check is one entry of ``HEALTH_CHECKS``. A column whose cells are all None
+# (economics of an imported experiment, say) is left out.
+# =========================================================================================
+
+#: What each metric measures, in the words of the page.
+METRIC_LABELS = {
+    "adoption": "Adopted the target channel",
+    "target_share": "Share of the stage's interactions on the target channel",
+    "source_interactions": "Interactions on the source channels",
+    "cost_to_serve": "Cost to serve per customer",
+    "conversion": "Converted",
+    "revenue": "Revenue per customer",
+    "incentive_cost": "Incentive cost per customer",
+    "complaints": "Complaints per customer",
+    "churn": "Churned",
+}
+#: The goal's metric decides which result a verdict reads.
+GOAL_PRIMARY = {GoalMetric.ADOPTION.value: "adoption", GoalMetric.SHARE.value: "target_share"}
+
+
+@dataclass(frozen=True)
+class Units:
+    """How one metric's levels and differences are printed and charted."""
+
+    kind: str  # "rate", "money" or "number"
+    level: Callable[[float | None], str]
+    diff: Callable[[float | None], str]
+    #: factor from the raw value to the chart's axis (rates in points, money in major units)
+    scale: float
+    axis: str
+
+
+def metric_units(report: Report) -> Callable[[str], Units]:
+    """The printer of each metric of ``report``; money in the campaign currency's digits."""
+    kind_of = metric_kinds(report)
+    currency = report.campaign.currency
+    rate = Units("rate", format_percent, format_pp, 100.0, "percentage points")
+    money = Units("money", lambda v: format_money(v, currency),
+                  lambda v: format_money(v, currency, signed=True),
+                  10.0 ** -currency_exponent(currency), currency)
+    number = Units("number", format_number, lambda v: format_number(v, signed=True), 1.0, "")
+    by_kind = {RATE: rate, MONEY: money, NUMBER: number}
+    return lambda metric: by_kind[kind_of(metric)]
+
+
+def metric_label(metric: str) -> str:
+    base = metric.removesuffix("_cuped")
+    label = METRIC_LABELS.get(base, base.replace("_", " "))
+    return f"{label} (CUPED)" if metric.endswith("_cuped") else label
+
+
+@dataclass(frozen=True)
+class ArmVerdict:
+    """What the primary metric says about one treatment arm, in plain words."""
+
+    arm: str
+    kind: str  # credible_lift, harm, not_significant, no_effect, too_early
+    headline: str
+    sentence: str
+
+
+def arm_verdict(result: MetricResult, *, alpha: float, units: Units) -> ArmVerdict:
+    """Read the interval and the Holm-corrected p-value together.
+
+    An interval that excludes zero while the corrected p-value does not pass alpha is
+    called what it is (not significant once every arm and metric is accounted for), so
+    the words never claim more than the multiple-testing correction allows.
+    """
+    c = result.comparison
+    level = f"{1 - alpha:.0%}"
+    measured = (f"{metric_label(result.metric).lower()}: {units.level(c.treatment_mean)} "
+                f"against {units.level(c.control_mean)} in control, a difference of "
+                f"{units.diff(c.diff)} ({level} interval "
+                f"{interval_text(c.diff_ci_low, c.diff_ci_high, units.diff)})")
+    holm = result.p_value_holm
+    holm_text = f", Holm-corrected p {format_p(holm)}" if holm is not None else ""
+    low, high = c.diff_ci_low, c.diff_ci_high
+    if low is None or high is None:
+        reason = c.reason or "an arm has too few customers or no variance yet"
+        return ArmVerdict(result.arm, "too_early", "not enough data yet",
+                          f"Too early to tell: {reason}.")
+    passes = holm is None or holm < alpha
+    if low > 0 and passes:
+        return ArmVerdict(result.arm, "credible_lift", "credible lift",
+                          f"It moved customers: {measured}{holm_text}.")
+    if high < 0 and passes:
+        return ArmVerdict(result.arm, "harm", "fewer than control",
+                          f"It did worse than no incentive: {measured}{holm_text}.")
+    if low > 0 or high < 0:
+        return ArmVerdict(result.arm, "not_significant", "not significant after correction",
+                          f"Suggestive only: {measured}, but with every arm and primary "
+                          f"metric accounted for the evidence is too weak{holm_text}.")
+    reach = max(abs(low), abs(high))
+    return ArmVerdict(result.arm, "no_effect", "no detectable effect",
+                      f"The data cannot tell it from control: {measured}{holm_text}. "
+                      f"A true effect of up to {units.diff(reach).lstrip('+')} either way "
+                      "is still possible.")
+
+
+def primary_metric(report: Report, goal_metric: str | None) -> str | None:
+    """The metric the verdicts read: the goal's, else the first Holm-corrected one."""
+    metrics = [result.metric for result in report.results]
+    wanted = GOAL_PRIMARY.get(goal_metric or "")
+    if wanted in metrics:
+        return wanted
+    corrected = [r.metric for r in report.results if r.p_value_holm is not None]
+    fallback = [m for m in PRIMARY_METRICS if m in metrics]
+    candidates = corrected or fallback or metrics
+    return candidates[0] if candidates else None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One figure of the decision table: the number, a second line, a tone for colour."""
+
+    text: str
+    detail: str = ""
+    #: "good", "bad", "warn", "muted" or "" (a CSS class suffix), or a verdict kind
+    tone: str = ""
+
+
+@dataclass(frozen=True)
+class ArmFacts:
+    """What the decision columns read about one treatment arm."""
+
+    report: Report
+    result: MetricResult  # the primary metric's comparison
+    verdict: ArmVerdict
+    units: Units
+    economics: Mapping[str, EconomicsResult]
+
+    @property
+    def arm(self) -> str:
+        return self.result.arm
+
+    @property
+    def currency(self) -> str:
+        return self.report.campaign.currency
+
+
+@dataclass(frozen=True)
+class DecisionColumn:
+    key: str
+    title: str
+    cell: Callable[[ArmFacts], Cell | None]
+
+
+@dataclass(frozen=True)
+class HealthItem:
+    """One check a reader must see before trusting the table."""
+
+    key: str
+    label: str
+    state: str  # "ok", "warn", "bad" or "info"
+    text: str
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    arm: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class DecisionSummary:
+    metric: str | None
+    metric_label: str | None
+    columns: tuple[DecisionColumn, ...]
+    rows: tuple[DecisionRow, ...]
+    health: tuple[HealthItem, ...]
+    verdicts: tuple[ArmVerdict, ...]
+
+
+def _verdict_cell(facts: ArmFacts) -> Cell:
+    return Cell(facts.verdict.headline, tone=facts.verdict.kind)
+
+
+def _lift_cell(facts: ArmFacts) -> Cell:
+    c = facts.result.comparison
+    return Cell(facts.units.diff(c.diff),
+                interval_text(c.diff_ci_low, c.diff_ci_high, facts.units.diff))
+
+
+def _relative_lift_cell(facts: ArmFacts) -> Cell:
+    c = facts.result.comparison
+
+    def signed(value: float | None) -> str:
+        return format_percent(value, signed=True)
+
+    return Cell(signed(c.rel_lift), interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
+                                                  signed))
+
+
+def _economics_cell(metric: str, *, good_when_positive: bool) -> Callable[[ArmFacts],
+                                                                           Cell | None]:
+    def cell(facts: ArmFacts) -> Cell | None:
+        result = facts.economics.get(metric)
+        if result is None:
+            return None
+
+        def money(value: float | None) -> str:
+            return format_money(value, facts.currency)
+
+        if result.estimate is None:  # the reason is long: the Economics section has it
+            return Cell(MISSING, "undefined (see Economics)" if result.reason else "",
+                        tone="muted")
+        tone = ""
+        if result.ci_low is not None and result.ci_high is not None and good_when_positive:
+            tone = "good" if result.ci_low > 0 else "bad" if result.ci_high < 0 else ""
+        return Cell(money(result.estimate), interval_text(result.ci_low, result.ci_high,
+                                                          money), tone=tone)
+
+    return cell
+
+
+def _power_cell(facts: ArmFacts) -> Cell | None:
+    """Minimum detectable effect at the achieved sample (issue 27 item 8).
+
+    Placeholder for the power helper: return ``Cell(mde text, "underpowered for the
+    goal's target" or "", tone="warn" when underpowered)`` from the report's power
+    results. None leaves the column out.
+    """
+    return None
+
+
+DECISION_COLUMNS: tuple[DecisionColumn, ...] = (
+    DecisionColumn("verdict", "Verdict", _verdict_cell),
+    DecisionColumn("lift", "Lift (interval)", _lift_cell),
+    DecisionColumn("relative_lift", "Relative lift", _relative_lift_cell),
+    DecisionColumn("cost_per_migration", "Cost per incremental migration",
+                   _economics_cell("incentive_cost_per_incremental_migration",
+                                   good_when_positive=False)),
+    DecisionColumn("net_benefit", "Net benefit", _economics_cell("net_benefit",
+                                                                 good_when_positive=True)),
+    DecisionColumn("power", "Power (MDE)", _power_cell),
+    # issue 27 item 9 (Bayesian chance to beat control) and item 10 (sequential
+    # interval) add their columns here.
+)
+
+
+def srm_health(report: Report) -> HealthItem | None:
+    srm = report.srm
+    if srm.p_value is None:
+        return HealthItem("srm", "Sample ratio", "bad" if srm.flagged else "info",
+                          srm_sentence(srm))
+    return HealthItem("srm", "Sample ratio", "bad" if srm.flagged else "ok",
+                      srm_sentence(srm))
+
+
+def interim_health(report: Report) -> HealthItem | None:
+    """Whether the figures can still change (issue 27 item 6 adds complete windows here)."""
+    status = report.campaign.status
+    if report.campaign.origin != CampaignOrigin.LIVE.value or status == "ended":
+        return None
+    return HealthItem("interim", "Interim", "warn",
+                      f"The campaign is {status}: every figure can still change.")
+
+
+def small_sample_health(report: Report) -> HealthItem | None:
+    """Comparisons a normal approximation serves poorly (issue 27 item 5 fills this in).
+
+    Placeholder: return a "warn" item naming the rows that use an exact or small-sample
+    interval once the report carries that flag.
+    """
+    return None
+
+
+def guardrail_health(report: Report) -> HealthItem | None:
+    if not report.guardrails:
+        return None
+    harmed = [f"{g.metric} in {g.arm}" for g in report.guardrails if g.harm_detected]
+    if harmed:
+        return HealthItem("guardrails", "Guardrails", "bad", "Harm detected: "
+                          + ", ".join(harmed) + " (always-valid sequential test).")
+    return HealthItem("guardrails", "Guardrails", "ok",
+                      f"No harm detected on {len(report.guardrails)} checks.")
+
+
+HEALTH_CHECKS: tuple[Callable[[Report], HealthItem | None], ...] = (
+    srm_health, interim_health, small_sample_health, guardrail_health,
+    # issue 27 item 4 (planned vs observed shares) and item 8 (underpowered banner) add
+    # their checks here.
+)
+
+
+def decision_summary(report: Report, *, goal_metric: str | None) -> DecisionSummary:
+    """Per treatment arm: the verdict on the primary metric and the figures beside it."""
+    units = metric_units(report)
+    metric = primary_metric(report, goal_metric)
+    results = [r for r in report.results if r.metric == metric and r.segment == "all"]
+    economics: dict[str, dict[str, EconomicsResult]] = {}
+    for result in report.economics:
+        economics.setdefault(result.arm, {})[result.metric] = result
+    facts = [ArmFacts(report=report, result=r, units=units(r.metric),
+                      verdict=arm_verdict(r, alpha=report.alpha, units=units(r.metric)),
+                      economics=economics.get(r.arm, {})) for r in results]
+    cells = {column.key: [column.cell(f) for f in facts] for column in DECISION_COLUMNS}
+    columns = tuple(column for column in DECISION_COLUMNS
+                    if any(cell is not None for cell in cells[column.key]))
+    rows = tuple(DecisionRow(f.arm, tuple(cells[column.key][i] or Cell(MISSING)
+                                          for column in columns))
+                 for i, f in enumerate(facts))
+    health = tuple(item for check in HEALTH_CHECKS if (item := check(report)) is not None)
+    return DecisionSummary(metric=metric, metric_label=metric_label(metric) if metric else None,
+                           columns=columns, rows=rows, health=health,
+                           verdicts=tuple(f.verdict for f in facts))

@@ -8,53 +8,77 @@ are the segment rows added up); the page, the htmx refresh and the CSV / XLSX / 
 downloads all render that one :class:`~analytics.report.Report`, so what an analyst
 downloads is what the page showed.
 
-The page itself is rendered on the server (it works without script); while a campaign
-can still change, a fragment with every number is fetched again every 30 seconds, and a
-Refresh link fetches it on demand. Charts are drawn by chart.js from JSON blocks
-(``<script type="application/json">``, never executed) by ``static/js/app.mjs``.
+The page opens with the decision (:func:`web.ui.headline.decision_summary`) and folds
+every detail into a collapsible section (:func:`report_sections`, one template each under
+``reports/sections/``). It is rendered on the server (it works without script); while a
+campaign can still change, a fragment with every number is fetched again every 30
+seconds, and a Refresh link fetches it on demand (the sections a reader opened stay
+open). Charts are drawn by chart.js from JSON in a ``data-report-chart`` attribute by
+``static/js/app.mjs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import func, select, true
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from analytics.exports import (
-    MONEY_METRICS,
+    MISSING,
     ExportFormat,
     arm_colours,
+    currency_exponent,
     economics_rows,
     export_bytes,
     export_filename,
     format_count,
-    format_money,
     format_number,
     format_p,
     format_percent,
-    format_pp,
     interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
-from analytics.queries import BINARY_METRICS
 from analytics.report import Report, build_report, srm_sentence
-from analytics.reports import PRIMARY_METRICS, MetricResult
+from analytics.reports import MetricResult
 from analytics.segments import segment_names
-from analytics.stats import PROPORTIONS_METHOD
-from campaigns.models import Campaign, CampaignOrigin, CampaignStatus, GoalMetric, MigrationGoal
+from campaigns.models import (
+    Assignment,
+    AuditLog,
+    Campaign,
+    CampaignOrigin,
+    CampaignStatus,
+    Customer,
+    ExperimentUnit,
+    MigrationGoal,
+)
 from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn
+from web.ui.headline import (  # noqa: F401  (the page's words, re-exported for callers)
+    ArmVerdict,
+    Units,
+    arm_verdict,
+    decision_summary,
+    metric_label,
+    metric_units,
+    primary_metric,
+)
 from web.ui.pages.campaigns import CAMPAIGN, CampaignId, campaign_router, load_campaign
 from web.ui.rendering import render
 
 router = campaign_router()
+
+_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+_CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
+_ASSIGNMENT = Assignment.__table__  # type: ignore[attr-defined]
+_UNIT = ExperimentUnit.__table__  # type: ignore[attr-defined]
+_AUDIT = AuditLog.__table__  # type: ignore[attr-defined]
 
 DEFAULT_ALPHA = 0.05
 #: The breakdown a report shows unless the reader picks another (value tiers matter most
@@ -66,21 +90,6 @@ NO_SEGMENT = "none"
 REFRESH_SECONDS = 30
 #: Relative lifts are drawn within these bounds (a lift of +900% would squash the rest).
 LIFT_CLIP = (-1.0, 3.0)
-
-#: What each metric measures, in the words of the page.
-METRIC_LABELS = {
-    "adoption": "Adopted the target channel",
-    "target_share": "Share of the stage's interactions on the target channel",
-    "source_interactions": "Interactions on the source channels",
-    "cost_to_serve": "Cost to serve per customer",
-    "conversion": "Converted",
-    "revenue": "Revenue per customer",
-    "incentive_cost": "Incentive cost per customer",
-    "complaints": "Complaints per customer",
-    "churn": "Churned",
-}
-#: The goal's metric decides which result a verdict reads.
-GOAL_PRIMARY = {GoalMetric.ADOPTION.value: "adoption", GoalMetric.SHARE.value: "target_share"}
 
 
 class Download(StrEnum):
@@ -102,12 +111,62 @@ def _guardrail_metrics(connection: Connection, campaign_id: int) -> list[str]:
 
 
 def campaign_report(connection: Connection, campaign_id: int, *,
-                    alpha: float = DEFAULT_ALPHA, segment: str | None = None) -> Report:
+                    alpha: float = DEFAULT_ALPHA, segment: str | None = None,
+                    qini_score: str | None = None) -> Report:
     """The full report (economics, guardrails and the ``segment`` breakdown included).
 
-    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none).
+    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
+    ``qini_score`` one of :func:`qini_score_choices` (None: no Qini section).
     """
-    return build_report(connection, campaign_id, alpha=alpha, segment=segment)
+    return build_report(connection, campaign_id, alpha=alpha, segment=segment,
+                        qini_score=qini_score)
+
+
+def qini_score_choices(connection: Connection, campaign_id: int) -> tuple[str, ...]:
+    """The scores a Qini curve can rank this campaign's customers by.
+
+    Live campaigns: every customer attribute that is a number for some exposed customer
+    (JSON keys enumerated in SQL, so no customer row leaves the database). Imported
+    experiments: the score column named at import, if any unit has a score.
+    """
+    if connection.execute(select(_CAMPAIGN.c.origin).where(_CAMPAIGN.c.id == campaign_id)
+                          ).scalar() == CampaignOrigin.IMPORTED.value:
+        return _imported_score(connection, campaign_id)
+    if connection.dialect.name == "postgresql":
+        entries = func.jsonb_each(_CUSTOMER.c.attributes).table_valued(
+            "key", "value").alias("entry")
+        numeric = func.jsonb_typeof(entries.c.value) == "number"
+    else:
+        entries = func.json_each(_CUSTOMER.c.attributes).table_valued(
+            "key", "type").alias("entry")
+        numeric = entries.c.type.in_(("integer", "real"))
+    keys = connection.execute(
+        select(entries.c.key).distinct()
+        .select_from(_ASSIGNMENT.join(_CUSTOMER, _CUSTOMER.c.id == _ASSIGNMENT.c.customer_id)
+                     .join(entries, true()))
+        .where(_ASSIGNMENT.c.campaign_id == campaign_id, numeric)
+        .order_by(entries.c.key)).scalars()
+    return tuple(str(key) for key in keys)
+
+
+def _imported_score(connection: Connection, campaign_id: int) -> tuple[str, ...]:
+    scored = connection.execute(select(_UNIT.c.id).where(_UNIT.c.campaign_id == campaign_id,
+                                                         _UNIT.c.score.is_not(None))
+                                .limit(1)).first()
+    if scored is None:
+        return ()
+    details = connection.execute(
+        select(_AUDIT.c.details).where(_AUDIT.c.entity_type == "campaign",
+                                       _AUDIT.c.entity_id == campaign_id,
+                                       _AUDIT.c.action == "campaign.import")
+        .order_by(_AUDIT.c.id.desc()).limit(1)).scalar()
+    name = (details or {}).get("score_column") if isinstance(details, dict) else None
+    return (str(name or "score"),)
+
+
+def qini_choice(choices: Sequence[str], requested: str | None) -> str | None:
+    """The score the page ranks by: the requested one if the campaign has it, else none."""
+    return requested if requested in choices else None
 
 
 def segment_choice(connection: Connection, campaign_id: int, requested: str | None
@@ -122,109 +181,6 @@ def segment_choice(connection: Connection, campaign_id: int, requested: str | No
     return default, names
 
 
-# --- units and words --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Units:
-    """How one metric's levels and differences are printed and charted."""
-
-    kind: str  # "rate", "money" or "number"
-    level: Callable[[float | None], str]
-    diff: Callable[[float | None], str]
-    #: factor from the raw value to the chart's axis (rates in points, money in major units)
-    scale: float
-    axis: str
-
-
-def metric_units(report: Report) -> Callable[[str], Units]:
-    rates = {r.metric for r in [*report.results, *report.segments]
-             if r.comparison.method == PROPORTIONS_METHOD} | set(BINARY_METRICS) | {
-        "target_share"}
-    live = report.campaign.origin == CampaignOrigin.LIVE.value
-    currency = report.campaign.currency
-    rate = Units("rate", format_percent, format_pp, 100.0, "percentage points")
-    money = Units("money", lambda v: format_money(v, currency),
-                  lambda v: format_money(v, currency, signed=True), 0.01, currency)
-    number = Units("number", format_number, lambda v: format_number(v, signed=True), 1.0, "")
-
-    def units(metric: str) -> Units:
-        base = metric.removesuffix("_cuped")
-        if base in rates:
-            return rate
-        if live and base in MONEY_METRICS:
-            return money
-        return number
-
-    return units
-
-
-def metric_label(metric: str) -> str:
-    base = metric.removesuffix("_cuped")
-    label = METRIC_LABELS.get(base, base.replace("_", " "))
-    return f"{label} (CUPED)" if metric.endswith("_cuped") else label
-
-
-@dataclass(frozen=True)
-class ArmVerdict:
-    """What the primary metric says about one treatment arm, in plain words."""
-
-    arm: str
-    kind: str  # credible_lift, harm, not_significant, no_effect, too_early
-    headline: str
-    sentence: str
-
-
-def arm_verdict(result: MetricResult, *, alpha: float, units: Units) -> ArmVerdict:
-    """Read the interval and the Holm-corrected p-value together.
-
-    An interval that excludes zero while the corrected p-value does not pass alpha is
-    called what it is (not significant once every arm and metric is accounted for), so
-    the words never claim more than the multiple-testing correction allows.
-    """
-    c = result.comparison
-    level = f"{1 - alpha:.0%}"
-    measured = (f"{metric_label(result.metric).lower()}: {units.level(c.treatment_mean)} "
-                f"against {units.level(c.control_mean)} in control, a difference of "
-                f"{units.diff(c.diff)} ({level} interval "
-                f"{interval_text(c.diff_ci_low, c.diff_ci_high, units.diff)})")
-    holm = result.p_value_holm
-    holm_text = f", Holm-corrected p {format_p(holm)}" if holm is not None else ""
-    low, high = c.diff_ci_low, c.diff_ci_high
-    if low is None or high is None:
-        reason = c.reason or "an arm has too few customers or no variance yet"
-        return ArmVerdict(result.arm, "too_early", "not enough data yet",
-                          f"Too early to tell: {reason}.")
-    passes = holm is None or holm < alpha
-    if low > 0 and passes:
-        return ArmVerdict(result.arm, "credible_lift", "credible lift",
-                          f"It moved customers: {measured}{holm_text}.")
-    if high < 0 and passes:
-        return ArmVerdict(result.arm, "harm", "fewer than control",
-                          f"It did worse than no incentive: {measured}{holm_text}.")
-    if low > 0 or high < 0:
-        return ArmVerdict(result.arm, "not_significant", "not significant after correction",
-                          f"Suggestive only: {measured}, but with every arm and primary "
-                          f"metric accounted for the evidence is too weak{holm_text}.")
-    reach = max(abs(low), abs(high))
-    return ArmVerdict(result.arm, "no_effect", "no detectable effect",
-                      f"The data cannot tell it from control: {measured}{holm_text}. "
-                      f"A true effect of up to {units.diff(reach).lstrip('+')} either way "
-                      "is still possible.")
-
-
-def primary_metric(report: Report, goal_metric: str | None) -> str | None:
-    """The metric the verdicts read: the goal's, else the first Holm-corrected one."""
-    metrics = [result.metric for result in report.results]
-    wanted = GOAL_PRIMARY.get(goal_metric or "")
-    if wanted in metrics:
-        return wanted
-    corrected = [r.metric for r in report.results if r.p_value_holm is not None]
-    fallback = [m for m in PRIMARY_METRICS if m in metrics]
-    candidates = corrected or fallback or metrics
-    return candidates[0] if candidates else None
-
-
 # --- charts --------------------------------------------------------------------------------
 
 
@@ -232,23 +188,42 @@ def _clip(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
 
 
-def lift_chart(report: Report) -> dict[str, Any] | None:
-    """Relative lift with its interval for every treatment arm and metric (in %)."""
+def lift_chart(report: Report, primary: str | None = None) -> dict[str, Any] | None:
+    """Relative lift with its interval for every treatment arm and metric (in %).
+
+    Values beyond :data:`LIFT_CLIP` are drawn at the axis's edge and flagged in
+    ``clipped`` ("estimate", "low", "high" per row), with the true values in ``value``,
+    ``valueLow`` and ``valueHigh`` for the marks and tooltips. ``primary`` flags the rows
+    of the metric the verdict reads (and every Holm-corrected one): the chart shows those
+    unless the reader asks for every metric.
+    """
     colours = arm_colours(report)
     rows = [r for r in report.results if r.comparison.rel_lift is not None
             and r.comparison.rel_lift_ci_low is not None
             and r.comparison.rel_lift_ci_high is not None]
     if not rows:
         return None
+
+    def values(result: MetricResult) -> tuple[float, float, float]:
+        c = result.comparison
+        return (c.rel_lift or 0.0, c.rel_lift_ci_low or 0.0, c.rel_lift_ci_high or 0.0)
+
+    def clipped(value: float) -> bool:
+        return not LIFT_CLIP[0] <= value <= LIFT_CLIP[1]
+
     return {
         "kind": "interval", "unit": "%", "axisTitle": "Relative lift against control (%)",
         "labels": [f"{r.arm} · {metric_label(r.metric)}" for r in rows],
-        "estimate": [round(_clip(r.comparison.rel_lift or 0.0, LIFT_CLIP) * 100, 2)
-                     for r in rows],
-        "low": [round(_clip(r.comparison.rel_lift_ci_low or 0.0, LIFT_CLIP) * 100, 2)
-                for r in rows],
-        "high": [round(_clip(r.comparison.rel_lift_ci_high or 0.0, LIFT_CLIP) * 100, 2)
-                 for r in rows],
+        "estimate": [round(_clip(values(r)[0], LIFT_CLIP) * 100, 2) for r in rows],
+        "low": [round(_clip(values(r)[1], LIFT_CLIP) * 100, 2) for r in rows],
+        "high": [round(_clip(values(r)[2], LIFT_CLIP) * 100, 2) for r in rows],
+        "value": [round(values(r)[0] * 100, 2) for r in rows],
+        "valueLow": [round(values(r)[1] * 100, 2) for r in rows],
+        "valueHigh": [round(values(r)[2] * 100, 2) for r in rows],
+        "clipped": [[name for name, value in zip(("estimate", "low", "high"), values(r),
+                                                 strict=True) if clipped(value)]
+                    for r in rows],
+        "primary": [r.metric == primary or r.p_value_holm is not None for r in rows],
         "colours": [colours.get(r.arm, "#2563eb") for r in rows],
     }
 
@@ -277,13 +252,16 @@ def spend_chart(report: Report) -> dict[str, Any] | None:
     if not report.spend:
         return None
     currency = report.campaign.currency
+    # Minor to major units by the currency's own digits (JPY has none, KWD three).
+    digits = currency_exponent(currency)
     labels = [point.day.isoformat() for point in report.spend]
     series: list[dict[str, Any]] = [{
         "label": "Spent", "colour": "#1d4ed8",
-        "data": [point.spent_minor / 100 for point in report.spend]}]
+        "data": [round(point.spent_minor / 10**digits, digits) for point in report.spend]}]
     if report.campaign.budget_minor:
         series.append({"label": "Budget", "colour": "#b91c1c", "dashed": True,
-                       "data": [report.campaign.budget_minor / 100] * len(labels)})
+                       "data": [round(report.campaign.budget_minor / 10**digits, digits)]
+                       * len(labels)})
     return {"kind": "lines", "unit": currency, "yTitle": f"{currency}", "labels": labels,
             "series": series, "beginAtZero": True}
 
@@ -306,6 +284,48 @@ def segment_chart(report: Report, metric: str | None) -> dict[str, Any] | None:
         "high": [round((s.comparison.diff_ci_high or 0.0) * units.scale, 3) for s in rows],
         "colours": [colours.get(s.arm, "#2563eb") for s in rows],
     }
+
+
+def qini_chart(report: Report) -> dict[str, Any] | None:
+    """The Qini curve per treatment arm against random targeting (incremental responders)."""
+    qini = report.qini
+    if qini is None or not qini.curve:
+        return None
+    colours = arm_colours(report)
+    series: list[dict[str, Any]] = []
+    for arm in dict.fromkeys(point.arm for point in qini.curve):
+        points = [p for p in qini.curve if p.arm == arm]
+        colour = colours.get(arm, "#2563eb")
+        series.append({"label": arm, "colour": colour, "data": [
+            {"x": round(p.fraction_targeted * 100, 2), "y": round(p.incremental_gain, 3)}
+            for p in points]})
+        series.append({"label": f"{arm} (random)", "colour": colour, "dashed": True,
+                       "data": [{"x": round(p.fraction_targeted * 100, 2),
+                                 "y": round(p.random_gain, 3)} for p in points]})
+    return {"kind": "xy", "unit": "", "xUnit": "%",
+            "xTitle": f"Customers targeted, highest {qini.score} first (%)",
+            "yTitle": f"Incremental {metric_label(qini.metric).lower()} (customers)",
+            "series": series}
+
+
+def decile_rows(report: Report) -> list[dict[str, Any]]:
+    if report.qini is None:
+        return []
+    return [{"arm": d.arm, "decile": d.decile,
+             "score": interval_text(d.score_min, d.score_max, format_score),
+             "n": f"{format_count(d.treatment_n)} vs {format_count(d.control_n)}",
+             "treatment": format_percent(d.treatment_rate),
+             "control": format_percent(d.control_rate),
+             "uplift": format_percent(d.uplift, signed=True).replace("%", " pp"),
+             "interval": interval_text(d.uplift_ci_low, d.uplift_ci_high,
+                                       lambda v: format_percent(v, signed=True)
+                                       .replace("%", " pp")),
+             "note": d.reason or ""}
+            for d in report.qini.deciles]
+
+
+def format_score(value: float | None) -> str:
+    return MISSING if value is None else f"{value:,.4g}"
 
 
 # --- the page's view of a report ------------------------------------------------------------
@@ -348,19 +368,58 @@ def guardrail_rows(report: Report) -> list[dict[str, Any]]:
              "note": g.reason or ""} for g in report.guardrails]
 
 
-def report_context(report: Report, *, goal_metric: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Section:
+    """One collapsible section of the report page, below the decision summary.
+
+    Its body is the template ``reports/sections/<key>.html``; ``heading_id`` is the id of
+    its ``<h2>`` (what links and tests point at).
+    """
+
+    key: str
+    title: str
+    open: bool = False
+
+    @property
+    def heading_id(self) -> str:
+        return f"{self.key}-title"
+
+
+def report_sections(report: Report, context: Mapping[str, Any]) -> list[Section]:
+    """The sections the page shows after the decision, in reading order.
+
+    A new section is one entry here (shown when it has something to say) and one template.
+    """
+    segment = context.get("segment")
+    wanted = [
+        Section("results", "Every metric"),
+        Section("segments", f"By {(segment or '').replace('_', ' ')}"
+                ) if context["segments"] else None,
+        Section("economics", "Economics") if context["economics"] else None,
+        Section("guardrails", "Guardrails") if context["guardrails"] else None,
+        Section("qini", "Targeting by score", open=report.qini is not None)
+        if context["qini_choices"] or report.qini is not None else None,
+        Section("timeline", "Over time") if {"adoption", "spend"} & set(context["charts"])
+        else None,
+        Section("sizes", "Sample sizes and dates"),
+        Section("methods", "Methods"),
+    ]
+    return [section for section in wanted if section is not None]
+
+
+def report_context(report: Report, *, goal_metric: str | None,
+                   qini_choices: Sequence[str] = ()) -> dict[str, Any]:
     """Everything the report templates print, formatted once here."""
-    units = metric_units(report)
-    primary = primary_metric(report, goal_metric)
-    verdicts = [arm_verdict(r, alpha=report.alpha, units=units(r.metric))
-                for r in report.results if r.metric == primary and r.segment == "all"]
+    decision = decision_summary(report, goal_metric=goal_metric)
+    primary = decision.metric
     total = sum(arm.n for arm in report.arms)
     segments = [s for s in report.segments if s.metric == primary]
-    charts = {"lift": lift_chart(report), "adoption": adoption_chart(report),
-              "spend": spend_chart(report), "segments": segment_chart(report, primary)}
-    return {
-        "report": report, "verdicts": verdicts, "primary": primary,
-        "primary_label": metric_label(primary) if primary else None,
+    charts = {"lift": lift_chart(report, primary), "adoption": adoption_chart(report),
+              "spend": spend_chart(report), "segments": segment_chart(report, primary),
+              "qini": qini_chart(report)}
+    context: dict[str, Any] = {
+        "report": report, "decision": decision, "verdicts": list(decision.verdicts),
+        "primary": primary, "primary_label": decision.metric_label,
         "confidence": f"{1 - report.alpha:.0%}", "total_exposed": total,
         "arms": [{"name": arm.name, "control": arm.is_control, "n": arm.n,
                   "share": arm.n / total if total else None, "weight": arm.planned_weight,
@@ -369,11 +428,17 @@ def report_context(report: Report, *, goal_metric: str | None) -> dict[str, Any]
         "srm_text": srm_sentence(report.srm),
         "results": result_rows(report, report.results),
         "segments": result_rows(report, segments),
+        "segment_holm": any(s.p_value_holm is not None for s in segments),
         "economics": economics_rows(report), "guardrails": guardrail_rows(report),
+        "deciles": decile_rows(report), "qini_choices": tuple(qini_choices),
+        "qini_coefficients": {arm: format_number(value) for arm, value in
+                              (report.qini.qini_coefficient.items() if report.qini else [])},
         "charts": {name: spec for name, spec in charts.items() if spec is not None},
         "budget_share": (report.campaign.spent_minor / report.campaign.budget_minor
                          if report.campaign.budget_minor else None),
     }
+    context.setdefault("segment", None)
+    return context
 
 
 # --- routes -------------------------------------------------------------------------------
@@ -384,46 +449,57 @@ def _goal_metric(session: Session, campaign: Campaign) -> str | None:
     return goal.metric if goal else None
 
 
-def _context(session: Session, campaign: Campaign, requested: str | None) -> dict[str, Any]:
+def _context(session: Session, campaign: Campaign, requested: str | None,
+             requested_score: str | None = None) -> dict[str, Any]:
     assert campaign.id is not None
     goal_metric = _goal_metric(session, campaign)
     with read_view(session) as connection:
         segment, choices = segment_choice(connection, campaign.id, requested)
-        report = campaign_report(connection, campaign.id, segment=segment)
+        scores = qini_score_choices(connection, campaign.id)
+        score = qini_choice(scores, requested_score)
+        report = campaign_report(connection, campaign.id, segment=segment, qini_score=score)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
-    return {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
-            "segment_choices": choices, "no_segment": NO_SEGMENT,
-            "refresh_seconds": REFRESH_SECONDS if polls else None,
-            "query": {"segment": segment or NO_SEGMENT},
-            **report_context(report, goal_metric=goal_metric)}
+    query = {"segment": segment or NO_SEGMENT} | ({"qini": score} if score else {})
+    context = {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
+               "segment_choices": choices, "no_segment": NO_SEGMENT, "qini_score": score,
+               "refresh_seconds": REFRESH_SECONDS if polls else None, "query": query,
+               **report_context(report, goal_metric=goal_metric, qini_choices=scores)}
+    context["segment"] = segment
+    context["sections"] = report_sections(report, context)
+    return context
 
 
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
+QiniQuery = Annotated[str | None, Query(max_length=100, description=(
+    "Score to rank customers by for the Qini curve and decile table."))]
 
 
 @router.get(f"{CAMPAIGN}/report", name="ui.campaigns.report")
 def report_page(request: Request, session: SessionDep, user: SignedIn,
-                campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                campaign_id: CampaignId, segment: SegmentQuery = None,
+                qini: QiniQuery = None) -> Response:
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/show.html", _context(session, campaign, segment))
+    return render(request, "reports/show.html", _context(session, campaign, segment, qini))
 
 
 @router.get(f"{CAMPAIGN}/report/live", name="ui.campaigns.report.live")
 def report_fragment(request: Request, session: SessionDep, user: SignedIn,
-                    campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                    campaign_id: CampaignId, segment: SegmentQuery = None,
+                    qini: QiniQuery = None) -> Response:
     """The report's numbers and charts alone, for the htmx refresh."""
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/live.html", _context(session, campaign, segment))
+    return render(request, "reports/live.html", _context(session, campaign, segment, qini))
 
 
 def _download(session: Session, campaign_id: int, segment: str | None,
-              download: Download) -> Response:
+              download: Download, qini: str | None = None) -> Response:
     campaign = load_campaign(session, campaign_id)
     assert campaign.id is not None
     with read_view(session) as connection:
         chosen, _ = segment_choice(connection, campaign.id, segment)
-        report = campaign_report(connection, campaign.id, segment=chosen)
+        score = qini_choice(qini_score_choices(connection, campaign.id), qini)
+        report = campaign_report(connection, campaign.id, segment=chosen, qini_score=score)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
@@ -433,20 +509,20 @@ def _download(session: Session, campaign_id: int, segment: str | None,
 
 @router.get(f"{CAMPAIGN}/report.csv", name="ui.campaigns.report.csv")
 def report_csv(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-               segment: SegmentQuery = None) -> Response:
+               segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
     """The tidy long format: one number per row (campaign, arm, segment, metric, ...)."""
-    return _download(session, campaign_id, segment, Download.CSV)
+    return _download(session, campaign_id, segment, Download.CSV, qini)
 
 
 @router.get(f"{CAMPAIGN}/report.xlsx", name="ui.campaigns.report.xlsx")
 def report_xlsx(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
     """A workbook: summary, metrics, segments, economics and diagnostics sheets."""
-    return _download(session, campaign_id, segment, Download.XLSX)
+    return _download(session, campaign_id, segment, Download.XLSX, qini)
 
 
 @router.get(f"{CAMPAIGN}/report.html", name="ui.campaigns.report.html")
 def report_html(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
     """One self-contained HTML file with SVG charts, to read offline or send."""
-    return _download(session, campaign_id, segment, Download.HTML)
+    return _download(session, campaign_id, segment, Download.HTML, qini)
