@@ -31,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from analytics.queries import BINARY_METRICS
-from analytics.report import Report, srm_sentence
+from analytics.report import Report, srm_sentence, view_statistics
 from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.stats import PROPORTIONS_METHOD
 from campaigns.models import CampaignOrigin
@@ -133,7 +133,21 @@ def comparison_json(result: MetricResult) -> dict[str, Any]:
         "p_value_holm": result.p_value_holm, "rel_lift": c.rel_lift,
         "rel_lift_se": c.rel_lift_se, "rel_lift_ci_low": c.rel_lift_ci_low,
         "rel_lift_ci_high": c.rel_lift_ci_high,
-        "variance_reduction": result.variance_reduction, "reason": c.reason})
+        "variance_reduction": result.variance_reduction, "reason": c.reason,
+        **_view_json(result)})
+
+
+def _view_json(result: MetricResult) -> dict[str, Any]:
+    """The baseline arm, the BH p-value, the Bayesian and the always-valid views, flat."""
+    views: dict[str, Any] = {"baseline": result.baseline, "p_value_bh": result.p_value_bh}
+    views.update(view_statistics(result, correction="holm"))
+    return views
+
+
+def _heterogeneity_json(report: Report) -> list[dict[str, Any]]:
+    return [{"arm": row.arm, "baseline": row.baseline, "metric": row.metric,
+             "breakdown": row.breakdown, **_json_value(row.test)}
+            for row in report.heterogeneity]
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -157,6 +171,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "timeline": [{**_json_value(point), "rate": _json_value(point.rate)}
                      for point in report.timeline],
         "spend": _json_value(report.spend),
+        "correction": report.correction,
+        "baseline": report.baseline_arm,
+        "heterogeneity": _heterogeneity_json(report),
     }
 
 
@@ -209,7 +226,15 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.Data
 _COMPARISON_COLUMNS = ("arm", "metric", "segment", "n_control", "n_treatment", "mean_control",
                        "mean_treatment", "diff", "diff_ci_low", "diff_ci_high", "p_value",
                        "p_value_holm", "rel_lift", "rel_lift_ci_low", "rel_lift_ci_high",
-                       "variance_reduction", "diff_se", "statistic", "df", "method", "reason")
+                       "variance_reduction", "diff_se", "statistic", "df", "method", "reason",
+                       "baseline", "p_value_bh", "bayes_chance_to_beat_baseline",
+                       "bayes_expected_loss", "bayes_expected_loss_baseline", "bayes_ci_low",
+                       "bayes_ci_high", "bayes_rel_chance_to_beat_baseline",
+                       "bayes_rel_expected_loss", "bayes_rel_expected_loss_baseline",
+                       "bayes_rel_ci_low", "bayes_rel_ci_high", "always_valid_ci_low",
+                       "always_valid_ci_high", "always_valid_p_value")
+_HETEROGENEITY_COLUMNS = ("breakdown", "arm", "baseline", "metric", "segments", "excluded",
+                          "q", "df", "p_value", "i_squared", "pooled", "reason")
 
 
 def _summary_rows(report: Report) -> list[dict[str, Any]]:
@@ -234,8 +259,12 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
             rows += [(f"{result.arm}: {result.metric} diff", comparison.diff),
                      (f"{result.arm}: {result.metric} diff CI",
                       _raw_interval(comparison.diff_ci_low, comparison.diff_ci_high)),
-                     (f"{result.arm}: {result.metric} p (Holm)", result.p_value_holm)]
+                     (f"{result.arm}: {result.metric} p ({_CORRECTION_LABELS[report.correction]})",
+                      result.p_value_adjusted(report.correction))]
     return [{"field": field, "value": value} for field, value in rows]
+
+
+_CORRECTION_LABELS = {"holm": "Holm", "bh": "BH"}
 
 
 def _raw_interval(low: float | None, high: float | None) -> str | None:
@@ -258,7 +287,13 @@ def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> No
             writer, sheet_name="summary", index=False)
         _frame([comparison_json(r) for r in report.results], _COMPARISON_COLUMNS).to_excel(
             writer, sheet_name="metrics", index=False)
-        row = _write_block(writer, "segments", 0, "Comparisons within segments", _frame(
+        row = 0
+        if report.heterogeneity:
+            row = _write_block(writer, "segments", row, "Heterogeneity across segment values "
+                               "(Cochran's Q)", _frame(_heterogeneity_json(report),
+                                                       _HETEROGENEITY_COLUMNS))
+        row = _write_block(writer, "segments", row, "Comparisons within segments "
+                           f"(correction: {report.correction})", _frame(
             [comparison_json(r) for r in report.segments], _COMPARISON_COLUMNS))
         if report.qini is not None:
             qini = report.qini
@@ -753,12 +788,51 @@ def _result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[s
             "rel_lift_ci": interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
                                      lambda v: format_percent(v, signed=True)),
             "p_value": format_p(c.p_value, floored=c.p_value_floored),
-            "p_value_holm": format_p(result.p_value_holm),
+            "p_value_holm": format_p(result.p_value_adjusted(report.correction)),
             "variance_reduction": (format_percent(result.variance_reduction)
                                    if result.variance_reduction is not None else None),
             "significant": _significant(c.diff_ci_low, c.diff_ci_high),
             "primary": _is_primary(result), "note": c.reason or ""})
     return rows
+
+
+def view_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[str, Any]]:
+    """The Bayesian and always-valid views of ``results``, formatted for people."""
+    units = _units(report)
+    rows = []
+    for result in results:
+        bayes, sequence = result.bayesian, result.sequential
+        if bayes is None or sequence is None:
+            continue
+        unit = units(result.metric)
+        relative = result.bayesian_relative
+        rows.append({
+            "arm": result.arm, "metric": result.metric, "segment": result.segment,
+            "chance": format_percent(bayes.chance_to_beat_baseline),
+            "loss": unit.diff(bayes.expected_loss),
+            "loss_baseline": unit.diff(bayes.expected_loss_baseline),
+            "loss_relative": format_percent(relative.expected_loss if relative else None),
+            "credible": interval_text(bayes.ci_low, bayes.ci_high, unit.diff),
+            "always_valid": interval_text(sequence.ci_low, sequence.ci_high, unit.diff),
+            "always_valid_p": format_p(sequence.p_value_always_valid,
+                                       floored=sequence.p_value_floored),
+            "always_valid_significant": sequence.significant,
+            "primary": _is_primary(result), "note": bayes.reason or sequence.reason or ""})
+    return rows
+
+
+def heterogeneity_rows(report: Report, metrics: Iterable[str] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Cochran's Q per breakdown, arm and metric (of ``metrics``, default all), formatted."""
+    wanted = set(metrics) if metrics is not None else None
+    ordered = [row for row in report.heterogeneity if wanted is None or row.metric in wanted]
+    return [{"breakdown": row.breakdown, "arm": row.arm, "metric": row.metric,
+             "segments": row.test.segments,
+             "q": format_number(row.test.q), "df": row.test.df if row.test.df else MISSING,
+             "p_value": format_p(row.test.p_value, floored=row.test.p_value_floored),
+             "i_squared": format_percent(row.test.i_squared, digits=0),
+             "differs": row.test.p_value is not None and row.test.p_value < report.alpha,
+             "note": row.test.reason or ""} for row in ordered]
 
 
 def economics_rows(report: Report) -> list[dict[str, Any]]:
@@ -823,8 +897,10 @@ def _headline(report: Report) -> list[str]:
                 f"{unit.level(c.control_mean)} in control, {unit.diff(c.diff)}")
         if c.diff_ci_low is not None and c.diff_ci_high is not None:
             text += f" ({level} CI {interval_text(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
-        if result.p_value_holm is not None:
-            text += f", Holm-adjusted p {format_p(result.p_value_holm)}"
+        adjusted = result.p_value_adjusted(report.correction)
+        if adjusted is not None:
+            text += (f", {_CORRECTION_LABELS[report.correction]}-adjusted p "
+                     f"{format_p(adjusted)}")
         out.append(text + ".")
     return out
 
@@ -868,6 +944,11 @@ def render_html(report: Report) -> str:
         adoption_chart=adoption_chart(report), spend_chart=spend_chart(report),
         segment_chart=segment_chart(report), qini_chart=qini_chart(report),
         segment_metric=segment_metric(report),
+        correction_label=_CORRECTION_LABELS[report.correction],
+        baseline=report.baseline_arm or "control",
+        views=view_rows(report, [r for r in report.results if _is_primary(r)]),
+        heterogeneity=heterogeneity_rows(
+            report, {segment.metric for segment in _headline_segments(report)}),
         qini_coefficients={arm: format_number(value) for arm, value in
                            (report.qini.qini_coefficient.items() if report.qini else [])},
     )

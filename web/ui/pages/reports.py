@@ -40,14 +40,16 @@ from analytics.exports import (
     format_p,
     format_percent,
     format_pp,
+    heterogeneity_rows,
     interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
 from analytics.queries import BINARY_METRICS
-from analytics.report import Report, build_report, srm_sentence
-from analytics.reports import PRIMARY_METRICS, MetricResult
+from analytics.report import Report, arm_names, build_report, srm_sentence
+from analytics.reports import PRIMARY_METRICS, MetricResult, choose_baseline
 from analytics.segments import segment_names
-from analytics.stats import PROPORTIONS_METHOD
+from analytics.stats import CORRECTION_NAMES, CORRECTIONS, PROPORTIONS_METHOD
+from campaigns.errors import FieldError, ValidationFailed
 from campaigns.models import Campaign, CampaignOrigin, CampaignStatus, GoalMetric, MigrationGoal
 from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn
@@ -102,12 +104,28 @@ def _guardrail_metrics(connection: Connection, campaign_id: int) -> list[str]:
 
 
 def campaign_report(connection: Connection, campaign_id: int, *,
-                    alpha: float = DEFAULT_ALPHA, segment: str | None = None) -> Report:
+                    alpha: float = DEFAULT_ALPHA, segment: str | None = None,
+                    correction: str = "holm", baseline: str | None = None) -> Report:
     """The full report (economics, guardrails and the ``segment`` breakdown included).
 
-    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none).
+    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
+    ``correction`` and ``baseline`` as :func:`analytics.report.build_report` takes them,
+    checked here so a bad value is a 422 naming the query parameter.
     """
-    return build_report(connection, campaign_id, alpha=alpha, segment=segment)
+    if correction not in CORRECTIONS:
+        raise _bad_query("correction", f"unknown correction '{correction}'; use one of "
+                         f"{', '.join(CORRECTIONS)}")
+    try:
+        choose_baseline(arm_names(connection, campaign_id), baseline)
+    except ValueError as error:
+        raise _bad_query("baseline", str(error)) from None
+    return build_report(connection, campaign_id, alpha=alpha, segment=segment,
+                        correction=correction, baseline=baseline)
+
+
+def _bad_query(name: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"invalid request: query.{name}: {message}",
+                            [FieldError(("query", name), message, "value_error")])
 
 
 def segment_choice(connection: Connection, campaign_id: int, requested: str | None
@@ -328,7 +346,12 @@ def result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[st
             "rel_ci": interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
                                     lambda v: format_percent(v, signed=True)),
             "p": format_p(c.p_value, floored=c.p_value_floored),
-            "holm": format_p(result.p_value_holm) if result.p_value_holm is not None else "",
+            "holm": (format_p(result.p_value_adjusted(report.correction))
+                     if result.p_value_holm is not None else ""),
+            "chance": (format_percent(result.bayesian.chance_to_beat_baseline)
+                       if result.bayesian is not None else ""),
+            "always_valid": (interval_text(result.sequential.ci_low, result.sequential.ci_high,
+                                           unit.diff) if result.sequential is not None else ""),
             "significant": (c.diff_ci_low is not None and c.diff_ci_high is not None
                             and (c.diff_ci_low > 0 or c.diff_ci_high < 0)),
             "note": c.reason or ""})
@@ -370,6 +393,11 @@ def report_context(report: Report, *, goal_metric: str | None) -> dict[str, Any]
         "results": result_rows(report, report.results),
         "segments": result_rows(report, segments),
         "economics": economics_rows(report), "guardrails": guardrail_rows(report),
+        "heterogeneity": heterogeneity_rows(report, [primary] if primary else []),
+        "correction": report.correction,
+        "correction_label": {"holm": "Holm", "bh": "BH"}[report.correction],
+        "correction_name": CORRECTION_NAMES[report.correction],
+        "baseline": report.baseline_arm or "control",
         "charts": {name: spec for name, spec in charts.items() if spec is not None},
         "budget_share": (report.campaign.spent_minor / report.campaign.budget_minor
                          if report.campaign.budget_minor else None),
@@ -384,46 +412,74 @@ def _goal_metric(session: Session, campaign: Campaign) -> str | None:
     return goal.metric if goal else None
 
 
-def _context(session: Session, campaign: Campaign, requested: str | None) -> dict[str, Any]:
+def _context(session: Session, campaign: Campaign, requested: str | None,
+             options: ReportOptions) -> dict[str, Any]:
     assert campaign.id is not None
     goal_metric = _goal_metric(session, campaign)
     with read_view(session) as connection:
         segment, choices = segment_choice(connection, campaign.id, requested)
-        report = campaign_report(connection, campaign.id, segment=segment)
+        report = campaign_report(connection, campaign.id, segment=segment,
+                                 correction=options.correction, baseline=options.baseline)
+        arms = arm_names(connection, campaign.id)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
     return {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
             "segment_choices": choices, "no_segment": NO_SEGMENT,
             "refresh_seconds": REFRESH_SECONDS if polls else None,
-            "query": {"segment": segment or NO_SEGMENT},
+            "query": {"segment": segment or NO_SEGMENT, **options.query()},
+            "arm_choices": arms, "corrections": CORRECTION_NAMES,
             **report_context(report, goal_metric=goal_metric)}
 
 
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
+CorrectionQuery = Annotated[str, Query(max_length=10, description="holm or bh.")]
+BaselineQuery = Annotated[str | None, Query(max_length=200, description="Baseline arm.")]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The multiplicity correction and the baseline arm a reader picked."""
+
+    correction: str = "holm"
+    baseline: str | None = None
+
+    def query(self) -> dict[str, str]:
+        """The options as query parameters, so refreshes and downloads keep them."""
+        query = {"correction": self.correction} if self.correction != "holm" else {}
+        if self.baseline is not None:
+            query["baseline"] = self.baseline
+        return query
 
 
 @router.get(f"{CAMPAIGN}/report", name="ui.campaigns.report")
 def report_page(request: Request, session: SessionDep, user: SignedIn,
-                campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                campaign_id: CampaignId, segment: SegmentQuery = None,
+                correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
+                ) -> Response:
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/show.html", _context(session, campaign, segment))
+    return render(request, "reports/show.html", _context(
+        session, campaign, segment, ReportOptions(correction, baseline or None)))
 
 
 @router.get(f"{CAMPAIGN}/report/live", name="ui.campaigns.report.live")
 def report_fragment(request: Request, session: SessionDep, user: SignedIn,
-                    campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                    campaign_id: CampaignId, segment: SegmentQuery = None,
+                    correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
+                    ) -> Response:
     """The report's numbers and charts alone, for the htmx refresh."""
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/live.html", _context(session, campaign, segment))
+    return render(request, "reports/live.html", _context(
+        session, campaign, segment, ReportOptions(correction, baseline or None)))
 
 
 def _download(session: Session, campaign_id: int, segment: str | None,
-              download: Download) -> Response:
+              download: Download, options: ReportOptions) -> Response:
     campaign = load_campaign(session, campaign_id)
     assert campaign.id is not None
     with read_view(session) as connection:
         chosen, _ = segment_choice(connection, campaign.id, segment)
-        report = campaign_report(connection, campaign.id, segment=chosen)
+        report = campaign_report(connection, campaign.id, segment=chosen,
+                                 correction=options.correction, baseline=options.baseline)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
@@ -433,20 +489,26 @@ def _download(session: Session, campaign_id: int, segment: str | None,
 
 @router.get(f"{CAMPAIGN}/report.csv", name="ui.campaigns.report.csv")
 def report_csv(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-               segment: SegmentQuery = None) -> Response:
+               segment: SegmentQuery = None, correction: CorrectionQuery = "holm",
+               baseline: BaselineQuery = None) -> Response:
     """The tidy long format: one number per row (campaign, arm, segment, metric, ...)."""
-    return _download(session, campaign_id, segment, Download.CSV)
+    return _download(session, campaign_id, segment, Download.CSV,
+                     ReportOptions(correction, baseline or None))
 
 
 @router.get(f"{CAMPAIGN}/report.xlsx", name="ui.campaigns.report.xlsx")
 def report_xlsx(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, correction: CorrectionQuery = "holm",
+                baseline: BaselineQuery = None) -> Response:
     """A workbook: summary, metrics, segments, economics and diagnostics sheets."""
-    return _download(session, campaign_id, segment, Download.XLSX)
+    return _download(session, campaign_id, segment, Download.XLSX,
+                     ReportOptions(correction, baseline or None))
 
 
 @router.get(f"{CAMPAIGN}/report.html", name="ui.campaigns.report.html")
 def report_html(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, correction: CorrectionQuery = "holm",
+                baseline: BaselineQuery = None) -> Response:
     """One self-contained HTML file with SVG charts, to read offline or send."""
-    return _download(session, campaign_id, segment, Download.HTML)
+    return _download(session, campaign_id, segment, Download.HTML,
+                     ReportOptions(correction, baseline or None))
