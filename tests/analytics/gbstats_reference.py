@@ -138,10 +138,8 @@ def effect_bayesian(stat_a: Statistic, stat_b: Statistic, *, relative: bool,
     post_prec = 1 / data_variance + 0  # int(proper) / prior variance, proper = False
     mean_diff = data_mean
     std_diff = float(np.sqrt(1 / post_prec))
-    if inverse:
-        ctw = 1 - norm.sf(0, mean_diff, std_diff)
-    else:
-        ctw = norm.sf(0, mean_diff, std_diff)
+    # gbstats: 1 - norm.sf(...) if inverse, else norm.sf(...)
+    ctw = 1 - norm.sf(0, mean_diff, std_diff) if inverse else norm.sf(0, mean_diff, std_diff)
     ci = norm.ppf([alpha / 2, 1 - alpha / 2], mean_diff, std_diff).tolist()
     prob_ctrl_is_better = norm.cdf(0.0, loc=mean_diff, scale=std_diff)
     mn_neg = truncated_normal_mean(mu=mean_diff, sigma=std_diff, a=-np.inf, b=0.0)

@@ -49,11 +49,11 @@ from analytics.report import Report, arm_names, build_report, srm_sentence
 from analytics.reports import PRIMARY_METRICS, MetricResult, choose_baseline
 from analytics.segments import segment_names
 from analytics.stats import CORRECTION_NAMES, CORRECTIONS, PROPORTIONS_METHOD
-from campaigns.errors import FieldError, ValidationFailed
 from campaigns.models import Campaign, CampaignOrigin, CampaignStatus, GoalMetric, MigrationGoal
 from web.deps import SessionDep, read_view
 from web.ui.auth import SignedIn
 from web.ui.pages.campaigns import CAMPAIGN, CampaignId, campaign_router, load_campaign
+from web.ui.problems import UiProblem
 from web.ui.rendering import render
 
 router = campaign_router()
@@ -110,7 +110,7 @@ def campaign_report(connection: Connection, campaign_id: int, *,
 
     ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
     ``correction`` and ``baseline`` as :func:`analytics.report.build_report` takes them,
-    checked here so a bad value is a 422 naming the query parameter.
+    checked here so a bad value is a 400 page naming the query parameter.
     """
     if correction not in CORRECTIONS:
         raise _bad_query("correction", f"unknown correction '{correction}'; use one of "
@@ -123,9 +123,9 @@ def campaign_report(connection: Connection, campaign_id: int, *,
                         correction=correction, baseline=baseline)
 
 
-def _bad_query(name: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"invalid request: query.{name}: {message}",
-                            [FieldError(("query", name), message, "value_error")])
+def _bad_query(name: str, message: str) -> UiProblem:
+    """A bad option in the address: a 400 page naming the query parameter."""
+    return UiProblem(f"The report option '{name}' is not valid: {message}.")
 
 
 def segment_choice(connection: Connection, campaign_id: int, requested: str | None
