@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from analytics.stats.common import check_alpha
 from analytics.stats.effects import Effect, EffectType
@@ -71,7 +72,6 @@ def bayesian_effect(observed: Effect | None, *, alpha: float = 0.05,
     without variance gives a result with only ``reason`` set; ``effect_type`` then
     names what was asked for.
     """
-    from scipy import stats as sps
     check_alpha(alpha)
     if observed is None:
         return BayesianResult(effect_type=effect_type, alpha=alpha,
@@ -86,8 +86,8 @@ def bayesian_effect(observed: Effect | None, *, alpha: float = 0.05,
     sd = math.sqrt(observed.variance)
     gain = _positive_part_mean(mean, sd)  # E[max(effect, 0)]
     drop = _positive_part_mean(-mean, sd)  # E[max(-effect, 0)]
-    chance_up = float(sps.norm.sf(0.0, loc=mean, scale=sd))
-    half = float(sps.norm.isf(alpha / 2)) * sd
+    chance_up = _normal_cdf(mean / sd)  # P(effect > 0)
+    half = NormalDist().inv_cdf(1.0 - alpha / 2) * sd
     return BayesianResult(
         effect_type=observed.effect_type, alpha=alpha, lower_is_better=lower_is_better,
         posterior_mean=mean, posterior_sd=sd,
