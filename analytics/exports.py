@@ -32,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from analytics.queries import BINARY_METRICS
-from analytics.report import Report, srm_sentence
+from analytics.report import Report, srm_sentence, view_statistics
 from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.stats import PROPORTIONS_METHOD
 from campaigns.models import CampaignOrigin
@@ -127,7 +127,21 @@ def comparison_json(result: MetricResult) -> dict[str, Any]:
         "p_value_holm": result.p_value_holm, "rel_lift": c.rel_lift,
         "rel_lift_se": c.rel_lift_se, "rel_lift_ci_low": c.rel_lift_ci_low,
         "rel_lift_ci_high": c.rel_lift_ci_high,
-        "variance_reduction": result.variance_reduction, "reason": c.reason})
+        "variance_reduction": result.variance_reduction, "reason": c.reason,
+        **_view_json(result)})
+
+
+def _view_json(result: MetricResult) -> dict[str, Any]:
+    """The baseline arm, the BH p-value, the Bayesian and the always-valid views, flat."""
+    views: dict[str, Any] = {"baseline": result.baseline, "p_value_bh": result.p_value_bh}
+    views.update(view_statistics(result, correction="holm"))
+    return views
+
+
+def _heterogeneity_json(report: Report) -> list[dict[str, Any]]:
+    return [{"arm": row.arm, "baseline": row.baseline, "metric": row.metric,
+             "breakdown": row.breakdown, **_json_value(row.test)}
+            for row in report.heterogeneity]
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -151,6 +165,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "timeline": [{**_json_value(point), "rate": _json_value(point.rate)}
                      for point in report.timeline],
         "spend": _json_value(report.spend),
+        "correction": report.correction,
+        "baseline": report.baseline_arm,
+        "heterogeneity": _heterogeneity_json(report),
     }
 
 
@@ -318,7 +335,18 @@ _COMPARISON_COLUMNS: tuple[_XlsxColumn, ...] = (
     ("p_value", "p"), ("p_value_floored", "flag"), ("p_value_holm", "p"),
     ("rel_lift", "percent"), ("rel_lift_ci_low", "percent"), ("rel_lift_ci_high", "percent"),
     ("variance_reduction", "percent"), ("diff_se", "metric"), ("statistic", "number"),
-    ("df", "number"), ("method", "text"), ("reason", "text"))
+    ("df", "number"), ("method", "text"), ("reason", "text"), ("baseline", "text"),
+    ("p_value_bh", "p"), ("bayes_chance_to_beat_baseline", "percent"),
+    ("bayes_expected_loss", "metric"), ("bayes_expected_loss_baseline", "metric"),
+    ("bayes_ci_low", "metric"), ("bayes_ci_high", "metric"),
+    ("bayes_rel_chance_to_beat_baseline", "percent"), ("bayes_rel_expected_loss", "percent"),
+    ("bayes_rel_expected_loss_baseline", "percent"), ("bayes_rel_ci_low", "percent"),
+    ("bayes_rel_ci_high", "percent"), ("always_valid_ci_low", "metric"),
+    ("always_valid_ci_high", "metric"), ("always_valid_p_value", "p"))
+_HETEROGENEITY_COLUMNS: tuple[_XlsxColumn, ...] = (
+    ("breakdown", "text"), ("arm", "text"), ("baseline", "text"), ("metric", "text"),
+    ("segments", "count"), ("excluded", "count"), ("q", "number"), ("df", "number"),
+    ("p_value", "p"), ("i_squared", "percent"), ("pooled", "metric"), ("reason", "text"))
 
 
 def _summary_rows(report: Report) -> list[dict[str, Any]]:
@@ -348,9 +376,13 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
                      "metric": result.metric, "kind": "metric"},
                     {"field": f"{result.arm}: {result.metric} diff CI",
                      "value": _raw_interval(comparison.diff_ci_low, comparison.diff_ci_high)},
-                    {"field": f"{result.arm}: {result.metric} p (Holm)",
-                     "value": result.p_value_holm, "kind": "p"}]
+                    {"field": f"{result.arm}: {result.metric} p "
+                              f"({_CORRECTION_LABELS[report.correction]})",
+                     "value": result.p_value_adjusted(report.correction), "kind": "p"}]
     return out
+
+
+_CORRECTION_LABELS = {"holm": "Holm", "bh": "BH"}
 
 
 def _raw_interval(low: float | None, high: float | None) -> str | None:
@@ -370,8 +402,14 @@ def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> No
                                       _summary_rows(report))])
     book.sheet("metrics", [_XlsxTable(_COMPARISON_COLUMNS,
                                       [comparison_json(r) for r in report.results])])
-    segments = [_XlsxTable(_COMPARISON_COLUMNS, [comparison_json(r) for r in report.segments],
-                           title="Comparisons within segments")]
+    segments = []
+    if report.heterogeneity:
+        segments.append(_XlsxTable(_HETEROGENEITY_COLUMNS, _heterogeneity_json(report),
+                                   title="Heterogeneity across segment values (Cochran's Q)"))
+    segments.append(_XlsxTable(_COMPARISON_COLUMNS,
+                               [comparison_json(r) for r in report.segments],
+                               title="Comparisons within segments "
+                               f"(correction: {report.correction})"))
     if report.qini is not None:
         qini = report.qini
         segments += [
@@ -896,12 +934,51 @@ def _result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[s
             "rel_lift_ci": interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
                                      lambda v: format_percent(v, signed=True)),
             "p_value": format_p(c.p_value, floored=c.p_value_floored),
-            "p_value_holm": format_p(result.p_value_holm),
+            "p_value_holm": format_p(result.p_value_adjusted(report.correction)),
             "variance_reduction": (format_percent(result.variance_reduction)
                                    if result.variance_reduction is not None else None),
             "significant": _significant(c.diff_ci_low, c.diff_ci_high),
             "primary": _is_primary(result), "note": c.reason or ""})
     return rows
+
+
+def view_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[str, Any]]:
+    """The Bayesian and always-valid views of ``results``, formatted for people."""
+    units = _units(report)
+    rows = []
+    for result in results:
+        bayes, sequence = result.bayesian, result.sequential
+        if bayes is None or sequence is None:
+            continue
+        unit = units(result.metric)
+        relative = result.bayesian_relative
+        rows.append({
+            "arm": result.arm, "metric": result.metric, "segment": result.segment,
+            "chance": format_percent(bayes.chance_to_beat_baseline),
+            "loss": unit.diff(bayes.expected_loss),
+            "loss_baseline": unit.diff(bayes.expected_loss_baseline),
+            "loss_relative": format_percent(relative.expected_loss if relative else None),
+            "credible": interval_text(bayes.ci_low, bayes.ci_high, unit.diff),
+            "always_valid": interval_text(sequence.ci_low, sequence.ci_high, unit.diff),
+            "always_valid_p": format_p(sequence.p_value_always_valid,
+                                       floored=sequence.p_value_floored),
+            "always_valid_significant": sequence.significant,
+            "primary": _is_primary(result), "note": bayes.reason or sequence.reason or ""})
+    return rows
+
+
+def heterogeneity_rows(report: Report, metrics: Iterable[str] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Cochran's Q per breakdown, arm and metric (of ``metrics``, default all), formatted."""
+    wanted = set(metrics) if metrics is not None else None
+    ordered = [row for row in report.heterogeneity if wanted is None or row.metric in wanted]
+    return [{"breakdown": row.breakdown, "arm": row.arm, "metric": row.metric,
+             "segments": row.test.segments,
+             "q": format_number(row.test.q), "df": row.test.df if row.test.df else MISSING,
+             "p_value": format_p(row.test.p_value, floored=row.test.p_value_floored),
+             "i_squared": format_percent(row.test.i_squared, digits=0),
+             "differs": row.test.p_value is not None and row.test.p_value < report.alpha,
+             "note": row.test.reason or ""} for row in ordered]
 
 
 def economics_rows(report: Report) -> list[dict[str, Any]]:
@@ -966,8 +1043,10 @@ def _headline(report: Report) -> list[str]:
                 f"{unit.level(c.control_mean)} in control, {unit.diff(c.diff)}")
         if c.diff_ci_low is not None and c.diff_ci_high is not None:
             text += f" ({level} CI {interval_text(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
-        if result.p_value_holm is not None:
-            text += f", Holm-adjusted p {format_p(result.p_value_holm)}"
+        adjusted = result.p_value_adjusted(report.correction)
+        if adjusted is not None:
+            text += (f", {_CORRECTION_LABELS[report.correction]}-adjusted p "
+                     f"{format_p(adjusted)}")
         out.append(text + ".")
     return out
 
@@ -1011,6 +1090,11 @@ def render_html(report: Report) -> str:
         adoption_chart=adoption_chart(report), spend_chart=spend_chart(report),
         segment_chart=segment_chart(report), qini_chart=qini_chart(report),
         segment_metric=segment_metric(report),
+        correction_label=_CORRECTION_LABELS[report.correction],
+        baseline=report.baseline_arm or "control",
+        views=view_rows(report, [r for r in report.results if _is_primary(r)]),
+        heterogeneity=heterogeneity_rows(
+            report, {segment.metric for segment in _headline_segments(report)}),
         qini_coefficients={arm: format_number(value) for arm, value in
                            (report.qini.qini_coefficient.items() if report.qini else [])},
     )

@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, and_, case, distinct, func, literal, select
 from sqlalchemy.engine import Connection
 
-from analytics.reports import CampaignResults, MetricResult
+from analytics.reports import (
+    CampaignResults,
+    MetricResult,
+    adjust_family,
+    baseline_row,
+    with_views,
+)
 from analytics.stats import (
     Comparison,
     CovariateStats,
@@ -38,7 +44,9 @@ from analytics.stats import (
     compare_means,
     compare_proportions,
     cuped,
-    holm,
+    cuped_estimates,
+    mean_estimate,
+    proportion_estimate,
     srm_check,
 )
 from campaigns.errors import CampaignNotFound
@@ -242,31 +250,34 @@ def _compare(metric: ImportedMetric, control: dict[str, Any], treatment: dict[st
 
 
 def _segment_results(rows: Sequence[dict[str, Any]], metrics: Sequence[ImportedMetric], *,
-                     alpha: float) -> list[MetricResult]:
-    """Every treatment arm against control within one segment value, Holm-adjusted."""
-    control = next((row for row in rows if row["is_control"]), None)
-    if control is None:
+                     alpha: float, baseline: str | None = None) -> list[MetricResult]:
+    """Every arm against the baseline (control) within one segment value, Holm-adjusted."""
+    base = baseline_row(rows, baseline)
+    if base is None:
         return []
+    name = str(base["arm"])
     results: list[MetricResult] = []
     primary: list[int] = []
     for row in rows:
-        if row["is_control"]:
+        if row is base:
             continue
         segment = str(row["segment_value"])
         for metric in metrics:
             primary.append(len(results))
-            results.append(MetricResult(row["arm"], metric.name, segment,
-                                        _compare(metric, control, row, alpha)))
+            estimate = proportion_estimate if metric.is_binary else mean_estimate
+            results.append(with_views(
+                MetricResult(row["arm"], metric.name, segment,
+                             _compare(metric, base, row, alpha), baseline=name),
+                estimate(_mean(base, metric)), estimate(_mean(row, metric)), alpha=alpha))
             if metric.covariate_column is not None:
-                adjusted = cuped(_covariate(control, metric), _covariate(row, metric),
-                                 alpha=alpha)
-                results.append(MetricResult(row["arm"], f"{metric.name}_cuped", segment,
-                                            adjusted.comparison,
-                                            variance_reduction=adjusted.variance_reduction))
-    adjusted_p = holm([results[i].comparison.p_value for i in primary])
-    for index, p_value in zip(primary, adjusted_p, strict=True):
-        results[index] = replace(results[index], p_value_holm=p_value)
-    return results
+                pair = (_covariate(base, metric), _covariate(row, metric))
+                adjusted = cuped(*pair, alpha=alpha)
+                results.append(with_views(
+                    MetricResult(row["arm"], f"{metric.name}_cuped", segment,
+                                 adjusted.comparison, baseline=name,
+                                 variance_reduction=adjusted.variance_reduction),
+                    *(cuped_estimates(*pair) or (None, None)), alpha=alpha))
+    return adjust_family(results, primary)
 
 
 def imported_sample_ratio(connection: Connection, campaign_id: int,
@@ -290,7 +301,8 @@ def imported_sample_ratio(connection: Connection, campaign_id: int,
 
 
 def imported_results(connection: Connection, campaign_id: int, *, alpha: float = 0.05,
-                     segment: str | None = None) -> CampaignResults:
+                     segment: str | None = None, baseline: str | None = None
+                     ) -> CampaignResults:
     """An imported experiment's results, broken down by ``segment`` when given.
 
     With a segment every result's ``segment`` is the segment value and Holm runs within
@@ -301,6 +313,6 @@ def imported_results(connection: Connection, campaign_id: int, *, alpha: float =
     results: list[MetricResult] = []
     for value in dict.fromkeys(row["segment_value"] for row in rows):
         group = [row for row in rows if row["segment_value"] == value]
-        results += _segment_results(group, metrics, alpha=alpha)
+        results += _segment_results(group, metrics, alpha=alpha, baseline=baseline)
     return CampaignResults(campaign_id=campaign_id, arms=rows, results=results,
                            srm=imported_sample_ratio(connection, campaign_id, rows))

@@ -30,11 +30,15 @@ from analytics.imported import imported_metrics
 from analytics.queries import DailyAdoption, arm_statistics_and_adoption
 from analytics.reports import (
     PRIMARY_METRICS,
+    REPORT_TUNING_N,
     CampaignResults,
     MetricResult,
+    SegmentHeterogeneity,
     campaign_results,
+    choose_baseline,
     compare_arms,
     sample_ratio,
+    segment_heterogeneity,
 )
 from analytics.segments import (
     QiniResult,
@@ -43,12 +47,16 @@ from analytics.segments import (
     segment_names,
 )
 from analytics.stats import (
+    BAYESIAN_METHOD,
+    CORRECTION_NAMES,
     CUPED_METHOD,
+    HETEROGENEITY_METHOD,
     MEANS_METHOD,
     PROPORTIONS_METHOD,
     RATIOS_METHOD,
     SRM_THRESHOLD,
     SrmResult,
+    check_correction,
 )
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
@@ -193,6 +201,20 @@ class Report:
     segments: list[MetricResult] = field(default_factory=list)
     guardrails: list[GuardrailResult] = field(default_factory=list)
     qini: QiniResult | None = None
+    #: the multiplicity correction tables and verdicts use: "holm" or "bh"
+    correction: str = "holm"
+    #: the arm every other arm is compared with; None: the control arm
+    baseline: str | None = None
+    #: Cochran's Q per arm and metric across the breakdown's segment values
+    heterogeneity: list[SegmentHeterogeneity] = field(default_factory=list)
+
+    @property
+    def baseline_arm(self) -> str | None:
+        """The name of the arm the comparisons are against (the control arm by default)."""
+        if self.baseline is not None:
+            return self.baseline
+        control = self.control
+        return control.name if control is not None else None
 
     @property
     def control(self) -> ArmInfo | None:
@@ -260,6 +282,8 @@ class Report:
         for result in [*self.results, *self.segments]:
             for statistic, value in comparison_statistics(result):
                 yield result.arm, result.segment, result.metric, statistic, value
+        yield from _view_rows(self)
+        yield from _heterogeneity_rows(self)
         for economics in self.economics:
             for statistic, value in (("estimate", economics.estimate),
                                      ("ci_low", economics.ci_low),
@@ -310,6 +334,53 @@ def comparison_statistics(result: MetricResult) -> list[tuple[str, float | int |
     if result.variance_reduction is not None or c.method == CUPED_METHOD:
         pairs.append(("variance_reduction", result.variance_reduction))
     return pairs
+
+
+def view_statistics(result: MetricResult, *, correction: str = "holm"
+                    ) -> list[tuple[str, float | int | None]]:
+    """(statistic, value) pairs of a comparison's Bayesian and sequential views.
+
+    ``p_value_bh`` is given (for the corrected metrics) when the report's correction is
+    Benjamini-Hochberg. ``bayes_*`` is the absolute effect's posterior, ``bayes_rel_*``
+    the relative one's; ``always_valid_*`` the confidence sequence on the absolute effect.
+    """
+    pairs: list[tuple[str, float | int | None]] = []
+    if correction == "bh" and (result.p_value_bh is not None
+                               or result.metric in PRIMARY_METRICS):
+        pairs.append(("p_value_bh", result.p_value_bh))
+    for prefix, view in (("bayes", result.bayesian), ("bayes_rel", result.bayesian_relative)):
+        if view is not None:
+            pairs += [(f"{prefix}_chance_to_beat_baseline", view.chance_to_beat_baseline),
+                      (f"{prefix}_expected_loss", view.expected_loss),
+                      (f"{prefix}_expected_loss_baseline", view.expected_loss_baseline),
+                      (f"{prefix}_ci_low", view.ci_low), (f"{prefix}_ci_high", view.ci_high)]
+    sequence = result.sequential
+    if sequence is not None:
+        pairs += [("always_valid_ci_low", sequence.ci_low),
+                  ("always_valid_ci_high", sequence.ci_high),
+                  ("always_valid_p_value", sequence.p_value_always_valid)]
+    return pairs
+
+
+def _view_rows(report: Report) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+    baseline = report.baseline_arm
+    if baseline is not None:
+        yield "all", "all", "experiment", f"baseline={baseline}", None
+    yield "all", "all", "experiment", f"correction={report.correction}", None
+    for result in [*report.results, *report.segments]:
+        for statistic, value in view_statistics(result, correction=report.correction):
+            yield result.arm, result.segment, result.metric, statistic, value
+
+
+def _heterogeneity_rows(report: Report
+                        ) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+    for row in report.heterogeneity:
+        test = row.test
+        for statistic, value in (("heterogeneity_q", test.q), ("heterogeneity_df", test.df),
+                                 ("heterogeneity_p_value", test.p_value),
+                                 ("heterogeneity_i_squared", test.i_squared),
+                                 ("heterogeneity_segments", test.segments)):
+            yield row.arm, row.breakdown, row.metric, statistic, value
 
 
 def _qini_rows(qini: QiniResult) -> Iterator[tuple[str, str, str, str, float | int | None]]:
@@ -376,7 +447,7 @@ def _method_statements(report: Report) -> Iterator[str]:
         metrics = ", ".join(_metric_names(results, CUPED_METHOD))
         yield f"{metrics}: CUPED, {_cuped_covariate(campaign)}, then Welch's t test."
     corrected = [r for r in report.results if r.p_value_holm is not None]
-    if corrected:
+    if corrected and report.correction == "holm":
         names = ", ".join(dict.fromkeys(r.metric for r in corrected))
         yield (f"Holm step-down correction across {len(corrected)} comparisons "
                f"(every treatment arm x the primary metrics {names}); the other "
@@ -399,15 +470,17 @@ def _method_statements(report: Report) -> Iterator[str]:
         yield ("Economics: each treatment arm's lifts against control scaled to the arm's "
                "size and priced with the channel costs, revenue and incentive costs.")
     if report.segments:
-        yield _segment_statement(report.segments)
+        yield _segment_statement(report)
+    yield from _view_method_statements(report, corrected)
     if report.qini is not None:
         yield (f"Targeting: uplift of {report.qini.metric} by decile of the score "
                f"'{report.qini.score}' ({report.qini.scored_n:,} scored units); "
                f"{report.qini.method.rstrip('.')}.")
 
 
-def _segment_statement(segments: Sequence[MetricResult]) -> str:
+def _segment_statement(report: Report) -> str:
     """What the segment table's correction is, read from the table's own p-values."""
+    segments = report.segments
     columns = ", ".join(dict.fromkeys(s.segment.split("=", 1)[0] for s in segments))
     corrected = [s for s in segments if s.p_value_holm is not None]
     if not corrected:
@@ -415,9 +488,42 @@ def _segment_statement(segments: Sequence[MetricResult]) -> str:
                 "exploratory, not corrected for multiplicity.")
     names = ", ".join(dict.fromkeys(s.metric for s in corrected))
     return (f"Segment breakdown ({columns}): the same comparisons within each value; "
-            f"exploratory. Holm step-down correction across the breakdown's "
-            f"{len(corrected)} comparisons of {names} (every value x treatment arm x "
-            "primary metric); the other metrics' p-values are not corrected.")
+            f"exploratory. {CORRECTION_NAMES[report.correction]} correction across the "
+            f"breakdown's {len(corrected)} comparisons of {names} (every value x treatment "
+            "arm x primary metric); the other metrics' p-values are not corrected.")
+
+
+def _view_method_statements(report: Report, corrected: Sequence[MetricResult]
+                            ) -> Iterator[str]:
+    """Methods of the baseline choice, BH, the Bayesian and sequential views, Cochran's Q."""
+    results = [*report.results, *report.segments]
+    control = report.control
+    if report.baseline is not None and (control is None or report.baseline != control.name):
+        yield (f"Baseline: every arm, control included, is compared with the arm "
+               f"'{report.baseline}' (differences are arm - {report.baseline}); economics "
+               "and guardrails stay against the control arm.")
+    if corrected and report.correction == "bh":
+        names = ", ".join(dict.fromkeys(r.metric for r in corrected))
+        yield (f"Benjamini-Hochberg correction (false discovery rate) across "
+               f"{len(corrected)} comparisons (every arm x the primary metrics {names}); "
+               "the other p-values are not corrected for multiplicity.")
+    if any(r.bayesian is not None for r in results):
+        yield (f"{BAYESIAN_METHOD}: chance to beat the baseline is the posterior "
+               "probability that the effect goes the good way; expected loss is the "
+               "average shortfall of choosing the arm if it is in fact worse (of keeping the "
+               "baseline, if it is better); credible intervals are the posterior's central "
+               f"{1 - report.alpha:.0%}. Given for the absolute and the relative effect. "
+               "Lower is better for cost_to_serve, source_interactions, incentive_cost, "
+               "complaints and churn.")
+    if any(r.sequential is not None for r in results):
+        yield ("Always-valid results: a two-sided normal-mixture confidence sequence "
+               "(Waudby-Smith et al. 2024; the one the guardrails use) on each absolute "
+               f"difference, tuned to be tightest at n = {REPORT_TUNING_N:,} units in the "
+               "two arms compared, with its always-valid p-value. Unlike the fixed-horizon "
+               "interval it stays valid however often the report is read, and is wider.")
+    if report.heterogeneity:
+        yield (f"Heterogeneity across segment values: {HETEROGENEITY_METHOD}, per arm and "
+               "metric. Read a difference between segments only when this test rejects.")
 
 
 def _cuped_covariate(campaign: CampaignInfo) -> str:
@@ -473,7 +579,8 @@ def choose_segment(connection: Connection, campaign_id: int,
 
 def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.05,
                  now: datetime | None = None, segment: str | None = None,
-                 qini_score: str | None = None) -> Report:
+                 qini_score: str | None = None, correction: str = "holm",
+                 baseline: str | None = None) -> Report:
     """The campaign's full report at ``now`` (default: the current time).
 
     Every section comes from one aggregation of the campaign's exposures and events
@@ -484,15 +591,21 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     attribute (or, for an imported experiment, anything: its unit scores) for the
     uplift-by-decile table and Qini curve.
 
+    ``correction`` ('holm' or 'bh') is the multiplicity correction the tables use;
+    ``baseline`` names the arm every other arm is compared with (None: the control arm).
+
     Raises :class:`campaigns.errors.CampaignNotFound` for an unknown id and ValueError
-    for alpha outside (0, 1) or an unknown segment. A live campaign nobody has been
-    exposed to yet gets an empty result list and an untested SRM check rather than an
-    error.
+    for alpha outside (0, 1), an unknown segment, correction or baseline arm. A live
+    campaign nobody has been exposed to yet gets an empty result list and an untested SRM
+    check rather than an error.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be strictly between 0 and 1 (got {alpha})")
+    check_correction(correction)
     generated_at = (now or utcnow()).astimezone(UTC)
     campaign = campaign_info(connection, campaign_id)
+    if baseline is not None:
+        choose_baseline(arm_names(connection, campaign_id), baseline)
     live = campaign.origin == CampaignOrigin.LIVE.value
     if segment is not None:
         segment = choose_segment(connection, campaign_id, segment)
@@ -510,13 +623,17 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
                                                            segment=segment)
         if segment is not None:
             outcome, sections["segments"] = campaign_and_segment_results(
-                connection, campaign_id, segment, alpha=alpha, rows=live_rows)
+                connection, campaign_id, segment, alpha=alpha, rows=live_rows,
+                baseline=baseline)
+            sections["heterogeneity"] = segment_heterogeneity(sections["segments"])
         elif live_rows is not None:
             outcome = CampaignResults(campaign_id=campaign_id, arms=live_rows,
-                                      results=compare_arms(live_rows, alpha=alpha),
+                                      results=compare_arms(live_rows, alpha=alpha,
+                                                           baseline=baseline),
                                       srm=sample_ratio(connection, campaign_id, live_rows))
         else:
-            outcome = campaign_results(connection, campaign_id, alpha=alpha)
+            outcome = campaign_results(connection, campaign_id, alpha=alpha,
+                                       baseline=baseline)
         arm_rows, results, srm = outcome.arms, outcome.results, outcome.srm
         if live:
             sections["economics"] = economics_from_rows(arm_rows, alpha=alpha)
@@ -543,8 +660,16 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
         timeline=(_timeline_points(connection, campaign_id, daily)
                   if daily is not None and arm_rows else []),
         spend=spend_timeline(connection, campaign_id, now=generated_at) if live else [],
+        correction=correction,
+        baseline=baseline,
         **sections,
     )
+
+
+def arm_names(connection: Connection, campaign_id: int) -> list[str]:
+    """The campaign's arms in position order (control first)."""
+    return list(connection.execute(select(_ARM.c.name).where(_ARM.c.campaign_id == campaign_id)
+                                   .order_by(_ARM.c.position, _ARM.c.id)).scalars())
 
 
 def _qini_metric(connection: Connection, campaign_id: int, *, live: bool) -> str:

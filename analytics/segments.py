@@ -36,11 +36,12 @@ from analytics.queries import (
 from analytics.reports import (
     CampaignResults,
     MetricResult,
+    adjust_family,
     campaign_results,
     compare_arms,
     sample_ratio,
 )
-from analytics.stats import MeanStats, compare_proportions, holm
+from analytics.stats import MeanStats, compare_proportions
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
     Arm,
@@ -144,7 +145,7 @@ def segment_names(connection: Connection, campaign_id: int) -> tuple[str, ...]:
 
 
 def segment_results(connection: Connection, campaign_id: int, segment: str, *,
-                    alpha: float = 0.05) -> list[MetricResult]:
+                    alpha: float = 0.05, baseline: str | None = None) -> list[MetricResult]:
     """Every treatment arm against control within each value of ``segment``.
 
     ``MetricResult.segment`` is ``"<segment>=<value>"`` (``(missing)`` for customers
@@ -158,15 +159,16 @@ def segment_results(connection: Connection, campaign_id: int, segment: str, *,
         # analytics.imported labels a cell with the bare segment value.
         return holm_across([replace(result, segment=f"{segment}={result.segment}")
                             for result in imported_results(connection, campaign_id,
-                                                           alpha=alpha,
-                                                           segment=segment).results])
+                                                           alpha=alpha, segment=segment,
+                                                           baseline=baseline).results])
     rows = arm_statistics(connection, campaign_id, segment=segment)
-    return _breakdown(segment, rows, alpha=alpha)
+    return _breakdown(segment, rows, alpha=alpha, baseline=baseline)
 
 
 def campaign_and_segment_results(connection: Connection, campaign_id: int, segment: str, *,
                                  alpha: float = 0.05,
-                                 rows: Sequence[dict[str, Any]] | None = None
+                                 rows: Sequence[dict[str, Any]] | None = None,
+                                 baseline: str | None = None
                                  ) -> tuple[CampaignResults, list[MetricResult]]:
     """``campaign_results`` and ``segment_results`` together, from one pass over the data.
 
@@ -178,15 +180,16 @@ def campaign_and_segment_results(connection: Connection, campaign_id: int, segme
     (:func:`analytics.queries.arm_statistics_and_adoption` with the same ``segment``).
     """
     if _check_segment(connection, campaign_id, segment):
-        return (campaign_results(connection, campaign_id, alpha=alpha),
-                segment_results(connection, campaign_id, segment, alpha=alpha))
+        return (campaign_results(connection, campaign_id, alpha=alpha, baseline=baseline),
+                segment_results(connection, campaign_id, segment, alpha=alpha,
+                                baseline=baseline))
     if rows is None:
         rows = arm_statistics(connection, campaign_id, segment=segment)
     overall = collapse_segments(rows)
     whole = CampaignResults(campaign_id=campaign_id, arms=overall,
-                            results=compare_arms(overall, alpha=alpha),
+                            results=compare_arms(overall, alpha=alpha, baseline=baseline),
                             srm=sample_ratio(connection, campaign_id, overall))
-    return whole, _breakdown(segment, rows, alpha=alpha)
+    return whole, _breakdown(segment, rows, alpha=alpha, baseline=baseline)
 
 
 def collapse_segments(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,10 +220,11 @@ def _check_segment(connection: Connection, campaign_id: int, segment: str) -> bo
 
 
 def _breakdown(segment: str, rows: Sequence[dict[str, Any]], *,
-               alpha: float) -> list[MetricResult]:
+               alpha: float, baseline: str | None = None) -> list[MetricResult]:
     return holm_across([result
                         for label, group in _segment_groups(segment, rows)
-                        for result in compare_arms(group, segment=label, alpha=alpha)])
+                        for result in compare_arms(group, segment=label, alpha=alpha,
+                                                   baseline=baseline)])
 
 
 def _segment_groups(segment: str, rows: Sequence[dict[str, Any]]
@@ -255,12 +259,8 @@ def holm_across(results: list[MetricResult]) -> list[MetricResult]:
     The per-segment comparisons each correct within their own segment; what a reader of
     the breakdown needs is one family over all cells, so the family is re-formed here.
     """
-    family = [i for i, result in enumerate(results) if result.p_value_holm is not None]
-    adjusted = holm([results[i].comparison.p_value for i in family])
-    out = list(results)
-    for index, p_value in zip(family, adjusted, strict=True):
-        out[index] = replace(out[index], p_value_holm=p_value)
-    return out
+    return adjust_family(results, [i for i, result in enumerate(results)
+                                   if result.p_value_holm is not None])
 
 
 # ------------------------------------------------------------------------------ Qini

@@ -491,6 +491,12 @@ def report(
     qini_score: Annotated[str | None, typer.Option(
         help="Numeric customer attribute with a targeting score: adds uplift by decile "
         "and the Qini curve.")] = None,
+    correction: Annotated[str, typer.Option(
+        help="Multiplicity correction of the primary metrics: holm (family-wise error) "
+        "or bh (Benjamini-Hochberg, false discovery rate).")] = "holm",
+    baseline: Annotated[str | None, typer.Option(
+        help="The arm every other arm is compared with (default: the control arm).")
+    ] = None,
 ) -> None:
     """Write a campaign's report: results with intervals, methods, SRM check, charts.
 
@@ -502,18 +508,29 @@ def report(
     """
     from analytics.exports import ExportFormat, export_bytes, export_filename
     from analytics.queries import report_view
-    from analytics.report import build_report, choose_segment, resolve_campaign
+    from analytics.report import arm_names, build_report, choose_segment, resolve_campaign
+    from analytics.reports import choose_baseline
 
     export_format = ExportFormat(_report_format(report_format, out))
     if not 0 < alpha <= 0.5:
         raise fail(f"--alpha must be above 0 and at most 0.5 (got {alpha})")
+    from analytics.stats import check_correction
+    try:
+        check_correction(correction)
+    except ValueError as error:
+        raise fail(f"--correction: {error}") from None
     _ensure_schema()
     try:
         with report_view(get_engine()) as connection:
             campaign_id = resolve_campaign(connection, campaign)
+            try:
+                choose_baseline(arm_names(connection, campaign_id), baseline)
+            except ValueError as error:
+                raise fail(f"--baseline: {error}") from None
             built = build_report(connection, campaign_id, alpha=alpha,
                                  segment=choose_segment(connection, campaign_id, segment),
-                                 qini_score=qini_score)
+                                 qini_score=qini_score, correction=correction,
+                                 baseline=baseline)
     except (ChannelShiftError, ValueError) as error:
         raise fail(str(error)) from None
     target = out or Path(export_filename(built, export_format))

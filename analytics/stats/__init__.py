@@ -2,8 +2,10 @@
 
 One module per subject: :mod:`~analytics.stats.sufficient` (per-arm aggregates),
 :mod:`~analytics.stats.comparisons` (the test of each row), :mod:`~analytics.stats.srm`,
-:mod:`~analytics.stats.multiplicity`, :mod:`~analytics.stats.power` and
-:mod:`~analytics.stats.sequential`. This package re-exports their public names.
+:mod:`~analytics.stats.multiplicity`, :mod:`~analytics.stats.power`,
+:mod:`~analytics.stats.sequential`, :mod:`~analytics.stats.effects` (each arm's estimate and
+an effect's variance), :mod:`~analytics.stats.bayesian` and
+:mod:`~analytics.stats.heterogeneity`. This package re-exports their public names.
 
 Every function takes per-arm aggregates (counts, sums, sums of squares and
 cross-products) that the SQL layer computes in the database, so no raw rows are
@@ -29,6 +31,7 @@ Conventions shared by every result:
 
 from __future__ import annotations
 
+from analytics.stats.bayesian import BAYESIAN_METHOD, BayesianResult, bayesian_effect
 from analytics.stats.common import SMALLEST_P_VALUE
 from analytics.stats.comparisons import (
     CUPED_METHOD,
@@ -42,32 +45,75 @@ from analytics.stats.comparisons import (
     compare_ratios,
     cuped,
 )
-from analytics.stats.multiplicity import holm
+from analytics.stats.effects import (
+    ArmEstimate,
+    Effect,
+    EffectType,
+    cuped_estimates,
+    effect,
+    mean_estimate,
+    proportion_estimate,
+    ratio_estimate,
+)
+from analytics.stats.heterogeneity import HETEROGENEITY_METHOD, HeterogeneityResult, cochran_q
+from analytics.stats.multiplicity import (
+    CORRECTION_NAMES,
+    CORRECTIONS,
+    benjamini_hochberg,
+    check_correction,
+    holm,
+)
 from analytics.stats.power import minimum_detectable_effect, required_sample_size
-from analytics.stats.sequential import SequentialResult, sequential_rho, sequential_test
+from analytics.stats.sequential import (
+    ConfidenceSequence,
+    SequentialResult,
+    confidence_sequence,
+    sequential_rho,
+    sequential_test,
+)
 from analytics.stats.srm import SRM_THRESHOLD, SrmResult, srm_check
 from analytics.stats.sufficient import CovariateStats, MeanStats, RatioStats
 
 __all__ = [
+    "BAYESIAN_METHOD",
+    "CORRECTIONS",
+    "CORRECTION_NAMES",
     "CUPED_METHOD",
+    "HETEROGENEITY_METHOD",
     "MEANS_METHOD",
     "PROPORTIONS_METHOD",
     "RATIOS_METHOD",
     "SMALLEST_P_VALUE",
     "SRM_THRESHOLD",
+    "ArmEstimate",
+    "BayesianResult",
     "Comparison",
+    "ConfidenceSequence",
     "CovariateStats",
     "CupedResult",
+    "Effect",
+    "EffectType",
+    "HeterogeneityResult",
     "MeanStats",
     "RatioStats",
     "SequentialResult",
     "SrmResult",
+    "bayesian_effect",
+    "benjamini_hochberg",
+    "check_correction",
+    "cochran_q",
     "compare_means",
     "compare_proportions",
     "compare_ratios",
+    "confidence_sequence",
     "cuped",
+    "cuped_estimates",
+    "effect",
     "holm",
+    "mean_estimate",
     "minimum_detectable_effect",
+    "proportion_estimate",
+    "ratio_estimate",
     "required_sample_size",
     "sequential_rho",
     "sequential_test",

@@ -1,4 +1,9 @@
-"""Always-valid confidence sequences, safe under continuous peeking."""
+"""Always-valid confidence sequences, safe under continuous peeking.
+
+:func:`sequential_test` watches a guardrail for harm (one-sided use of a two-sided
+sequence); :func:`confidence_sequence` is the same sequence on any effect with its
+variance, for the sequential view of every report row.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from analytics.stats.common import check_alpha, floor_p, small_arm_reason
+from analytics.stats.effects import Effect, EffectType
 from analytics.stats.sufficient import MeanStats, sum_sq_dev
 
 
@@ -39,6 +45,19 @@ def sequential_rho(*, alpha: float, tuning_n: float) -> float:
         raise ValueError("tuning_n must be positive")
     log_alpha = math.log(alpha)
     return math.sqrt((-2 * log_alpha + math.log(-2 * log_alpha + 1)) / tuning_n)
+
+
+def _mixture(*, diff: float, var_diff: float, n: int, rho: float, alpha: float
+             ) -> tuple[float, float, bool]:
+    """Half-width, always-valid p-value and whether it was floored (formulas below)."""
+    n_rho2 = n * rho * rho
+    half = math.sqrt(n * var_diff) * math.sqrt(
+        2 * (n_rho2 + 1) / (n * n_rho2) * math.log(math.sqrt(n_rho2 + 1) / alpha)
+    )
+    z2 = diff * diff / var_diff
+    log_p = 0.5 * math.log(n_rho2 + 1) - z2 * n_rho2 / (2 * (n_rho2 + 1))
+    p_value, floored = floor_p(math.exp(min(log_p, 0.0)))
+    return half, p_value, floored
 
 
 def sequential_test(
@@ -96,13 +115,7 @@ def sequential_test(
     )
     if var_diff <= 0:
         return replace(undefined, reason="no variance in either arm: the sequence is undefined")
-    n_rho2 = n * rho * rho
-    half = math.sqrt(n * var_diff) * math.sqrt(
-        2 * (n_rho2 + 1) / (n * n_rho2) * math.log(math.sqrt(n_rho2 + 1) / alpha)
-    )
-    z2 = diff * diff / var_diff
-    log_p = 0.5 * math.log(n_rho2 + 1) - z2 * n_rho2 / (2 * (n_rho2 + 1))
-    p_value, floored = floor_p(math.exp(min(log_p, 0.0)))
+    half, p_value, floored = _mixture(diff=diff, var_diff=var_diff, n=n, rho=rho, alpha=alpha)
     ci_low, ci_high = diff - half, diff + half
     harm = ci_low > 0 if harm_direction == 1 else ci_high < 0
     return SequentialResult(
@@ -116,3 +129,55 @@ def sequential_test(
         alpha=alpha,
         p_value_floored=floored,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfidenceSequence:
+    """A two-sided always-valid confidence sequence on an effect, at the current look."""
+
+    effect_type: EffectType
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value_always_valid: float | None
+    n: int
+    tuning_n: float
+    alpha: float
+    p_value_floored: bool = False
+    reason: str | None = None
+
+    @property
+    def significant(self) -> bool:
+        """Whether the sequence excludes 0 (equivalently, the always-valid p < alpha)."""
+        return (self.ci_low is not None and self.ci_high is not None
+                and (self.ci_low > 0 or self.ci_high < 0))
+
+
+def confidence_sequence(observed: Effect | None, *, alpha: float = 0.05, tuning_n: float,
+                        effect_type: EffectType = "absolute") -> ConfidenceSequence:
+    """The normal-mixture confidence sequence of :func:`sequential_test` on any effect.
+
+    ``observed`` is an effect (a difference of rates, means or ratios, a CUPED-adjusted
+    difference or a relative lift) with the variance of its estimate; n is the units in
+    both arms. The interval and p-value hold simultaneously over every look, so a reader
+    may look daily and stop when the interval excludes 0. None (an undefined effect) or
+    no variance gives a sequence with only ``reason`` set.
+    """
+    rho = sequential_rho(alpha=alpha, tuning_n=tuning_n)
+    if observed is None:
+        return ConfidenceSequence(
+            effect_type=effect_type, estimate=None, ci_low=None, ci_high=None,
+            p_value_always_valid=None, n=0, tuning_n=tuning_n, alpha=alpha,
+            reason="the effect is undefined (an arm without units, or a zero baseline)")
+    if not observed.variance > 0:
+        return ConfidenceSequence(
+            effect_type=observed.effect_type, estimate=observed.estimate, ci_low=None,
+            ci_high=None, p_value_always_valid=None, n=observed.n, tuning_n=tuning_n,
+            alpha=alpha, reason="no variance: the sequence is undefined")
+    half, p_value, floored = _mixture(diff=observed.estimate, var_diff=observed.variance,
+                                      n=observed.n, rho=rho, alpha=alpha)
+    return ConfidenceSequence(
+        effect_type=observed.effect_type, estimate=observed.estimate,
+        ci_low=observed.estimate - half, ci_high=observed.estimate + half,
+        p_value_always_valid=p_value, n=observed.n, tuning_n=tuning_n, alpha=alpha,
+        p_value_floored=floored)

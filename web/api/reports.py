@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from analytics.exports import ExportFormat, export_bytes, export_filename
-from analytics.report import build_report, choose_segment
+from analytics.report import arm_names, build_report, choose_segment
+from analytics.reports import choose_baseline
+from analytics.stats import CORRECTIONS
 from campaigns.errors import FieldError, ValidationFailed
 from web.api.schemas import MAX_ID, ErrorPublic, error_responses
 from web.deps import AnalyticsCaller, SessionDep, read_view
@@ -105,14 +107,17 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/campaigns/{campaign_id}/report", response_class=Response, responses=RESPONSES,
     summary="A campaign's report: results with intervals, methods, SRM check, charts",
-    description="Every treatment arm against control for every metric (differences and "
-    "relative lifts with intervals, p-values, Holm correction of the primary metrics, "
-    "CUPED), the arms and their sample sizes, the sample ratio mismatch check, the date "
-    "range, the methods in plain words, cumulative adoption by day and spend against the "
-    "budget. `format`: `json` (default; raw numbers, money in minor units), `csv` (tidy "
-    "long format: campaign, arm, segment, metric, statistic, value), `xlsx` (sheets "
-    "summary, metrics, segments, economics, diagnostics) or `html` (one self-contained "
-    "file with inline SVG charts, no external assets). Needs an analytics key.",
+    description="Every arm against the baseline arm (`baseline`, default control) for "
+    "every metric (differences and relative lifts with intervals, p-values, Holm or "
+    "Benjamini-Hochberg correction of the primary metrics (`correction`), CUPED, the "
+    "Bayesian chance to beat the baseline and expected loss, always-valid intervals; "
+    "Cochran's Q across segment values), the arms and their sample sizes, the sample "
+    "ratio mismatch check, the date range, the methods in plain words, cumulative "
+    "adoption by day and spend against the budget. `format`: `json` (default; raw "
+    "numbers, money in minor units), `csv` (tidy long format: campaign, arm, segment, "
+    "metric, statistic, value), `xlsx` (sheets summary, metrics, segments, economics, "
+    "diagnostics) or `html` (one self-contained file with inline SVG charts, no "
+    "external assets). Needs an analytics key.",
 )
 def campaign_report(
     caller: AnalyticsCaller, session: SessionDep,
@@ -130,17 +135,32 @@ def campaign_report(
         max_length=100, description="Numeric customer attribute holding a targeting score: "
         "adds the uplift-by-decile table and Qini curve (imported experiments: any value "
         "uses their --score column).", examples=["propensity"])] = None,
+    correction: Annotated[str, Query(
+        max_length=10, description="Multiplicity correction of the primary metrics: "
+        "`holm` (family-wise error rate) or `bh` (Benjamini-Hochberg, false discovery "
+        "rate).", examples=list(CORRECTIONS))] = "holm",
+    baseline: Annotated[str | None, Query(
+        max_length=200, description="The arm every other arm is compared with, by name "
+        "(default: the control arm).", examples=["control"])] = None,
 ) -> Response:
     # A plain `def`: FastAPI runs it in the thread pool, so the report's SQL and the
     # rendering never block the event loop.
+    if correction not in CORRECTIONS:
+        raise _invalid_query("correction", ValueError(
+            f"unknown correction '{correction}'; use one of {', '.join(CORRECTIONS)}"))
     with read_view(session) as connection:
         try:
             chosen = choose_segment(connection, campaign_id, segment)
         except ValueError as error:
             raise _invalid_query("segment", error) from None
         try:
+            choose_baseline(arm_names(connection, campaign_id), baseline)
+        except ValueError as error:
+            raise _invalid_query("baseline", error) from None
+        try:
             report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
-                                  qini_score=qini_score)
+                                  qini_score=qini_score, correction=correction,
+                                  baseline=baseline)
         except ValueError as error:  # alpha and segment are checked: only the score is left
             raise _invalid_query("qini_score", error) from None
     disposition = "inline" if export_format is ExportFormat.JSON else "attachment"

@@ -145,7 +145,8 @@ class TestOpenApi:
         operation = schema["paths"]["/api/v1/campaigns/{campaign_id}/report"]["get"]
         assert operation["summary"]
         parameters = {p["name"]: p for p in operation["parameters"]}
-        assert set(parameters) == {"campaign_id", "format", "alpha", "segment", "qini_score"}
+        assert set(parameters) == {"campaign_id", "format", "alpha", "segment", "qini_score",
+                                   "correction", "baseline"}
         content = operation["responses"]["200"]["content"]
         assert {"application/json", "text/csv", XLSX, "text/html"} <= set(content)
         assert json.dumps(content["application/json"]["example"])

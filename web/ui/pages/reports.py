@@ -20,7 +20,7 @@ open). Charts are drawn by chart.js from JSON in a ``data-report-chart`` attribu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -42,12 +42,14 @@ from analytics.exports import (
     format_number,
     format_p,
     format_percent,
+    heterogeneity_rows,
     interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
-from analytics.report import Report, build_report, srm_sentence
-from analytics.reports import MetricResult
+from analytics.report import Report, arm_names, build_report, srm_sentence
+from analytics.reports import MetricResult, choose_baseline
 from analytics.segments import segment_names
+from analytics.stats import CORRECTION_NAMES, CORRECTIONS
 from campaigns.models import (
     Assignment,
     AuditLog,
@@ -70,6 +72,7 @@ from web.ui.headline import (  # noqa: F401  (the page's words, re-exported for 
     primary_metric,
 )
 from web.ui.pages.campaigns import CAMPAIGN, CampaignId, campaign_router, load_campaign
+from web.ui.problems import UiProblem
 from web.ui.rendering import render
 
 router = campaign_router()
@@ -112,14 +115,29 @@ def _guardrail_metrics(connection: Connection, campaign_id: int) -> list[str]:
 
 def campaign_report(connection: Connection, campaign_id: int, *,
                     alpha: float = DEFAULT_ALPHA, segment: str | None = None,
-                    qini_score: str | None = None) -> Report:
+                    qini_score: str | None = None, correction: str = "holm",
+                    baseline: str | None = None) -> Report:
     """The full report (economics, guardrails and the ``segment`` breakdown included).
 
     ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
-    ``qini_score`` one of :func:`qini_score_choices` (None: no Qini section).
+    ``qini_score`` one of :func:`qini_score_choices` (None: no Qini section);
+    ``correction`` and ``baseline`` as :func:`analytics.report.build_report` takes them,
+    checked here so a bad value is a 400 page naming the query parameter.
     """
+    if correction not in CORRECTIONS:
+        raise _bad_query("correction", f"unknown correction '{correction}'; use one of "
+                         f"{', '.join(CORRECTIONS)}")
+    try:
+        choose_baseline(arm_names(connection, campaign_id), baseline)
+    except ValueError as error:
+        raise _bad_query("baseline", str(error)) from None
     return build_report(connection, campaign_id, alpha=alpha, segment=segment,
-                        qini_score=qini_score)
+                        qini_score=qini_score, correction=correction, baseline=baseline)
+
+
+def _bad_query(name: str, message: str) -> UiProblem:
+    """A bad option in the address: a 400 page naming the query parameter."""
+    return UiProblem(f"The report option '{name}' is not valid: {message}.")
 
 
 def qini_score_choices(connection: Connection, campaign_id: int) -> tuple[str, ...]:
@@ -348,7 +366,12 @@ def result_rows(report: Report, results: Sequence[MetricResult]) -> list[dict[st
             "rel_ci": interval_text(c.rel_lift_ci_low, c.rel_lift_ci_high,
                                     lambda v: format_percent(v, signed=True)),
             "p": format_p(c.p_value, floored=c.p_value_floored),
-            "holm": format_p(result.p_value_holm) if result.p_value_holm is not None else "",
+            "holm": (format_p(result.p_value_adjusted(report.correction))
+                     if result.p_value_holm is not None else ""),
+            "chance": (format_percent(result.bayesian.chance_to_beat_baseline)
+                       if result.bayesian is not None else ""),
+            "always_valid": (interval_text(result.sequential.ci_low, result.sequential.ci_high,
+                                           unit.diff) if result.sequential is not None else ""),
             "significant": (c.diff_ci_low is not None and c.diff_ci_high is not None
                             and (c.diff_ci_low > 0 or c.diff_ci_high < 0)),
             "note": c.reason or ""})
@@ -433,6 +456,11 @@ def report_context(report: Report, *, goal_metric: str | None,
         "deciles": decile_rows(report), "qini_choices": tuple(qini_choices),
         "qini_coefficients": {arm: format_number(value) for arm, value in
                               (report.qini.qini_coefficient.items() if report.qini else [])},
+        "heterogeneity": heterogeneity_rows(report, [primary] if primary else []),
+        "correction": report.correction,
+        "correction_label": {"holm": "Holm", "bh": "BH"}[report.correction],
+        "correction_name": CORRECTION_NAMES[report.correction],
+        "baseline": report.baseline_arm or "control",
         "charts": {name: spec for name, spec in charts.items() if spec is not None},
         "budget_share": (report.campaign.spent_minor / report.campaign.budget_minor
                          if report.campaign.budget_minor else None),
@@ -450,20 +478,24 @@ def _goal_metric(session: Session, campaign: Campaign) -> str | None:
 
 
 def _context(session: Session, campaign: Campaign, requested: str | None,
-             requested_score: str | None = None) -> dict[str, Any]:
+             options: ReportOptions) -> dict[str, Any]:
     assert campaign.id is not None
     goal_metric = _goal_metric(session, campaign)
     with read_view(session) as connection:
         segment, choices = segment_choice(connection, campaign.id, requested)
         scores = qini_score_choices(connection, campaign.id)
-        score = qini_choice(scores, requested_score)
-        report = campaign_report(connection, campaign.id, segment=segment, qini_score=score)
+        score = qini_choice(scores, options.qini)
+        report = campaign_report(connection, campaign.id, segment=segment, qini_score=score,
+                                 correction=options.correction, baseline=options.baseline)
+        arms = arm_names(connection, campaign.id)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
-    query = {"segment": segment or NO_SEGMENT} | ({"qini": score} if score else {})
+    query = {"segment": segment or NO_SEGMENT,
+             **replace(options, qini=score).query()}
     context = {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
                "segment_choices": choices, "no_segment": NO_SEGMENT, "qini_score": score,
                "refresh_seconds": REFRESH_SECONDS if polls else None, "query": query,
+               "arm_choices": arms, "corrections": CORRECTION_NAMES,
                **report_context(report, goal_metric=goal_metric, qini_choices=scores)}
     context["segment"] = segment
     context["sections"] = report_sections(report, context)
@@ -473,33 +505,58 @@ def _context(session: Session, campaign: Campaign, requested: str | None,
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
 QiniQuery = Annotated[str | None, Query(max_length=100, description=(
     "Score to rank customers by for the Qini curve and decile table."))]
+CorrectionQuery = Annotated[str, Query(max_length=10, description="holm or bh.")]
+BaselineQuery = Annotated[str | None, Query(max_length=200, description="Baseline arm.")]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a reader picked: the Qini score, the multiplicity correction, the baseline arm."""
+
+    correction: str = "holm"
+    baseline: str | None = None
+    qini: str | None = None
+
+    def query(self) -> dict[str, str]:
+        """The options as query parameters, so refreshes and downloads keep them."""
+        query = {"correction": self.correction} if self.correction != "holm" else {}
+        if self.baseline is not None:
+            query["baseline"] = self.baseline
+        if self.qini is not None:
+            query["qini"] = self.qini
+        return query
 
 
 @router.get(f"{CAMPAIGN}/report", name="ui.campaigns.report")
 def report_page(request: Request, session: SessionDep, user: SignedIn,
                 campaign_id: CampaignId, segment: SegmentQuery = None,
-                qini: QiniQuery = None) -> Response:
+                qini: QiniQuery = None, correction: CorrectionQuery = "holm",
+                baseline: BaselineQuery = None) -> Response:
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/show.html", _context(session, campaign, segment, qini))
+    return render(request, "reports/show.html", _context(
+        session, campaign, segment, ReportOptions(correction, baseline or None, qini)))
 
 
 @router.get(f"{CAMPAIGN}/report/live", name="ui.campaigns.report.live")
 def report_fragment(request: Request, session: SessionDep, user: SignedIn,
                     campaign_id: CampaignId, segment: SegmentQuery = None,
-                    qini: QiniQuery = None) -> Response:
+                    qini: QiniQuery = None, correction: CorrectionQuery = "holm",
+                    baseline: BaselineQuery = None) -> Response:
     """The report's numbers and charts alone, for the htmx refresh."""
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/live.html", _context(session, campaign, segment, qini))
+    return render(request, "reports/live.html", _context(
+        session, campaign, segment, ReportOptions(correction, baseline or None, qini)))
 
 
 def _download(session: Session, campaign_id: int, segment: str | None,
-              download: Download, qini: str | None = None) -> Response:
+              download: Download, options: ReportOptions) -> Response:
     campaign = load_campaign(session, campaign_id)
     assert campaign.id is not None
     with read_view(session) as connection:
         chosen, _ = segment_choice(connection, campaign.id, segment)
-        score = qini_choice(qini_score_choices(connection, campaign.id), qini)
-        report = campaign_report(connection, campaign.id, segment=chosen, qini_score=score)
+        score = qini_choice(qini_score_choices(connection, campaign.id), options.qini)
+        report = campaign_report(connection, campaign.id, segment=chosen, qini_score=score,
+                                 correction=options.correction, baseline=options.baseline)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
@@ -509,20 +566,29 @@ def _download(session: Session, campaign_id: int, segment: str | None,
 
 @router.get(f"{CAMPAIGN}/report.csv", name="ui.campaigns.report.csv")
 def report_csv(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-               segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
+               segment: SegmentQuery = None, qini: QiniQuery = None,
+               correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
+               ) -> Response:
     """The tidy long format: one number per row (campaign, arm, segment, metric, ...)."""
-    return _download(session, campaign_id, segment, Download.CSV, qini)
+    return _download(session, campaign_id, segment, Download.CSV,
+                     ReportOptions(correction, baseline or None, qini))
 
 
 @router.get(f"{CAMPAIGN}/report.xlsx", name="ui.campaigns.report.xlsx")
 def report_xlsx(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
+                segment: SegmentQuery = None, qini: QiniQuery = None,
+                correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
+                ) -> Response:
     """A workbook: summary, metrics, segments, economics and diagnostics sheets."""
-    return _download(session, campaign_id, segment, Download.XLSX, qini)
+    return _download(session, campaign_id, segment, Download.XLSX,
+                     ReportOptions(correction, baseline or None, qini))
 
 
 @router.get(f"{CAMPAIGN}/report.html", name="ui.campaigns.report.html")
 def report_html(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None, qini: QiniQuery = None) -> Response:
+                segment: SegmentQuery = None, qini: QiniQuery = None,
+                correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
+                ) -> Response:
     """One self-contained HTML file with SVG charts, to read offline or send."""
-    return _download(session, campaign_id, segment, Download.HTML, qini)
+    return _download(session, campaign_id, segment, Download.HTML,
+                     ReportOptions(correction, baseline or None, qini))
