@@ -501,8 +501,8 @@ class TestSegmentMethods:
         corrected = [s for s in report.segments if s.p_value_holm is not None]
         assert corrected and len(corrected) < len(report.segments)
         statement = next(m for m in report.methods if m.startswith("Segment breakdown"))
-        assert f"Holm step-down correction across the breakdown's {len(corrected)} " \
-               "comparisons" in statement
+        assert f"Holm step-down (family-wise error rate) correction across the breakdown's " \
+               f"{len(corrected)} comparisons" in statement
         assert "not corrected for multiplicity" not in statement
         uncorrected = replace(report, segments=[replace(s, p_value_holm=None)
                                                 for s in report.segments])
