@@ -133,7 +133,10 @@ def comparison_json(result: MetricResult) -> dict[str, Any]:
         "p_value_holm": result.p_value_holm, "rel_lift": c.rel_lift,
         "rel_lift_se": c.rel_lift_se, "rel_lift_ci_low": c.rel_lift_ci_low,
         "rel_lift_ci_high": c.rel_lift_ci_high,
-        "variance_reduction": result.variance_reduction, "reason": c.reason})
+        "variance_reduction": result.variance_reduction, "reason": c.reason,
+        "interval_method": c.interval_method,
+        "rel_lift_interval_method": c.rel_lift_interval_method,
+        "small_sample": c.small_sample})
 
 
 def to_json(report: Report) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A campaign's results: every treatment arm against control, for every metric.
 
 Reads the per-arm sufficient statistics from :mod:`analytics.queries` and runs the
-statistics of :mod:`analytics.stats` on them: two-proportion z tests for binary metrics,
-Welch tests for the others, the delta method for the target-share ratio, CUPED where a
+statistics of :mod:`analytics.stats` on them: two-proportion Wald z tests (score tests for
+small tables) for binary metrics, Welch tests for the others, the delta method for the
+target-share ratio, CUPED where a
 pre-period exists, Holm across arms x primary metrics, and the sample ratio check.
 """
 
@@ -72,13 +73,18 @@ def compare_arms(rows: Sequence[dict[str, Any]], *, segment: str = "all",
         if row["is_control"]:
             continue
         for metric in MEAN_METRICS:
-            compare = compare_proportions if metric in BINARY_METRICS else compare_means
-            results.append(MetricResult(row["arm"], metric, segment, compare(
-                _mean(control, metric), _mean(row, metric), alpha=alpha)))
+            # Every live metric is a count, a 0/1 or an amount of money: never negative.
+            comparison = (compare_proportions(_mean(control, metric), _mean(row, metric),
+                                              alpha=alpha)
+                          if metric in BINARY_METRICS else
+                          compare_means(_mean(control, metric), _mean(row, metric),
+                                        alpha=alpha, nonnegative=True))
+            results.append(MetricResult(row["arm"], metric, segment, comparison))
         results.append(MetricResult(row["arm"], "target_share", segment, compare_ratios(
-            _share(control), _share(row), alpha=alpha)))
+            _share(control), _share(row), alpha=alpha, nonnegative=True)))
         for metric in PRE_PERIOD_METRICS:
-            adjusted = cuped(_covariate(control, metric), _covariate(row, metric), alpha=alpha)
+            adjusted = cuped(_covariate(control, metric), _covariate(row, metric), alpha=alpha,
+                             nonnegative=True)
             results.append(MetricResult(row["arm"], f"{metric}_cuped", segment,
                                         adjusted.comparison,
                                         variance_reduction=adjusted.variance_reduction))

@@ -1,7 +1,8 @@
 """Experiment statistics on sufficient statistics: pure functions, frozen results.
 
 One module per subject: :mod:`~analytics.stats.sufficient` (per-arm aggregates),
-:mod:`~analytics.stats.comparisons` (the test of each row), :mod:`~analytics.stats.srm`,
+:mod:`~analytics.stats.comparisons` (the test of each row), :mod:`~analytics.stats.intervals`
+(score and Fieller intervals that invert a test), :mod:`~analytics.stats.srm`,
 :mod:`~analytics.stats.multiplicity`, :mod:`~analytics.stats.power` and
 :mod:`~analytics.stats.sequential`. This package re-exports their public names.
 
@@ -42,6 +43,14 @@ from analytics.stats.comparisons import (
     compare_ratios,
     cuped,
 )
+from analytics.stats.intervals import (
+    RatioInterval,
+    fieller,
+    score_interval_diff,
+    score_interval_ratio,
+    score_statistic_diff,
+    score_statistic_ratio,
+)
 from analytics.stats.multiplicity import holm
 from analytics.stats.power import minimum_detectable_effect, required_sample_size
 from analytics.stats.sequential import SequentialResult, sequential_rho, sequential_test
@@ -59,6 +68,7 @@ __all__ = [
     "CovariateStats",
     "CupedResult",
     "MeanStats",
+    "RatioInterval",
     "RatioStats",
     "SequentialResult",
     "SrmResult",
@@ -66,9 +76,14 @@ __all__ = [
     "compare_proportions",
     "compare_ratios",
     "cuped",
+    "fieller",
     "holm",
     "minimum_detectable_effect",
     "required_sample_size",
+    "score_interval_diff",
+    "score_interval_ratio",
+    "score_statistic_diff",
+    "score_statistic_ratio",
     "sequential_rho",
     "sequential_test",
     "srm_check",
