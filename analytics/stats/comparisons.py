@@ -130,8 +130,10 @@ def _welch(
             reason=NO_VARIANCE,
         )
     se = math.sqrt(var_diff)
-    # Welch-Satterthwaite degrees of freedom.
-    df = var_diff**2 / (var_c**2 / (control_n - 1) + var_t**2 / (treatment_n - 1))
+    # Welch-Satterthwaite degrees of freedom, with the variances as shares of their sum
+    # so that tiny variances cannot underflow to 0 / 0.
+    share_c, share_t = var_c / var_diff, var_t / var_diff
+    df = 1.0 / (share_c**2 / (control_n - 1) + share_t**2 / (treatment_n - 1))
     t_stat = diff / se
     p_value, floored = floor_p(2.0 * float(sps.t.sf(abs(t_stat), df)))
     quantile = float(sps.t.isf(alpha / 2, df))

@@ -254,11 +254,15 @@ def relative_lift(*, control_mean: float, control_var: float, treatment_mean: fl
     ``nonnegative`` metric the lift cannot be below -100%, and the interval is cut there.
     """
     from scipy import stats as sps
-    if control_mean == 0:
+    ratio = treatment_mean / control_mean if control_mean != 0 else math.inf
+    if not math.isfinite(ratio):
         return Lift(reason="control mean is zero: relative lift is undefined")
-    lift = treatment_mean / control_mean - 1.0
-    variance = (treatment_var / control_mean**2
-                + treatment_mean**2 * control_var / control_mean**4)
+    lift = ratio - 1.0
+    # Var(t/c) ≈ (Var t + (t/c)² Var c) / c², in an order that cannot underflow to 0 / 0.
+    variance = (treatment_var + ratio * ratio * control_var) / control_mean / control_mean
+    if not math.isfinite(variance):
+        return Lift(value=lift, reason="control mean is too close to zero: the relative "
+                                       "lift interval is undefined")
     if variance <= 0:
         return Lift(value=lift, reason="no variance: relative lift interval is undefined")
     se = math.sqrt(variance)
