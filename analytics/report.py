@@ -442,11 +442,9 @@ def _lift_statements(results: Sequence[MetricResult]) -> Iterator[str]:
                + ". A lift of a metric that cannot be negative is never below -100%.")
     small = [r for r in results if r.comparison.small_sample]
     if small:
-        rows = ", ".join(dict.fromkeys(f"{r.metric} ({r.arm}"
-                                       + ("" if r.segment == "all" else f", {r.segment}")
-                                       + ")" for r in small))
+        metrics = ", ".join(dict.fromkeys(r.metric for r in small))
         yield (f"Small samples: {len(small)} comparison(s) where the normal approximation is "
-               f"doubtful at their size, each marked in its row: {rows}.")
+               f"doubtful at their size ({metrics}), each marked in its row.")
 
 
 def _cuped_covariate(campaign: CampaignInfo) -> str:
