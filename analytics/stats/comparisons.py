@@ -121,14 +121,8 @@ def _welch(
     var_diff = var_c + var_t
     if var_diff <= 0:
         return _too_small(
-            method=method,
-            alpha=alpha,
-            control_n=control_n,
-            treatment_n=treatment_n,
-            control_mean=control_mean,
-            treatment_mean=treatment_mean,
-            reason=NO_VARIANCE,
-        )
+            method=method, alpha=alpha, control_n=control_n, treatment_n=treatment_n,
+            control_mean=control_mean, treatment_mean=treatment_mean, reason=NO_VARIANCE)
     se = math.sqrt(var_diff)
     # Welch-Satterthwaite degrees of freedom, with the variances as shares of their sum
     # so that tiny variances cannot underflow to 0 / 0.
@@ -232,26 +226,16 @@ def compare_proportions(
     nc, nt = control.n, treatment.n
     if nc == 0 or nt == 0:
         return _too_small(
-            method=PROPORTIONS_METHOD,
-            alpha=alpha,
-            control_n=nc,
-            treatment_n=nt,
-            control_mean=control.mean,
-            treatment_mean=treatment.mean,
-            reason="an arm has no units: nothing to compare",
-        )
+            method=PROPORTIONS_METHOD, alpha=alpha, control_n=nc, treatment_n=nt,
+            control_mean=control.mean, treatment_mean=treatment.mean,
+            reason="an arm has no units: nothing to compare")
     pc, pt = control.sum / nc, treatment.sum / nt
     pooled = (control.sum + treatment.sum) / (nc + nt)
     if pooled in (0.0, 1.0):
         return _too_small(
-            method=PROPORTIONS_METHOD,
-            alpha=alpha,
-            control_n=nc,
-            treatment_n=nt,
-            control_mean=pc,
+            method=PROPORTIONS_METHOD, alpha=alpha, control_n=nc, treatment_n=nt, control_mean=pc,
             treatment_mean=pt,
-            reason="every unit has the same outcome: test and intervals are undefined",
-        )
+            reason="every unit has the same outcome: test and intervals are undefined")
     quantile = float(sps.norm.isf(alpha / 2))
     var_c, var_t = pc * (1 - pc) / nc, pt * (1 - pt) / nt
     small = small_table_note(control, treatment)
@@ -306,14 +290,8 @@ def compare_means(control: MeanStats, treatment: MeanStats, *, alpha: float = 0.
     small = small_arm_reason(control.n, treatment.n, 2)
     if small:
         return _too_small(
-            method=MEANS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=control.mean,
-            treatment_mean=treatment.mean,
-            reason=small,
-        )
+            method=MEANS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=control.mean, treatment_mean=treatment.mean, reason=small)
     return _welch(
         control_mean=control.sum / control.n,
         control_variance=sum_sq_dev(control.n, control.sum, control.sum_sq) / (control.n - 1),
@@ -350,26 +328,14 @@ def compare_ratios(
     var_rc, var_rt = control.ratio_variance, treatment.ratio_variance
     if rc is None or rt is None or var_rc is None or var_rt is None:
         return _too_small(
-            method=RATIOS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=rc,
-            treatment_mean=rt,
-            reason=join_reasons(*reasons) or "ratio undefined",
-        )
+            method=RATIOS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=rc, treatment_mean=rt, reason=join_reasons(*reasons) or "ratio undefined")
     diff = rt - rc
     var_diff = var_rc + var_rt
     if var_diff <= 0:
         return _too_small(
-            method=RATIOS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=rc,
-            treatment_mean=rt,
-            reason=NO_VARIANCE,
-        )
+            method=RATIOS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=rc, treatment_mean=rt, reason=NO_VARIANCE)
     se = math.sqrt(var_diff)
     z_stat = diff / se
     p_value, floored = floor_p(2.0 * float(sps.norm.sf(abs(z_stat))))

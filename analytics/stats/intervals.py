@@ -16,6 +16,11 @@ itself: the interval excludes the null value exactly when p < alpha.
   only when D is itself clearly nonzero (|D| / sd(D) > q); otherwise it is a whole line
   or two rays, reported as undefined with the reason.
 
+The score interval of a difference is computed here rather than by statsmodels, whose
+constrained estimate for a nonzero hypothesised difference has ``count0`` where ``nobs0``
+belongs in the cubic (statsmodels issue #10269); its test at equality and its risk-ratio
+interval are right and serve as references in the tests.
+
 Pure functions on counts and moments; no database, web or pandas imports.
 """
 
