@@ -34,6 +34,7 @@ from sqlalchemy.sql import ColumnElement
 
 from analytics.queries import arm_statistics
 from analytics.stats import Comparison, MeanStats, compare_means, compare_proportions
+from analytics.stats.intervals import fieller
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
     Campaign,
@@ -101,11 +102,13 @@ class EconomicsResult:
 # =========================================================================== per arm
 
 MIGRATIONS_METHOD = ("arm size x (adoption rate treatment - control); interval: arm size x "
-                     "the unpooled Wald interval of the difference")
+                     "the adoption comparison's interval (unpooled Wald, or the "
+                     "Miettinen-Nurminen score interval when counts are small)")
 COST_PER_MIGRATION_METHOD = (
     "incentive cost of the arm / incremental migrations = mean incentive cost per exposed "
-    "customer / adoption lift; delta-method normal interval with the within-arm covariance "
-    "of incentive cost and adoption")
+    "customer / adoption lift; Fieller's interval (the costs per migration the Wald z test "
+    "does not reject, with the within-arm covariance of incentive cost and adoption), cut "
+    "at 0 since a cost cannot be negative")
 COST_SAVED_METHOD = (
     "mean cost to serve per customer, control - treatment, Welch t interval; an interaction's "
     "cost is its recorded cost_minor, else the channel's configured cost at its stage")
@@ -118,8 +121,7 @@ NET_BENEFIT_METHOD = (
     "arm size x (mean net value per customer, treatment - control), Welch t interval x arm "
     "size; net value = margin - cost to serve - incentive cost, one per-customer column")
 ROI_METHOD = ("net benefit / incentive cost of the arm = net value lift / mean incentive cost "
-              "per exposed customer; delta-method normal interval with their within-arm "
-              "covariance")
+              "per exposed customer; Fieller's interval with their within-arm covariance")
 
 
 @dataclass(frozen=True)
@@ -244,20 +246,27 @@ def _mean_covariance(n: int, sum_a: float, sum_b: float, sum_ab: float) -> float
 
 
 def _ratio_interval(*, numerator: float, denominator: float, numerator_var: float,
-                    denominator_var: float, covariance: float,
-                    alpha: float) -> tuple[float, float | None, float | None]:
-    """numerator / denominator with a delta-method normal interval (denominator != 0).
+                    denominator_var: float, covariance: float, alpha: float,
+                    denominator_name: str, floor: float = -math.inf,
+                    ) -> tuple[float, float | None, float | None, str | None]:
+    """numerator / denominator with Fieller's interval (denominator != 0), cut at ``floor``.
 
-    Var(N/D) ~ (Var N - 2 R Cov(N, D) + R^2 Var D) / D^2 with R = N/D.
+    Fieller's interval is the set of ratios R with |N - R D| <= z sd(N - R D), Var(N - R D)
+    = Var N - 2 R Cov(N, D) + R^2 Var D; it is bounded only when D is clearly nonzero, and
+    unlike the delta method it is not forced to be symmetric. Returns (estimate, low,
+    high, reason the interval is missing).
     """
     from scipy import stats as sps
     ratio = numerator / denominator
-    variance = (numerator_var - 2 * ratio * covariance
-                + ratio * ratio * denominator_var) / (denominator * denominator)
-    if not variance > 0:
-        return ratio, None, None
-    half = float(sps.norm.isf(alpha / 2)) * math.sqrt(variance)
-    return ratio, ratio - half, ratio + half
+    if not numerator_var - 2 * ratio * covariance + ratio * ratio * denominator_var > 0:
+        return ratio, None, None, "no variance: the interval is undefined"
+    interval = fieller(numerator=numerator, denominator=denominator,
+                       numerator_var=numerator_var, denominator_var=denominator_var,
+                       covariance=covariance, quantile=float(sps.norm.isf(alpha / 2)),
+                       denominator_name=denominator_name)
+    if interval.low is None or interval.high is None:
+        return ratio, None, None, interval.reason
+    return ratio, max(interval.low, floor), interval.high, None
 
 
 def _cost_per_migration(arm: str, adoption: Comparison, treatment: _Arm, *,
@@ -269,9 +278,9 @@ def _cost_per_migration(arm: str, adoption: Comparison, treatment: _Arm, *,
         return EconomicsResult(arm, metric, None, None, None, unit, reason=reason,
                                method=COST_PER_MIGRATION_METHOD)
 
-    low, high, lift, se = (adoption.diff_ci_low, adoption.diff_ci_high, adoption.diff,
-                           adoption.diff_se)
-    if low is None or high is None or lift is None or se is None:
+    low, high, lift = adoption.diff_ci_low, adoption.diff_ci_high, adoption.diff
+    pc, pt = adoption.control_mean, adoption.treatment_mean
+    if low is None or high is None or lift is None or pc is None or pt is None:
         return undefined(f"the adoption lift has no interval ({adoption.reason}): "
                          "no incremental migration is established")
     level = f"{1 - alpha:.0%}"
@@ -289,13 +298,14 @@ def _cost_per_migration(arm: str, adoption: Comparison, treatment: _Arm, *,
                                method=COST_PER_MIGRATION_METHOD)
     if cost.variance is None or cost.mean is None:
         return undefined("too few customers in the arm for an interval")
-    estimate, ci_low, ci_high = _ratio_interval(
+    # The Wald variance of the lift: Fieller's interval then inverts the Wald z test.
+    lift_variance = pc * (1 - pc) / adoption.control_n + pt * (1 - pt) / adoption.treatment_n
+    estimate, ci_low, ci_high, reason = _ratio_interval(
         numerator=cost.mean, denominator=lift, numerator_var=cost.variance / cost.n,
-        denominator_var=se * se,
+        denominator_var=lift_variance,
         covariance=_mean_covariance(cost.n, cost.sum, adopted.sum,
                                     treatment.incentive_adoption_cross),
-        alpha=alpha)
-    reason = None if ci_low is not None else "no variance: the interval is undefined"
+        alpha=alpha, denominator_name="the adoption lift (by the Wald z test)", floor=0.0)
     return EconomicsResult(arm, metric, estimate, ci_low, ci_high, unit, reason=reason,
                            method=COST_PER_MIGRATION_METHOD)
 
@@ -327,13 +337,12 @@ def _roi(arm: str, net_value: Comparison, treatment: _Arm, *, alpha: float,
     if lift is None or se is None or cost.variance is None:
         return EconomicsResult(arm, metric, None, None, None, unit, method=method,
                                reason=net_value.reason or "the net value lift is undefined")
-    estimate, ci_low, ci_high = _ratio_interval(
+    estimate, ci_low, ci_high, reason = _ratio_interval(
         numerator=lift, denominator=cost.mean, numerator_var=se * se,
         denominator_var=cost.variance / cost.n,
         covariance=_mean_covariance(cost.n, treatment.net_value.sum, cost.sum,
                                     treatment.net_value_incentive_cross),
-        alpha=alpha)
-    reason = None if ci_low is not None else "no variance: the interval is undefined"
+        alpha=alpha, denominator_name="the mean incentive cost")
     return EconomicsResult(arm, metric, estimate, ci_low, ci_high, unit, reason=reason,
                            method=method)
 

@@ -128,6 +128,9 @@ def comparison_json(result: MetricResult) -> dict[str, Any]:
         "rel_lift_se": c.rel_lift_se, "rel_lift_ci_low": c.rel_lift_ci_low,
         "rel_lift_ci_high": c.rel_lift_ci_high,
         "variance_reduction": result.variance_reduction, "reason": c.reason,
+        "interval_method": c.interval_method,
+        "rel_lift_interval_method": c.rel_lift_interval_method,
+        "small_sample": c.small_sample,
         **_view_json(result)})
 
 
@@ -335,7 +338,8 @@ _COMPARISON_COLUMNS: tuple[_XlsxColumn, ...] = (
     ("p_value", "p"), ("p_value_floored", "flag"), ("p_value_holm", "p"),
     ("rel_lift", "percent"), ("rel_lift_ci_low", "percent"), ("rel_lift_ci_high", "percent"),
     ("variance_reduction", "percent"), ("diff_se", "metric"), ("statistic", "number"),
-    ("df", "number"), ("method", "text"), ("reason", "text"), ("baseline", "text"),
+    ("df", "number"), ("method", "text"), ("reason", "text"), ("interval_method", "text"),
+    ("rel_lift_interval_method", "text"), ("small_sample", "flag"), ("baseline", "text"),
     ("p_value_bh", "p"), ("bayes_chance_to_beat_baseline", "percent"),
     ("bayes_expected_loss", "metric"), ("bayes_expected_loss_baseline", "metric"),
     ("bayes_ci_low", "metric"), ("bayes_ci_high", "metric"),

@@ -55,8 +55,16 @@ from analytics.stats import (
     PROPORTIONS_METHOD,
     RATIOS_METHOD,
     SRM_THRESHOLD,
+    Comparison,
     SrmResult,
     check_correction,
+)
+from analytics.stats.intervals import (
+    FINNEY_G_LIMIT,
+    LIFT_DELTA,
+    LIFT_FIELLER,
+    LIFT_SCORE,
+    MIN_EXPECTED_COUNT,
 )
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
@@ -104,12 +112,15 @@ _EXPERIMENT_METRIC = ExperimentMetric.__table__  # type: ignore[attr-defined]
 
 #: The statistics module's method tags, in the words a report prints.
 _METHOD_WORDS: Mapping[str, str] = {
-    PROPORTIONS_METHOD: "two-sample z test of the difference of proportions (pooled standard "
-    "error under the null), unpooled Wald confidence interval",
+    PROPORTIONS_METHOD: "unpooled Wald z test of the difference of proportions, with the "
+    "Wald interval from the same standard error, so the interval excludes 0 exactly when "
+    "p < alpha (bounded to [-1, 1]); for a small 2x2 table (under "
+    f"{MIN_EXPECTED_COUNT} expected in a cell, or an empty cell) the Miettinen-Nurminen "
+    "score test and the score interval that inverts it instead, and the row says so",
     MEANS_METHOD: "Welch's t test of the difference of means (unequal variances, "
-    "Welch-Satterthwaite degrees of freedom)",
+    "Welch-Satterthwaite degrees of freedom) and the t interval of the same test",
     RATIOS_METHOD: "ratio of sums per arm (Σ numerator / Σ denominator over customers), "
-    "delta-method variance, z test",
+    "delta-method variance, z test and the z interval of the same test",
 }
 
 
@@ -333,6 +344,17 @@ def comparison_statistics(result: MetricResult) -> list[tuple[str, float | int |
               ("rel_lift_ci_high", c.rel_lift_ci_high)]
     if result.variance_reduction is not None or c.method == CUPED_METHOD:
         pairs.append(("variance_reduction", result.variance_reduction))
+    pairs += _interval_statistics(c)
+    return pairs
+
+
+def _interval_statistics(c: Comparison) -> list[tuple[str, float | int | None]]:
+    """Which interval each comparison used (text rows) and whether it is a small sample."""
+    pairs: list[tuple[str, float | int | None]] = [("small_sample", int(c.small_sample))]
+    if c.interval_method is not None:
+        pairs.append((f"interval_method={c.interval_method}", None))
+    if c.rel_lift_interval_method is not None:
+        pairs.append((f"rel_lift_interval_method={c.rel_lift_interval_method}", None))
     return pairs
 
 
@@ -440,9 +462,7 @@ def _method_statements(report: Report) -> Iterator[str]:
             continue
         metrics = ", ".join(_metric_names(results, method))
         yield f"{metrics}: {_METHOD_WORDS.get(method, method)}."
-    if any(r.comparison.rel_lift is not None for r in results):
-        yield ("Relative lift (treatment / control - 1) with a delta-method normal "
-               "interval.")
+    yield from _lift_statements(results)
     if CUPED_METHOD in methods:
         metrics = ", ".join(_metric_names(results, CUPED_METHOD))
         yield f"{metrics}: CUPED, {_cuped_covariate(campaign)}, then Welch's t test."
@@ -524,6 +544,28 @@ def _view_method_statements(report: Report, corrected: Sequence[MetricResult]
     if report.heterogeneity:
         yield (f"Heterogeneity across segment values: {HETEROGENEITY_METHOD}, per arm and "
                "metric. Read a difference between segments only when this test rejects.")
+
+
+def _lift_statements(results: Sequence[MetricResult]) -> Iterator[str]:
+    """How the relative lifts' intervals were made, and which rows were small samples."""
+    lifts = {method: ", ".join(dict.fromkeys(
+        r.metric for r in results if r.comparison.rel_lift_interval_method == method))
+        for method in (LIFT_DELTA, LIFT_FIELLER, LIFT_SCORE)}
+    if any(lifts.values()):
+        parts = [f"{words} ({lifts[method]})" for method, words in (
+            (LIFT_DELTA, "a delta-method normal interval"),
+            (LIFT_FIELLER, "Fieller's interval, which inverts the row's own test at every "
+             f"ratio, where the control mean is imprecise (Finney's g >= {FINNEY_G_LIMIT:g}) "
+             "or the delta interval would leave the possible range"),
+            (LIFT_SCORE, "the Miettinen-Nurminen score interval of the risk ratio, "
+             "inverting the row's score test, for small 2x2 tables")) if lifts[method]]
+        yield ("Relative lift (treatment / control - 1) with " + "; ".join(parts)
+               + ". A lift of a metric that cannot be negative is never below -100%.")
+    small = [r for r in results if r.comparison.small_sample]
+    if small:
+        metrics = ", ".join(dict.fromkeys(r.metric for r in small))
+        yield (f"Small samples: {len(small)} comparison(s) where the normal approximation is "
+               f"doubtful at their size ({metrics}), each marked in its row.")
 
 
 def _cuped_covariate(campaign: CampaignInfo) -> str:

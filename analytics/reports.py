@@ -1,11 +1,12 @@
 """A campaign's results: every arm against the baseline arm, for every metric.
 
 Reads the per-arm sufficient statistics from :mod:`analytics.queries` and runs the
-statistics of :mod:`analytics.stats` on them: two-proportion z tests for binary metrics,
-Welch tests for the others, the delta method for the target-share ratio, CUPED where a
-pre-period exists, Holm (and Benjamini-Hochberg) across arms x primary metrics, and the
-sample ratio check. Each comparison also carries the Bayesian view (chance to beat the
-baseline, expected loss) and an always-valid confidence sequence on the same effect.
+statistics of :mod:`analytics.stats` on them: two-proportion Wald z tests (score tests for
+small tables) for binary metrics, Welch tests for the others, the delta method for the
+target-share ratio, CUPED where a pre-period exists, Holm (and Benjamini-Hochberg) across
+arms x primary metrics, and the sample ratio check. Each comparison also carries the
+Bayesian view (chance to beat the baseline, expected loss) and an always-valid confidence
+sequence on the same effect.
 
 The baseline is the control arm unless a report names another arm: then every other arm,
 control included, is compared with that one, with the same tests.
@@ -170,21 +171,25 @@ def compare_arms(rows: Sequence[dict[str, Any]], *, segment: str = "all",
         arm = row["arm"]
         for metric in MEAN_METRICS:
             binary = metric in BINARY_METRICS
-            compare = compare_proportions if binary else compare_means
-            estimate = proportion_estimate if binary else mean_estimate
             control_stats, treatment_stats = _mean(base, metric), _mean(row, metric)
+            # Every live metric is a count, a 0/1 or an amount of money: never negative.
+            comparison = (compare_proportions(control_stats, treatment_stats, alpha=alpha)
+                          if binary else
+                          compare_means(control_stats, treatment_stats, alpha=alpha,
+                                        nonnegative=True))
+            estimate = proportion_estimate if binary else mean_estimate
             results.append(with_views(
-                MetricResult(arm, metric, segment, compare(control_stats, treatment_stats,
-                                                           alpha=alpha), baseline=name),
+                MetricResult(arm, metric, segment, comparison, baseline=name),
                 estimate(control_stats), estimate(treatment_stats), alpha=alpha))
         results.append(with_views(
             MetricResult(arm, "target_share", segment,
-                         compare_ratios(_share(base), _share(row), alpha=alpha),
+                         compare_ratios(_share(base), _share(row), alpha=alpha,
+                                        nonnegative=True),
                          baseline=name),
             ratio_estimate(_share(base)), ratio_estimate(_share(row)), alpha=alpha))
         for metric in PRE_PERIOD_METRICS:
             pair = (_covariate(base, metric), _covariate(row, metric))
-            adjusted = cuped(*pair, alpha=alpha)
+            adjusted = cuped(*pair, alpha=alpha, nonnegative=True)
             estimates = cuped_estimates(*pair) or (None, None)
             results.append(with_views(
                 MetricResult(arm, f"{metric}_cuped", segment, adjusted.comparison,

@@ -1,7 +1,8 @@
 """Experiment statistics on sufficient statistics: pure functions, frozen results.
 
 One module per subject: :mod:`~analytics.stats.sufficient` (per-arm aggregates),
-:mod:`~analytics.stats.comparisons` (the test of each row), :mod:`~analytics.stats.srm`,
+:mod:`~analytics.stats.comparisons` (the test of each row), :mod:`~analytics.stats.intervals`
+(score and Fieller intervals that invert a test), :mod:`~analytics.stats.srm`,
 :mod:`~analytics.stats.multiplicity`, :mod:`~analytics.stats.power`,
 :mod:`~analytics.stats.sequential`, :mod:`~analytics.stats.effects` (each arm's estimate and
 an effect's variance), :mod:`~analytics.stats.bayesian` and
@@ -56,6 +57,14 @@ from analytics.stats.effects import (
     ratio_estimate,
 )
 from analytics.stats.heterogeneity import HETEROGENEITY_METHOD, HeterogeneityResult, cochran_q
+from analytics.stats.intervals import (
+    RatioInterval,
+    fieller,
+    score_interval_diff,
+    score_interval_ratio,
+    score_statistic_diff,
+    score_statistic_ratio,
+)
 from analytics.stats.multiplicity import (
     CORRECTION_NAMES,
     CORRECTIONS,
@@ -95,6 +104,7 @@ __all__ = [
     "EffectType",
     "HeterogeneityResult",
     "MeanStats",
+    "RatioInterval",
     "RatioStats",
     "SequentialResult",
     "SrmResult",
@@ -109,12 +119,17 @@ __all__ = [
     "cuped",
     "cuped_estimates",
     "effect",
+    "fieller",
     "holm",
     "mean_estimate",
     "minimum_detectable_effect",
     "proportion_estimate",
     "ratio_estimate",
     "required_sample_size",
+    "score_interval_diff",
+    "score_interval_ratio",
+    "score_statistic_diff",
+    "score_statistic_ratio",
     "sequential_rho",
     "sequential_test",
     "srm_check",

@@ -6,6 +6,14 @@ import math
 from dataclasses import dataclass
 
 from analytics.stats.common import check_alpha, floor_p, join_reasons, small_arm_reason
+from analytics.stats.intervals import (
+    Lift,
+    relative_lift,
+    score_interval_diff,
+    score_lift,
+    score_statistic_diff,
+    small_table_note,
+)
 from analytics.stats.sufficient import (
     CovariateStats,
     MeanStats,
@@ -23,7 +31,11 @@ class Comparison:
     ``control_mean`` / ``treatment_mean`` are the per-arm estimates (a rate, a
     mean, a ratio Σx/Σy, or a CUPED-adjusted mean). ``statistic`` is the z or
     t statistic of ``diff`` and ``df`` its degrees of freedom (None for z).
-    The relative lift interval is always a normal (delta-method) interval.
+    ``p_value`` and the ``diff`` interval come from one test (``interval_method``), so
+    the interval excludes 0 exactly when p < alpha. ``rel_lift_interval_method`` says how
+    the relative lift's interval was made (delta method, Fieller, or a score interval).
+    ``small_sample`` marks a comparison whose normal approximation is doubtful at its
+    size; ``reason`` then says so and which interval was used instead.
     """
 
     method: str
@@ -45,6 +57,9 @@ class Comparison:
     rel_lift_ci_low: float | None = None
     rel_lift_ci_high: float | None = None
     reason: str | None = None
+    interval_method: str | None = None
+    rel_lift_interval_method: str | None = None
+    small_sample: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,50 +72,30 @@ class CupedResult:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class _Lift:
-    value: float | None = None
-    se: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    reason: str | None = None
-
-    def fields(self) -> dict[str, float | None]:
-        """The :class:`Comparison` fields of the relative lift."""
-        return {
-            "rel_lift": self.value,
-            "rel_lift_se": self.se,
-            "rel_lift_ci_low": self.ci_low,
-            "rel_lift_ci_high": self.ci_high,
-        }
-
-
 NO_VARIANCE = "no variance in either arm: test and intervals are undefined"
 
+#: Interval (and test) names a comparison reports in ``interval_method``.
+WALD_Z = "Wald z"
+SCORE_MN = "Miettinen-Nurminen score"
+WELCH_T = "Welch t"
+DELTA_Z = "delta-method z"
 
-def _relative_lift(
-    *,
-    control_mean: float,
-    control_var: float,
-    treatment_mean: float,
-    treatment_var: float,
-    alpha: float,
-) -> _Lift:
-    """treatment / control - 1 with a delta-method normal interval.
+#: An arm with fewer units than this makes a mean's (or ratio's) comparison a small sample.
+MIN_ARM_UNITS = 30
 
-    ``control_var`` and ``treatment_var`` are variances of the arm *estimates*
-    (e.g. v / n for a mean): Var(mt/mc) ≈ Var(mt)/mc² + mt² Var(mc)/mc⁴.
-    """
-    from scipy import stats as sps
-    if control_mean == 0:
-        return _Lift(reason="control mean is zero: relative lift is undefined")
-    lift = treatment_mean / control_mean - 1.0
-    variance = treatment_var / control_mean**2 + treatment_mean**2 * control_var / control_mean**4
-    if variance <= 0:
-        return _Lift(value=lift, reason="no variance: relative lift interval is undefined")
-    se = math.sqrt(variance)
-    half = float(sps.norm.isf(alpha / 2)) * se
-    return _Lift(value=lift, se=se, ci_low=lift - half, ci_high=lift + half)
+
+def _lift_fields(lift: Lift) -> dict[str, float | str | None]:
+    """The :class:`Comparison` fields of a relative lift."""
+    return {"rel_lift": lift.value, "rel_lift_se": lift.se, "rel_lift_ci_low": lift.ci_low,
+            "rel_lift_ci_high": lift.ci_high, "rel_lift_interval_method": lift.method}
+
+
+def _small_arms_note(control_n: int, treatment_n: int, approximation: str) -> str | None:
+    if min(control_n, treatment_n) >= MIN_ARM_UNITS:
+        return None
+    return (f"small sample: an arm has fewer than {MIN_ARM_UNITS} units (control "
+            f"n={control_n}, treatment n={treatment_n}), so the {approximation} relies on "
+            "the metric being roughly normal, which a skewed metric is not at this size")
 
 
 def _welch(
@@ -113,8 +108,12 @@ def _welch(
     treatment_n: int,
     alpha: float,
     method: str,
+    nonnegative: bool = False,
 ) -> Comparison:
-    """Welch t comparison from each arm's mean, sample variance and n (both n >= 2)."""
+    """Welch t comparison from each arm's mean, sample variance and n (both n >= 2).
+
+    The relative lift's Fieller interval (when used) inverts the same Welch t test.
+    """
     from scipy import stats as sps
     var_c = control_variance / control_n
     var_t = treatment_variance / treatment_n
@@ -122,27 +121,27 @@ def _welch(
     var_diff = var_c + var_t
     if var_diff <= 0:
         return _too_small(
-            method=method,
-            alpha=alpha,
-            control_n=control_n,
-            treatment_n=treatment_n,
-            control_mean=control_mean,
-            treatment_mean=treatment_mean,
-            reason=NO_VARIANCE,
-        )
+            method=method, alpha=alpha, control_n=control_n, treatment_n=treatment_n,
+            control_mean=control_mean, treatment_mean=treatment_mean, reason=NO_VARIANCE)
     se = math.sqrt(var_diff)
-    # Welch-Satterthwaite degrees of freedom.
-    df = var_diff**2 / (var_c**2 / (control_n - 1) + var_t**2 / (treatment_n - 1))
+    # Welch-Satterthwaite degrees of freedom, with the variances as shares of their sum
+    # so that tiny variances cannot underflow to 0 / 0.
+    share_c, share_t = var_c / var_diff, var_t / var_diff
+    df = 1.0 / (share_c**2 / (control_n - 1) + share_t**2 / (treatment_n - 1))
     t_stat = diff / se
     p_value, floored = floor_p(2.0 * float(sps.t.sf(abs(t_stat), df)))
-    half = float(sps.t.isf(alpha / 2, df)) * se
-    lift = _relative_lift(
+    quantile = float(sps.t.isf(alpha / 2, df))
+    half = quantile * se
+    lift = relative_lift(
         control_mean=control_mean,
         control_var=var_c,
         treatment_mean=treatment_mean,
         treatment_var=var_t,
         alpha=alpha,
+        quantile=quantile,
+        nonnegative=nonnegative,
     )
+    small = _small_arms_note(control_n, treatment_n, "Welch t interval")
     return Comparison(
         method=method,
         alpha=alpha,
@@ -158,8 +157,10 @@ def _welch(
         df=df,
         p_value=p_value,
         p_value_floored=floored,
-        **lift.fields(),
-        reason=lift.reason,
+        **_lift_fields(lift),  # type: ignore[arg-type]
+        reason=join_reasons(small, lift.reason),
+        interval_method=WELCH_T,
+        small_sample=small is not None,
     )
 
 
@@ -191,16 +192,17 @@ def _too_small(
     )
 
 
-PROPORTIONS_METHOD = "two-sample z test (pooled SE), unpooled Wald CI, delta-method relative lift"
+PROPORTIONS_METHOD = ("difference of proportions: unpooled Wald z test and interval "
+                      "(Miettinen-Nurminen score test and interval for small counts)")
 
 
-MEANS_METHOD = "Welch t test (Welch-Satterthwaite df), delta-method relative lift"
+MEANS_METHOD = "Welch t test and interval (Welch-Satterthwaite df)"
 
 
-RATIOS_METHOD = "ratio metric Σx/Σy, delta-method variance, z test"
+RATIOS_METHOD = "ratio metric Σx/Σy, delta-method variance, z test and interval"
 
 
-CUPED_METHOD = "CUPED (pooled within-arm theta) then Welch t test"
+CUPED_METHOD = "CUPED (pooled within-arm theta) then Welch t test and interval"
 
 
 def compare_proportions(
@@ -208,14 +210,15 @@ def compare_proportions(
 ) -> Comparison:
     """Difference of two proportions (``sum`` = successes) with CI, p-value and relative lift.
 
-    The test statistic uses the pooled standard error sqrt(p̂(1-p̂)(1/nc + 1/nt))
-    (the null hypothesis says both arms share p̂; statsmodels ``proportions_ztest``);
-    the interval uses the unpooled Wald standard error
-    sqrt(pc(1-pc)/nc + pt(1-pt)/nt) (statsmodels ``confint_proportions_2indep``,
-    method "wald"). The two can disagree at the margin: a CI that just
-    touches 0 with p slightly under alpha, or vice versa.
+    One test per row. Normally the unpooled Wald z test: z = diff / SE with
+    SE = sqrt(pc(1-pc)/nc + pt(1-pt)/nt), and the interval diff ± z_{1-alpha/2} SE
+    (statsmodels ``test_proportions_2indep`` / ``confint_proportions_2indep``, method
+    "wald"). When :func:`small_table_note` finds the table small, the
+    Miettinen-Nurminen score test and the interval inverting it (bounded to [-1, 1]),
+    with the score interval of the risk ratio for the relative lift. Either way the
+    interval excludes 0 exactly when p < alpha.
     """
-    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+    from scipy import stats as sps
     check_alpha(alpha)
     for arm in (control, treatment):
         if not 0 <= arm.sum <= arm.n:
@@ -223,45 +226,36 @@ def compare_proportions(
     nc, nt = control.n, treatment.n
     if nc == 0 or nt == 0:
         return _too_small(
-            method=PROPORTIONS_METHOD,
-            alpha=alpha,
-            control_n=nc,
-            treatment_n=nt,
-            control_mean=control.mean,
-            treatment_mean=treatment.mean,
-            reason="an arm has no units: nothing to compare",
-        )
+            method=PROPORTIONS_METHOD, alpha=alpha, control_n=nc, treatment_n=nt,
+            control_mean=control.mean, treatment_mean=treatment.mean,
+            reason="an arm has no units: nothing to compare")
     pc, pt = control.sum / nc, treatment.sum / nt
     pooled = (control.sum + treatment.sum) / (nc + nt)
     if pooled in (0.0, 1.0):
         return _too_small(
-            method=PROPORTIONS_METHOD,
-            alpha=alpha,
-            control_n=nc,
-            treatment_n=nt,
-            control_mean=pc,
+            method=PROPORTIONS_METHOD, alpha=alpha, control_n=nc, treatment_n=nt, control_mean=pc,
             treatment_mean=pt,
-            reason="every unit has the same outcome: test and intervals are undefined",
-        )
-    z_stat, raw_p = proportions_ztest(
-        count=[treatment.sum, control.sum], nobs=[nt, nc], alternative="two-sided"
-    )
-    p_value, floored = floor_p(float(raw_p))
+            reason="every unit has the same outcome: test and intervals are undefined")
+    quantile = float(sps.norm.isf(alpha / 2))
     var_c, var_t = pc * (1 - pc) / nc, pt * (1 - pt) / nt
-    se = math.sqrt(var_c + var_t)
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_reason = None
-    if se > 0:
-        low, high = confint_proportions_2indep(
-            treatment.sum, nt, control.sum, nc, method="wald", compare="diff", alpha=alpha
-        )
-        ci_low, ci_high = float(low), float(high)
+    small = small_table_note(control, treatment)
+    if small is None:
+        se = math.sqrt(var_c + var_t)
+        z_stat = (pt - pc) / se
+        ci_low, ci_high = max(pt - pc - quantile * se, -1.0), min(pt - pc + quantile * se, 1.0)
+        lift = relative_lift(control_mean=pc, control_var=var_c, treatment_mean=pt,
+                             treatment_var=var_t, alpha=alpha, quantile=quantile,
+                             nonnegative=True)
     else:
-        ci_reason = "both arms are at 0% or 100%: the Wald interval is undefined"
-    lift = _relative_lift(
-        control_mean=pc, control_var=var_c, treatment_mean=pt, treatment_var=var_t, alpha=alpha
-    )
+        counts = (round(treatment.sum), nt, round(control.sum), nc)
+        z_stat = score_statistic_diff(*counts)
+        # The standard error under the null that the score statistic divides by.
+        se = (pt - pc) / z_stat if z_stat else math.sqrt(
+            pooled * (1 - pooled) * (1 / nc + 1 / nt) * (nc + nt) / (nc + nt - 1))
+        ci_low, ci_high = score_interval_diff(*counts, quantile=quantile)
+        lift = score_lift(counts, pc=pc, pt=pt, var_c=var_c, var_t=var_t,
+                           quantile=quantile)
+    p_value, floored = floor_p(2.0 * float(sps.norm.sf(abs(z_stat))))
     return Comparison(
         method=PROPORTIONS_METHOD,
         alpha=alpha,
@@ -270,36 +264,34 @@ def compare_proportions(
         control_mean=pc,
         treatment_mean=pt,
         diff=pt - pc,
-        diff_se=se if se > 0 else None,
+        diff_se=se,
         diff_ci_low=ci_low,
         diff_ci_high=ci_high,
-        statistic=float(z_stat),
+        statistic=z_stat,
         p_value=p_value,
         p_value_floored=floored,
-        **lift.fields(),
-        reason=join_reasons(ci_reason, lift.reason),
+        **_lift_fields(lift),  # type: ignore[arg-type]
+        reason=join_reasons(small, lift.reason),
+        interval_method=WALD_Z if small is None else SCORE_MN,
+        small_sample=small is not None,
     )
 
 
-def compare_means(control: MeanStats, treatment: MeanStats, *, alpha: float = 0.05) -> Comparison:
+def compare_means(control: MeanStats, treatment: MeanStats, *, alpha: float = 0.05,
+                  nonnegative: bool = False) -> Comparison:
     """Difference of two means by Welch's t test (unequal variances), with relative lift.
 
     The difference's CI uses the t quantile at the Welch-Satterthwaite df, as
-    ``scipy.stats.ttest_ind(equal_var=False)`` does; the relative lift's CI is
-    a normal delta-method interval.
+    ``scipy.stats.ttest_ind(equal_var=False)`` does; the relative lift's CI is a
+    delta-method interval, or Fieller's (see :func:`~analytics.stats.intervals.relative_lift`).
+    ``nonnegative``: the metric cannot be negative, so the lift is at least -100%.
     """
     check_alpha(alpha)
     small = small_arm_reason(control.n, treatment.n, 2)
     if small:
         return _too_small(
-            method=MEANS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=control.mean,
-            treatment_mean=treatment.mean,
-            reason=small,
-        )
+            method=MEANS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=control.mean, treatment_mean=treatment.mean, reason=small)
     return _welch(
         control_mean=control.sum / control.n,
         control_variance=sum_sq_dev(control.n, control.sum, control.sum_sq) / (control.n - 1),
@@ -311,11 +303,13 @@ def compare_means(control: MeanStats, treatment: MeanStats, *, alpha: float = 0.
         treatment_n=treatment.n,
         alpha=alpha,
         method=MEANS_METHOD,
+        nonnegative=nonnegative,
     )
 
 
 def compare_ratios(
-    control: RatioStats, treatment: RatioStats, *, alpha: float = 0.05
+    control: RatioStats, treatment: RatioStats, *, alpha: float = 0.05,
+    nonnegative: bool = False
 ) -> Comparison:
     """Difference and relative lift of a ratio metric Σx/Σy, delta method, z test.
 
@@ -334,33 +328,23 @@ def compare_ratios(
     var_rc, var_rt = control.ratio_variance, treatment.ratio_variance
     if rc is None or rt is None or var_rc is None or var_rt is None:
         return _too_small(
-            method=RATIOS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=rc,
-            treatment_mean=rt,
-            reason=join_reasons(*reasons) or "ratio undefined",
-        )
+            method=RATIOS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=rc, treatment_mean=rt, reason=join_reasons(*reasons) or "ratio undefined")
     diff = rt - rc
     var_diff = var_rc + var_rt
     if var_diff <= 0:
         return _too_small(
-            method=RATIOS_METHOD,
-            alpha=alpha,
-            control_n=control.n,
-            treatment_n=treatment.n,
-            control_mean=rc,
-            treatment_mean=rt,
-            reason=NO_VARIANCE,
-        )
+            method=RATIOS_METHOD, alpha=alpha, control_n=control.n, treatment_n=treatment.n,
+            control_mean=rc, treatment_mean=rt, reason=NO_VARIANCE)
     se = math.sqrt(var_diff)
     z_stat = diff / se
     p_value, floored = floor_p(2.0 * float(sps.norm.sf(abs(z_stat))))
-    half = float(sps.norm.isf(alpha / 2)) * se
-    lift = _relative_lift(
-        control_mean=rc, control_var=var_rc, treatment_mean=rt, treatment_var=var_rt, alpha=alpha
-    )
+    quantile = float(sps.norm.isf(alpha / 2))
+    half = quantile * se
+    lift = relative_lift(control_mean=rc, control_var=var_rc, treatment_mean=rt,
+                         treatment_var=var_rt, alpha=alpha, quantile=quantile,
+                         nonnegative=nonnegative)
+    small = _small_arms_note(control.n, treatment.n, "delta-method z interval")
     return Comparison(
         method=RATIOS_METHOD,
         alpha=alpha,
@@ -375,13 +359,16 @@ def compare_ratios(
         statistic=z_stat,
         p_value=p_value,
         p_value_floored=floored,
-        **lift.fields(),
-        reason=lift.reason,
+        **_lift_fields(lift),  # type: ignore[arg-type]
+        reason=join_reasons(small, lift.reason),
+        interval_method=DELTA_Z,
+        small_sample=small is not None,
     )
 
 
 def cuped(
-    control: CovariateStats, treatment: CovariateStats, *, alpha: float = 0.05
+    control: CovariateStats, treatment: CovariateStats, *, alpha: float = 0.05,
+    nonnegative: bool = False
 ) -> CupedResult:
     """CUPED: adjust the outcome by a pre-period covariate, then compare by Welch's t test.
 
@@ -393,12 +380,13 @@ def cuped(
     theta is treated as known (the usual CUPED approximation, negligible at
     experiment sizes). ``variance_reduction`` = 1 - pooled adjusted variance /
     pooled unadjusted variance, which equals the squared pooled within-arm
-    correlation of x and y.
+    correlation of x and y. ``nonnegative`` as for :func:`compare_means`.
     """
     check_alpha(alpha)
     small = small_arm_reason(control.n, treatment.n, 2)
     if small:
-        unadjusted = compare_means(control.outcome, treatment.outcome, alpha=alpha)
+        unadjusted = compare_means(control.outcome, treatment.outcome, alpha=alpha,
+                                   nonnegative=nonnegative)
         return CupedResult(comparison=unadjusted, reason=small)
     arms = (control, treatment)
     s_xx = [sum_sq_dev(a.n, a.sum_x, a.sum_x2) for a in arms]
@@ -430,6 +418,7 @@ def cuped(
         treatment_n=treatment.n,
         alpha=alpha,
         method=CUPED_METHOD,
+        nonnegative=nonnegative,
     )
     return CupedResult(
         comparison=comparison,

@@ -43,7 +43,7 @@ from analytics.guardrails import GuardrailResult
 from analytics.report import Report, build_report
 from analytics.reports import MetricResult, campaign_results
 from analytics.segments import DecileRow, QiniPoint, QiniResult
-from analytics.stats import Comparison
+from analytics.stats import PROPORTIONS_METHOD, Comparison
 from seeds.demo import ENDED_CAMPAIGN, TRUE_EFFECTS, DemoSummary
 from seeds.experiments import build_spec, import_experiment
 from tests.analytics.test_report import (
@@ -92,8 +92,7 @@ def svg_blocks(html: str) -> list[str]:
 
 def with_every_section(report: Report) -> Report:
     """The report with hand-made economics, segment, guardrail and Qini sections."""
-    comparison = Comparison(method="two-sample z test (pooled SE), unpooled Wald CI, "
-                            "delta-method relative lift", alpha=0.05, control_n=80,
+    comparison = Comparison(method=PROPORTIONS_METHOD, alpha=0.05, control_n=80,
                             treatment_n=40, control_mean=0.2, treatment_mean=0.3, diff=0.1,
                             diff_ci_low=-0.05, diff_ci_high=0.25, p_value=0.2)
     return replace(
@@ -211,7 +210,7 @@ class TestDemoExports:
             assert arm.name in html and f"{arm.n:,}" in html
         assert "Sample ratio check passed" in html and 'class="banner danger"' not in html
         assert "first exposure 2026-09-" in html
-        assert "two-sample z test" in html and "Holm" in html
+        assert "Wald z test" in html and "Holm" in html
         spent = format_money(ended.campaign.spent_minor, "EUR")
         assert spent in html and "budget EUR 5,000.00" in html
         adoption = next(r for r in ended.results if r.metric == "adoption"

@@ -20,7 +20,8 @@ from scipy import stats as sps
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats import proportion as sm_proportion
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from analytics.imported import (
     imported_results,
@@ -190,7 +191,9 @@ class TestBinaryMetric:
             control, treatment = arms(rows, "bought")
             count = [treatment.sum(), control.sum()]
             nobs = [treatment.size, control.size]
-            z_stat, p_value = proportions_ztest(count, nobs)
+            # One test per row: the unpooled Wald z test, as the interval.
+            z_stat, p_value = sm_proportion.test_proportions_2indep(
+                count[0], nobs[0], count[1], nobs[1], method="wald", compare="diff")
             low, high = confint_proportions_2indep(count[0], nobs[0], count[1], nobs[1],
                                                    method="wald", compare="diff", alpha=ALPHA)
             pc, pt = control.mean(), treatment.mean()

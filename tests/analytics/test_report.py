@@ -301,7 +301,7 @@ class TestDemoReport:
     def test_methods_follow_the_contents(self, session: Session, demo) -> None:
         report = build_report(session.connection(), demo.ended_campaign_id, now=NOW)
         text = " ".join(report.methods)
-        for phrase in ("two-sample z test", "Welch's t test", "delta-method", "CUPED",
+        for phrase in ("unpooled Wald z test", "Welch's t test", "delta-method", "CUPED",
                        "30 days before each customer's first exposure", "Holm",
                        "across 4 comparisons", "chi-square", "95%"):
             assert phrase in text, phrase

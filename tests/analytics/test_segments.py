@@ -23,8 +23,8 @@ from scipy import stats as sps
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
+from statsmodels.stats import proportion as sm_proportion
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportions_ztest
 
 from analytics.queries import SEGMENT_COLUMNS, arm_statistics, customer_metrics, goal_window
 from analytics.reports import campaign_results
@@ -271,8 +271,9 @@ class TestSegmentResults:
     def check_adoption(comparison: Any, control: pd.DataFrame, treated: pd.DataFrame) -> None:
         pc, pt = control.adoption.mean(), treated.adoption.mean()
         half = Z_975 * np.sqrt(pc * (1 - pc) / len(control) + pt * (1 - pt) / len(treated))
-        _, p_value = proportions_ztest([treated.adoption.sum(), control.adoption.sum()],
-                                       [len(treated), len(control)])
+        _, p_value = sm_proportion.test_proportions_2indep(
+            treated.adoption.sum(), len(treated), control.adoption.sum(), len(control),
+            method="wald", compare="diff")
         assert comparison.diff == pytest.approx(pt - pc, abs=TOLERANCE)
         assert comparison.diff_ci_low == pytest.approx(pt - pc - half, abs=TOLERANCE)
         assert comparison.diff_ci_high == pytest.approx(pt - pc + half, abs=TOLERANCE)

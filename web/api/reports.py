@@ -30,9 +30,9 @@ _JSON_EXAMPLE: dict[str, Any] = {
     "generated_at": "2026-11-22T12:00:00Z", "alpha": 0.05,
     "date_range": {"first_exposure": "2026-09-08T00:11:25Z",
                    "last_exposure": "2026-09-21T23:54:05Z"},
-    "methods": ["adoption, conversion, churn: two-sample z test of the difference of "
-                "proportions (pooled standard error under the null), unpooled Wald "
-                "confidence interval."],
+    "methods": ["adoption, conversion, churn: unpooled Wald z test of the difference of "
+                "proportions, with the Wald interval from the same standard error, so the "
+                "interval excludes 0 exactly when p < alpha (bounded to [-1, 1]); ..."],
     "warnings": [],
     "arms": [{"name": "control", "is_control": True, "n": 496, "planned_weight": 34,
               "incentive_type": None, "incentive_name": None},
@@ -43,14 +43,16 @@ _JSON_EXAMPLE: dict[str, Any] = {
             "summary": "Sample ratio check passed: chi-square p = 0.0054 (flagged below "
                        "0.001)."},
     "results": [{"arm": "web coupon", "metric": "adoption", "segment": "all",
-                 "method": "two-sample z test (pooled SE), unpooled Wald CI, delta-method "
-                           "relative lift",
+                 "method": "difference of proportions: unpooled Wald z test and interval "
+                           "(Miettinen-Nurminen score test and interval for small counts)",
                  "n_control": 496, "n_treatment": 574, "mean_control": 0.2056,
                  "mean_treatment": 0.2753, "diff": 0.0696, "diff_se": 0.026,
                  "diff_ci_low": 0.0186, "diff_ci_high": 0.1206, "statistic": 2.65, "df": None,
                  "p_value": 0.0081, "p_value_floored": False, "p_value_holm": 0.0243,
                  "rel_lift": 0.3385, "rel_lift_se": 0.148, "rel_lift_ci_low": 0.0467,
-                 "rel_lift_ci_high": 0.6304, "variance_reduction": None, "reason": None}],
+                 "rel_lift_ci_high": 0.6304, "variance_reduction": None, "reason": None,
+                 "interval_method": "Wald z", "rel_lift_interval_method": "delta method",
+                 "small_sample": False}],
     "segments": [], "economics": [], "guardrails": [], "qini": None,
     "timeline": [{"arm": "control", "day": "2026-09-08", "exposed": 41, "adopted": 2,
                   "rate": 0.0488}],
