@@ -280,7 +280,7 @@ class TestImported:
         segments = body["segments"]
         expected = multipletests([s["p_value"] for s in segments], method="fdr_bh")[1]
         assert [s["p_value_bh"] for s in segments] == pytest.approx(list(expected), rel=1e-12)
-        assert any("Benjamini-Hochberg (false discovery rate) correction across segment"
+        assert any("Benjamini-Hochberg (false discovery rate) correction across the breakdown's"
                    in m for m in body["methods"])
 
     def test_unknown_baseline_names_the_arms(self, client, analytics_key, session,

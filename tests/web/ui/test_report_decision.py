@@ -103,10 +103,12 @@ class TestDecisionFirst:
     def test_the_segment_table_and_methods_agree_on_holm(self, experiment, as_role) -> None:
         html = as_role(Role.VIEWER).get(f"/campaigns/{experiment.id}/report").text
         caption = re.search(r'<table class="segments">\s*<caption>(.*?)</caption>', html, re.S)
-        assert caption and "Holm across every value tier" in text(caption.group(1))
+        assert caption and ("Holm step-down (family-wise error rate) correction across the whole "
+                            "table, every value tier") in text(caption.group(1))
         methods = text(html[html.index('id="methods-title"'):])
         assert "Segment breakdown (value_tier)" in methods
-        assert "Holm step-down correction across the breakdown's" in methods
+        assert "Holm step-down (family-wise error rate) correction across the breakdown's" \
+            in methods
 
     def test_the_lift_chart_flags_primary_rows_and_clipped_points(self, session, as_role
                                                                   ) -> None:
