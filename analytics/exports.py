@@ -149,6 +149,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "warnings": report.warnings,
         "arms": _json_value(report.arms),
         "srm": {**_json_value(report.srm), "summary": srm_sentence(report.srm)},
+        "planned_split": ({"source": report.planned_split.source,
+                           "assumed": report.planned_split.assumed}
+                          if report.planned_split is not None else None),
         "results": [comparison_json(result) for result in report.results],
         "segments": [comparison_json(result) for result in report.segments],
         "economics": _json_value(report.economics),
@@ -268,10 +271,14 @@ def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> No
                                _frame(deciles, ("arm", "metric", "score", *_field_names(
                                    qini.deciles[0] if qini.deciles else None))))
             _write_block(writer, "segments", row, "Qini coefficient", _frame(
-                [{"arm": arm, "qini_coefficient": value,
-                  "qini_q0": (qini.qini_q0 or {}).get(arm), "scored_n": qini.scored_n}
+                [{"arm": arm, "metric": qini.metric, "score": qini.score,
+                  "qini_coefficient": value, "qini_q0": (qini.qini_q0 or {}).get(arm),
+                  "qini_auc_score": (qini.qini_auc_score or {}).get(arm),
+                  "scored_n": qini.scored_n, "distinct_scores": qini.distinct_scores,
+                  "ties": qini.ties}
                  for arm, value in qini.qini_coefficient.items()],
-                ("arm", "qini_coefficient", "qini_q0", "scored_n")))
+                ("arm", "metric", "score", "qini_coefficient", "qini_q0", "qini_auc_score",
+                 "scored_n", "distinct_scores", "ties")))
         _frame(_json_value(report.economics), ("arm", "metric", "unit", "estimate", "ci_low",
                                                "ci_high", "reason", "method")).to_excel(
             writer, sheet_name="economics", index=False)
@@ -295,8 +302,8 @@ def _write_diagnostics(writer: pd.ExcelWriter, report: Report) -> None:
     row = _write_block(writer, sheet, row, "Sample sizes", _frame([
         {**dataclasses.asdict(arm), "share": arm.n / total if total else None}
         for arm in report.arms],
-        ("name", "is_control", "n", "share", "planned_weight", "incentive_type",
-         "incentive_name")))
+        ("name", "is_control", "n", "share", "planned_weight", "planned_share",
+         "observed_share", "incentive_type", "incentive_name")))
     row = _write_block(writer, sheet, row, "Methods",
                        _frame([{"method": m} for m in report.methods], ("method",)))
     dates = report.date_range
@@ -853,6 +860,8 @@ def render_html(report: Report) -> str:
         arms=[{"name": arm.name, "control": arm.is_control, "n": format_count(arm.n),
                "share": format_percent(arm.n / total) if total else MISSING,
                "weight": f"{arm.planned_weight}%",
+               "planned_share": format_percent(arm.planned_share),
+               "observed_share": format_percent(arm.observed_share),
                "incentive": (f"{arm.incentive_name} ({arm.incentive_type})"
                              if arm.incentive_type else "none (holdout)" if arm.is_control
                              else MISSING)} for arm in report.arms],
