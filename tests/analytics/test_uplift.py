@@ -11,8 +11,10 @@ hypothesis generates experiments with few distinct scores and shuffles their row
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,12 @@ from sqlmodel import Session
 from analytics.report import build_report
 from analytics.uplift import MAX_CURVE_POINTS, QiniOptionError, QiniResult, qini
 from seeds.experiments import build_spec, import_experiment
+from tests.analytics.test_planned_split import (  # cli_db: a fixture the CLI tests use
+    cli,
+    cli_db,  # noqa: F401
+    import_options,
+    write_experiment,
+)
 from tests.analytics.test_segments import tie_aware_deciles
 from tests.datafiles import shared_data
 
@@ -248,3 +256,39 @@ class TestRowOrder:
         check_curve_with_sklift(first, raw, score="score", outcome="bought", arm="t")
         expected = tie_aware_deciles(raw.score, 10)
         assert len({d.decile for d in first.deciles}) == expected.max()
+
+
+# ------------------------------------------------------------------ command line
+
+
+@pytest.mark.usefixtures("cli_db")
+class TestCommandLine:
+    def test_qini_options(self, tmp_path: Path) -> None:
+        path = write_experiment(tmp_path, control=500, treatment=500)
+        imported = cli("import", "experiment", str(path), *import_options("scored"),
+                       "--metric", "score:continuous")
+        assert imported.exit_code == 0, imported.output
+        campaign = imported.stdout.strip()
+        out = tmp_path / "qini.json"
+        done = cli("report", campaign, "--out", str(out), "--qini-score", "score",
+                   "--qini-metric", "bought")
+        assert done.exit_code == 0, done.output
+        data = json.loads(out.read_text())
+        assert (data["qini"]["score"], data["qini"]["metric"]) == ("score", "bought")
+        assert data["qini"]["ties"].startswith("Ties: 1,000 scored customers share 11 "
+                                               "distinct score values")
+        html = tmp_path / "qini.html"
+        assert cli("report", campaign, "--out", str(html), "--qini-score", "score"
+                   ).exit_code == 0
+        page = html.read_text()
+        assert "Targeting by score: score" in page and "Responders counted: bought." in page
+        assert "Qini curve of bought by score score" in page
+        unknown_score = cli("report", campaign, "--qini-score", "propensity")
+        assert unknown_score.exit_code == 1
+        assert "--qini-score: unknown score 'propensity'" in unknown_score.stderr
+        assert "the imported scores are: score" in unknown_score.stderr
+        unknown_metric = cli("report", campaign, "--qini-score", "score",
+                             "--qini-metric", "score")
+        assert unknown_metric.exit_code == 1
+        assert "--qini-metric: unknown Qini metric 'score'" in unknown_metric.stderr
+        assert "use one of: bought" in unknown_metric.stderr
