@@ -160,6 +160,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "warnings": report.warnings,
         "arms": _json_value(report.arms),
         "srm": {**_json_value(report.srm), "summary": srm_sentence(report.srm)},
+        "planned_split": ({"source": report.planned_split.source,
+                           "assumed": report.planned_split.assumed}
+                          if report.planned_split is not None else None),
         "results": [comparison_json(result) for result in report.results],
         "segments": [comparison_json(result) for result in report.segments],
         "economics": _json_value(report.economics),
@@ -425,10 +428,15 @@ def write_xlsx(report: Report, target: str | os.PathLike[str] | IO[bytes]) -> No
                         ("uplift_ci_high", "percent"), ("p_value", "p"), ("reason", "text")),
                        [{**_json_value(d), "metric": qini.metric, "score": qini.score}
                         for d in qini.deciles], title="Uplift by decile of the score"),
-            _XlsxTable((("arm", "text"), ("qini_coefficient", "number"),
-                        ("qini_q0", "number"), ("scored_n", "count")),
-                       [{"arm": arm, "qini_coefficient": value,
-                         "qini_q0": (qini.qini_q0 or {}).get(arm), "scored_n": qini.scored_n}
+            _XlsxTable((("arm", "text"), ("metric", "text"), ("score", "text"),
+                        ("qini_coefficient", "number"), ("qini_q0", "number"),
+                        ("qini_auc_score", "number"), ("scored_n", "count"),
+                        ("distinct_scores", "count"), ("ties", "text")),
+                       [{"arm": arm, "metric": qini.metric, "score": qini.score,
+                         "qini_coefficient": value, "qini_q0": (qini.qini_q0 or {}).get(arm),
+                         "qini_auc_score": (qini.qini_auc_score or {}).get(arm),
+                         "scored_n": qini.scored_n, "distinct_scores": qini.distinct_scores,
+                         "ties": qini.ties}
                         for arm, value in qini.qini_coefficient.items()],
                        title="Qini coefficient")]
     book.sheet("segments", segments)
@@ -1079,6 +1087,8 @@ def render_html(report: Report) -> str:
         arms=[{"name": arm.name, "control": arm.is_control, "n": format_count(arm.n),
                "share": format_percent(arm.n / total) if total else MISSING,
                "weight": f"{arm.planned_weight}%",
+               "planned_share": format_percent(arm.planned_share),
+               "observed_share": format_percent(arm.observed_share),
                "incentive": (f"{arm.incentive_name} ({arm.incentive_type})"
                              if arm.incentive_type else "none (holdout)" if arm.is_control
                              else MISSING)} for arm in report.arms],

@@ -16,7 +16,8 @@ campaign, so report and export code need no special case:
   they are not counted again in the family and keep ``p_value_holm`` None, as in live
   reports;
 - the sample ratio check on all units, against the planned split recorded with
-  ``--weights`` (allocation period 1), or against equal allocation when none was given.
+  ``--weights`` (allocation period 1), or against equal allocation, stated as an
+  assumption, when none was recorded.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from analytics.reports import (
     MetricResult,
     adjust_family,
     baseline_row,
+    sample_ratio,
     with_views,
 )
 from analytics.stats import (
@@ -47,7 +49,6 @@ from analytics.stats import (
     cuped_estimates,
     mean_estimate,
     proportion_estimate,
-    srm_check,
 )
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
@@ -282,22 +283,13 @@ def _segment_results(rows: Sequence[dict[str, Any]], metrics: Sequence[ImportedM
 
 def imported_sample_ratio(connection: Connection, campaign_id: int,
                           rows: Sequence[dict[str, Any]]) -> SrmResult:
-    """Units per arm (over all segment values) against the planned split, else equal split.
+    """Units per arm (over all segment values) against the planned split.
 
-    The planned split is the allocation period recorded by ``--weights``; an imported
-    file without it does not say what was intended, and equal allocation is the design
-    the check then assumes.
+    The planned split is the allocation period recorded by ``--weights``; an experiment
+    imported without it is checked against equal allocation, an assumption the report
+    states among its warnings (:func:`analytics.reports.planned_split`).
     """
-    units: dict[int, int] = {}
-    for row in rows:
-        units[row["arm_id"]] = units.get(row["arm_id"], 0) + row["n"]
-    planned = dict(connection.execute(
-        select(ALLOCATION.c.arm_id, ALLOCATION.c.weight)
-        .where(ALLOCATION.c.campaign_id == campaign_id, ALLOCATION.c.period == 1)
-    ).all())
-    arm_ids = list(units)
-    weights = [float(planned.get(arm_id, 0)) if planned else 1.0 for arm_id in arm_ids]
-    return srm_check([units[arm_id] for arm_id in arm_ids], weights)
+    return sample_ratio(connection, campaign_id, rows)
 
 
 def imported_results(connection: Connection, campaign_id: int, *, alpha: float = 0.05,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,26 +26,22 @@ from sqlalchemy.sql import ColumnElement
 
 from analytics.economics import EconomicsResult, economics_from_rows
 from analytics.guardrails import GUARDRAILS, GuardrailResult, assess_guardrails
-from analytics.imported import imported_metrics
 from analytics.queries import DailyAdoption, arm_statistics_and_adoption
 from analytics.reports import (
     PRIMARY_METRICS,
     REPORT_TUNING_N,
     CampaignResults,
     MetricResult,
+    PlannedSplit,
     SegmentHeterogeneity,
     campaign_results,
     choose_baseline,
     compare_arms,
+    planned_split,
     sample_ratio,
     segment_heterogeneity,
 )
-from analytics.segments import (
-    QiniResult,
-    campaign_and_segment_results,
-    qini,
-    segment_names,
-)
+from analytics.segments import campaign_and_segment_results, segment_names
 from analytics.stats import (
     BAYESIAN_METHOD,
     CORRECTION_NAMES,
@@ -66,6 +62,7 @@ from analytics.stats.intervals import (
     LIFT_SCORE,
     MIN_EXPECTED_COUNT,
 )
+from analytics.uplift import QiniOptionError, QiniResult, qini, qini_metric_names
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
     Arm,
@@ -74,7 +71,6 @@ from campaigns.models import (
     CampaignOrigin,
     Channel,
     ExperimentMetric,
-    ExperimentMetricKind,
     Incentive,
     MigrationGoal,
     Redemption,
@@ -162,6 +158,10 @@ class ArmInfo:
     planned_weight: int
     incentive_type: str | None
     incentive_name: str | None
+    #: the arm's share of the split the sample ratio check tests against
+    planned_share: float | None = None
+    #: the arm's share of all units
+    observed_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +226,8 @@ class Report:
             return self.baseline
         control = self.control
         return control.name if control is not None else None
+    #: the split the sample ratio check tested (planned shares are on ``arms``)
+    planned_split: PlannedSplit | None = None
 
     @property
     def control(self) -> ArmInfo | None:
@@ -248,6 +250,7 @@ class Report:
             out.append(srm_sentence(self.srm) + " The arm sizes do not match the planned "
                        "split, so assignment or exposure logging is broken; do not trust "
                        "the comparisons below until the cause is found.")
+        out += _split_warnings(self)
         for guardrail in self.guardrails:
             if guardrail.harm_detected:
                 out.append(f"Guardrail harmed: {guardrail.metric} in arm '{guardrail.arm}' "
@@ -290,6 +293,7 @@ class Report:
         for arm in self.arms:
             yield arm.name, "all", "assignment", "n", arm.n
             yield arm.name, "all", "assignment", "planned_weight", arm.planned_weight
+        yield from _split_rows(self)
         for result in [*self.results, *self.segments]:
             for statistic, value in comparison_statistics(result):
                 yield result.arm, result.segment, result.metric, statistic, value
@@ -315,6 +319,27 @@ class Report:
                 yield guardrail.arm, "all", guardrail.metric, statistic, value
         if self.qini is not None:
             yield from _qini_rows(self.qini)
+
+
+def _split_rows(report: Report) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+    """Planned against observed share of every arm, and whether the split was assumed."""
+    for arm in report.arms:
+        yield arm.name, "all", "assignment", "planned_share", arm.planned_share
+        yield arm.name, "all", "assignment", "observed_share", arm.observed_share
+    if report.planned_split is not None:
+        yield ("all", "all", "sample_ratio", "planned_split_assumed",
+               int(report.planned_split.assumed))
+
+
+def _split_warnings(report: Report) -> list[str]:
+    split = report.planned_split
+    if split is None or not split.assumed or not any(arm.n for arm in report.arms):
+        return []
+    shares = ", ".join(f"{arm.name} {arm.observed_share:.1%}" for arm in report.arms
+                       if arm.observed_share is not None)
+    return [f"ASSUMPTION: no planned split was recorded for this experiment, so the sample "
+            f"ratio check assumes equal allocation (observed: {shares}). If the arms were "
+            "meant to differ in size, import it again with --weights."]
 
 
 def _iso(moment: datetime) -> str:
@@ -410,9 +435,14 @@ def _qini_rows(qini: QiniResult) -> Iterator[tuple[str, str, str, str, float | i
         yield arm, "all", qini.metric, "qini_coefficient", coefficient
     for arm, q0 in (qini.qini_q0 or {}).items():
         yield arm, "all", qini.metric, "qini_q0", q0
+    for arm, score in (qini.qini_auc_score or {}).items():
+        yield arm, "all", qini.metric, "qini_auc_score", score
+    yield "all", "all", qini.metric, "qini_scored_n", qini.scored_n
+    yield "all", "all", qini.metric, "qini_distinct_scores", qini.distinct_scores
     for row in qini.deciles:
         segment = f"{qini.score}_decile={row.decile}"
-        for statistic, value in (("n_control", row.control_n), ("n_treatment", row.treatment_n),
+        for statistic, value in (("score_min", row.score_min), ("score_max", row.score_max),
+                                 ("n_control", row.control_n), ("n_treatment", row.treatment_n),
                                  ("mean_control", row.control_rate),
                                  ("mean_treatment", row.treatment_rate),
                                  ("diff", row.uplift), ("diff_ci_low", row.uplift_ci_low),
@@ -472,8 +502,10 @@ def _method_statements(report: Report) -> Iterator[str]:
         yield (f"Holm step-down correction across {len(corrected)} comparisons "
                f"(every treatment arm x the primary metrics {names}); the other "
                "p-values are not corrected for multiplicity.")
+    split = report.planned_split
+    planned = f" ({split.source})" if split is not None else ""
     yield (f"Sample ratio mismatch check: chi-square goodness of fit of the arm sizes to "
-           f"the planned weights, flagged when p < {SRM_THRESHOLD:g}.")
+           f"the planned weights{planned}, flagged when p < {SRM_THRESHOLD:g}.")
     if report.guardrails:
         metrics = ", ".join(dict.fromkeys(g.metric for g in report.guardrails))
         levels = sorted({g.level for g in report.guardrails if g.level is not None})
@@ -496,6 +528,15 @@ def _method_statements(report: Report) -> Iterator[str]:
         yield (f"Targeting: uplift of {report.qini.metric} by decile of the score "
                f"'{report.qini.score}' ({report.qini.scored_n:,} scored units); "
                f"{report.qini.method.rstrip('.')}.")
+        yield from _qini_statements(report.qini)
+
+
+def _qini_statements(qini: QiniResult) -> Iterator[str]:
+    """Which metric the Qini counts and how ties were handled (report option qini_metric)."""
+    yield (f"The Qini curve and deciles count responders of {qini.metric} (a 0/1 metric; "
+           "the report option qini_metric chooses another).")
+    if qini.ties:
+        yield qini.ties.rstrip(".") + "."
 
 
 def _segment_statement(report: Report) -> str:
@@ -621,8 +662,8 @@ def choose_segment(connection: Connection, campaign_id: int,
 
 def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.05,
                  now: datetime | None = None, segment: str | None = None,
-                 qini_score: str | None = None, correction: str = "holm",
-                 baseline: str | None = None) -> Report:
+                 qini_score: str | None = None, qini_metric: str | None = None,
+                 correction: str = "holm", baseline: str | None = None) -> Report:
     """The campaign's full report at ``now`` (default: the current time).
 
     Every section comes from one aggregation of the campaign's exposures and events
@@ -630,16 +671,19 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     an arm's whole-campaign row is the sum of its segment rows): results, economics,
     guardrails and the segment breakdown. ``segment`` is one of
     :func:`analytics.segments.segment_names`; ``qini_score`` names a numeric customer
-    attribute (or, for an imported experiment, anything: its unit scores) for the
-    uplift-by-decile table and Qini curve.
+    attribute (for an imported experiment: its ``--score`` column) for the
+    uplift-by-decile table and Qini curve, and ``qini_metric`` the 0/1 metric that curve
+    counts (default: adoption, or an imported experiment's first binary metric).
 
     ``correction`` ('holm' or 'bh') is the multiplicity correction the tables use;
     ``baseline`` names the arm every other arm is compared with (None: the control arm).
 
-    Raises :class:`campaigns.errors.CampaignNotFound` for an unknown id and ValueError
-    for alpha outside (0, 1), an unknown segment, correction or baseline arm. A live
-    campaign nobody has been exposed to yet gets an empty result list and an untested SRM
-    check rather than an error.
+    Raises :class:`campaigns.errors.CampaignNotFound` for an unknown id, ValueError
+    for alpha outside (0, 1), an unknown segment, correction or baseline arm, and
+    :class:`analytics.uplift.QiniOptionError` (a ValueError naming the option) for a
+    Qini score or metric the campaign does not have. A live campaign nobody has been
+    exposed to yet gets an empty result list and an untested SRM check rather than an
+    error.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be strictly between 0 and 1 (got {alpha})")
@@ -685,18 +729,18 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
                 sections["guardrails"] = assess_guardrails(arm_rows, metrics=guarded,
                                                            alpha=alpha)
         if qini_score is not None:
-            sections["qini"] = qini(connection, campaign_id, qini_score,
-                                    metric=_qini_metric(connection, campaign_id, live=live))
-            if sections["qini"] is None:
-                raise ValueError(f"no customer of this campaign has a score '{qini_score}' "
-                                 "(a numeric customer attribute, or an imported --score "
-                                 "column)")
+            sections["qini"] = _qini_section(connection, campaign_id, score=qini_score,
+                                             metric=qini_metric)
+    if qini_metric is not None and qini_score is None:
+        raise QiniOptionError("qini_metric", "qini_metric chooses what the Qini curve "
+                              "counts: give qini_score (the score to target by) too")
+    split = planned_split(connection, campaign_id)
     return Report(
         campaign=campaign,
         generated_at=generated_at,
         alpha=alpha,
         date_range=exposure_range(connection, campaign_id) if live else None,
-        arms=_arms(connection, campaign_id, arm_rows),
+        arms=_arms(connection, campaign_id, arm_rows, split=split),
         srm=srm,
         results=results,
         timeline=(_timeline_points(connection, campaign_id, daily)
@@ -704,6 +748,7 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
         spend=spend_timeline(connection, campaign_id, now=generated_at) if live else [],
         correction=correction,
         baseline=baseline,
+        planned_split=split,
         **sections,
     )
 
@@ -714,17 +759,21 @@ def arm_names(connection: Connection, campaign_id: int) -> list[str]:
                                    .order_by(_ARM.c.position, _ARM.c.id)).scalars())
 
 
-def _qini_metric(connection: Connection, campaign_id: int, *, live: bool) -> str:
-    """The response the Qini curve counts: adoption, or an imported experiment's first 0/1
-    metric."""
-    if live:
-        return "adoption"
-    binary = [metric.name for metric in imported_metrics(connection, campaign_id)
-              if metric.kind == ExperimentMetricKind.BINARY.value]
-    if not binary:
-        raise ValueError("the Qini curve counts responders: this imported experiment has no "
-                         "binary (0/1) metric")
-    return binary[0]
+def _qini_section(connection: Connection, campaign_id: int, *, score: str,
+                  metric: str | None) -> QiniResult:
+    """The Qini curve and decile table, refusing a score or metric the campaign lacks."""
+    if metric is None:
+        names = qini_metric_names(connection, campaign_id)
+        if not names:
+            raise QiniOptionError("qini_score", "the Qini curve counts responders: this "
+                                  "imported experiment has no binary (0/1) metric")
+        metric = names[0]
+    result = qini(connection, campaign_id, score, metric=metric)
+    if result is None:
+        raise QiniOptionError("qini_score", f"no customer of this campaign has a score "
+                              f"'{score}' (a numeric customer attribute, or an imported "
+                              "--score column)")
+    return result
 
 
 def campaign_info(connection: Connection, campaign_id: int) -> CampaignInfo:
@@ -763,8 +812,10 @@ def _has_exposures(connection: Connection, campaign_id: int) -> bool:
 
 
 def _arms(connection: Connection, campaign_id: int,
-          arm_rows: Sequence[Mapping[str, Any]]) -> list[ArmInfo]:
-    """Every configured arm with its exposed count (0 for an arm nobody landed in)."""
+          arm_rows: Sequence[Mapping[str, Any]], *,
+          split: PlannedSplit | None = None) -> list[ArmInfo]:
+    """Every configured arm with its exposed count (0 for an arm nobody landed in) and its
+    planned and observed shares."""
     n_by_id = {row["arm_id"]: row["n"] for row in arm_rows if "arm_id" in row}
     n_by_name = {row["arm"]: row["n"] for row in arm_rows if "arm" in row}
     rows = connection.execute(
@@ -773,11 +824,14 @@ def _arms(connection: Connection, campaign_id: int,
         .select_from(_ARM.outerjoin(_INCENTIVE, _INCENTIVE.c.id == _ARM.c.incentive_id))
         .where(_ARM.c.campaign_id == campaign_id)
         .order_by(_ARM.c.position, _ARM.c.id))
-    return [ArmInfo(name=row.name, is_control=bool(row.is_control),
+    arms = [ArmInfo(name=row.name, is_control=bool(row.is_control),
                     n=int(n_by_id.get(row.id, n_by_name.get(row.name, 0))),
                     planned_weight=int(row.weight), incentive_type=row.type,
-                    incentive_name=row.incentive_name)
+                    incentive_name=row.incentive_name,
+                    planned_share=split.share(row.id) if split is not None else None)
             for row in rows]
+    total = sum(arm.n for arm in arms)
+    return [replace(arm, observed_share=arm.n / total if total else None) for arm in arms]
 
 
 def exposure_range(connection: Connection, campaign_id: int) -> DateRange | None:

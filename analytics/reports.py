@@ -14,11 +14,11 @@ control included, is compared with that one, with the same tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from analytics.queries import BINARY_METRICS, MEAN_METRICS, PRE_PERIOD_METRICS, arm_statistics
@@ -49,7 +49,7 @@ from analytics.stats import (
     ratio_estimate,
     srm_check,
 )
-from campaigns.models import ArmAllocation, Campaign
+from campaigns.models import Arm, ArmAllocation, Assignment, Campaign, CampaignOrigin
 
 #: The metrics the goal is judged on; Holm corrects across arms x these.
 PRIMARY_METRICS = ("adoption", "target_share")
@@ -231,22 +231,91 @@ def segment_heterogeneity(segments: Sequence[MetricResult]) -> list[SegmentHeter
             for (breakdown, arm, metric), rows in groups.items()]
 
 
-def sample_ratio(connection: Connection, campaign_id: int,
-                 rows: Sequence[dict[str, Any]]) -> SrmResult:
-    """Observed exposures per arm against the weights of the first allocation period."""
+@dataclass(frozen=True)
+class PlannedSplit:
+    """The split the sample ratio check tests the arm sizes against, and where it is from.
+
+    ``weights`` are per arm id on any scale (a share is a weight over their total).
+    ``assumed`` is True when nothing recorded what was planned and the check assumes
+    equal allocation: a report must say so where a reader sees it.
+    """
+
+    weights: Mapping[int, float]
+    source: str
+    assumed: bool = False
+
+    def share(self, arm_id: int) -> float | None:
+        total = sum(self.weights.values())
+        return self.weights.get(arm_id, 0.0) / total if total > 0 else None
+
+
+def planned_split(connection: Connection, campaign_id: int) -> PlannedSplit:
+    """The planned split of a live or imported campaign (see :class:`PlannedSplit`).
+
+    A live campaign's split is its first allocation period's weights; when its weights were
+    edited after exposure (more allocation periods), each period's weights count in
+    proportion to the customers assigned during it. An imported experiment's split is the
+    one given with ``--weights``; without it equal allocation is assumed.
+    """
     allocation = ArmAllocation.__table__  # type: ignore[attr-defined]
     campaign = Campaign.__table__  # type: ignore[attr-defined]
-    period = connection.execute(select(campaign.c.allocation_period)
+    arm = Arm.__table__  # type: ignore[attr-defined]
+    origin = connection.execute(select(campaign.c.origin)
                                 .where(campaign.c.id == campaign_id)).scalar_one()
-    weights: dict[int, int] = {
-        arm_id: weight for arm_id, weight in connection.execute(
-            select(allocation.c.arm_id, allocation.c.weight)
-            .where(allocation.c.campaign_id == campaign_id, allocation.c.period == 1))}
-    if period != 1:
-        # Later periods change the split; only a one-period campaign has one expectation.
-        return srm_check([row["n"] for row in rows], [1.0 for _ in rows])
-    return srm_check([row["n"] for row in rows],
-                     [float(weights.get(row["arm_id"], 0)) for row in rows])
+    imported = origin == CampaignOrigin.IMPORTED.value
+    periods: dict[int, dict[int, float]] = {}
+    for period, arm_id, weight in connection.execute(
+            select(allocation.c.period, allocation.c.arm_id, allocation.c.weight)
+            .where(allocation.c.campaign_id == campaign_id)):
+        periods.setdefault(period, {})[arm_id] = float(weight)
+    if not periods:
+        arms = connection.execute(select(arm.c.id, arm.c.weight)
+                                  .where(arm.c.campaign_id == campaign_id)).all()
+        if imported:
+            return PlannedSplit({arm_id: 1.0 for arm_id, _ in arms},
+                                "equal allocation, ASSUMED: the import did not record a "
+                                "planned split (--weights)", assumed=True)
+        return PlannedSplit({arm_id: float(weight) for arm_id, weight in arms},
+                            "the arms' weights")
+    assigned = _assigned_per_period(connection, campaign_id) if len(periods) > 1 else {}
+    if len(assigned) <= 1:
+        period = next(iter(assigned), min(periods))
+        source = ("the planned split given with --weights at import" if imported
+                  else f"the arms' planned weights (allocation period {period})")
+        return PlannedSplit(periods.get(period, periods[min(periods)]), source)
+    weights: dict[int, float] = {}
+    for period, customers in assigned.items():
+        planned = periods.get(period, {})
+        total = sum(planned.values())
+        for arm_id, weight in planned.items():
+            weights[arm_id] = weights.get(arm_id, 0.0) + customers * weight / total
+    return PlannedSplit(weights, f"the planned weights of each of {len(assigned)} "
+                        "allocation periods, in proportion to the customers assigned during "
+                        "each (the weights were edited during the campaign)")
+
+
+def _assigned_per_period(connection: Connection, campaign_id: int) -> dict[int, int]:
+    assignment = Assignment.__table__  # type: ignore[attr-defined]
+    return {int(period): int(count) for period, count in connection.execute(
+        select(assignment.c.allocation_period, func.count())
+        .where(assignment.c.campaign_id == campaign_id)
+        .group_by(assignment.c.allocation_period))}
+
+
+def srm_against(split: PlannedSplit, units: Mapping[int, int]) -> SrmResult:
+    """The sample ratio check of units per arm id against ``split`` (every planned arm)."""
+    arm_ids = list(dict.fromkeys([*split.weights, *units]))
+    return srm_check([units.get(arm_id, 0) for arm_id in arm_ids],
+                     [split.weights.get(arm_id, 0.0) for arm_id in arm_ids])
+
+
+def sample_ratio(connection: Connection, campaign_id: int,
+                 rows: Sequence[dict[str, Any]]) -> SrmResult:
+    """Observed units per arm (rows: one or more per arm) against the planned split."""
+    units: dict[int, int] = {}
+    for row in rows:
+        units[row["arm_id"]] = units.get(row["arm_id"], 0) + row["n"]
+    return srm_against(planned_split(connection, campaign_id), units)
 
 
 @dataclass(frozen=True)

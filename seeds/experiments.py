@@ -27,11 +27,14 @@ Arm weights
     follow in natural order of their labels. With ``--weights`` the given percentages are
     stored as the arms' weights *and* as the campaign's first allocation period: they are
     the planned split, and the sample-ratio check tests the observed counts against them.
-    Without it the file does not say what split was intended, so each arm's weight is its
-    observed share rounded by the largest-remainder method (every arm at least 1%, summing
-    to 100; always possible because at most 100 arms are accepted, so the equal-weights
-    fallback is never needed), shown for information only: no allocation period is
-    recorded and the sample-ratio check tests against equal allocation.
+    Without it the file does not say what split was intended. Arms whose sizes rule out an
+    equal split (chi-square p below :data:`UNEQUAL_SPLIT_P`) are then refused, naming
+    ``--weights``: testing them against an equal split would report a false mismatch, and
+    testing them against their own observed shares could never fail. Otherwise each
+    arm's weight is its observed share rounded by the largest-remainder method (every arm
+    at least 1%, summing to 100; always possible because at most 100 arms are accepted),
+    shown for information only: no allocation period is recorded, and the sample-ratio
+    check tests against equal allocation, which the report states as an assumption.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 from sqlalchemy import Table, insert, select
 from sqlmodel import Session
 
@@ -88,6 +92,12 @@ MAX_LISTED_ROWS = 5
 """Offending rows quoted per problem; the message also says how many there are."""
 
 WEIGHT_TOTAL = 100
+
+UNEQUAL_SPLIT_P = 0.001
+"""Without --weights, arms whose sizes an equal split explains with a chi-square p-value
+below this are refused: the report's sample ratio threshold
+(``analytics.stats.SRM_THRESHOLD``), so every import the report would call a mismatch
+against an equal split is asked for its planned split instead."""
 
 # Column widths of the schema (campaigns/models.py), checked before writing.
 _MAX_CAMPAIGN_NAME = 200
@@ -497,6 +507,27 @@ class _Checker:
             self.fail("--weights", f"--weights: the percentages add up to {total}, not "
                       f"{WEIGHT_TOTAL}", "total")
 
+    def check_split_stated(self, counts: Mapping[str, int]) -> None:
+        """Without --weights, refuse arms whose sizes rule out an equal split.
+
+        The report's sample ratio check then assumes equal allocation; arms this unequal
+        would raise a false "sample ratio mismatch" when the design was unequal on
+        purpose, and a test against the observed split could never fail. Only the
+        analyst knows which, so the import asks.
+        """
+        sizes = list(counts.values())
+        if sps.chisquare(sizes).pvalue >= UNEQUAL_SPLIT_P:
+            return
+        shares = _observed_percentages(sizes)
+        suggestion = ",".join(f"{label}={share}" for label, share in
+                              zip(counts, shares, strict=True))
+        observed = ", ".join(f"'{label}' {count:,}" for label, count in counts.items())
+        self.fail("--weights", f"--weights: the arms are clearly unequal ({observed} units; "
+                  f"an equal split is ruled out at p < {UNEQUAL_SPLIT_P:g}) and no planned "
+                  "split was given. Give the split the experiment was designed with, e.g. "
+                  f"--weights '{suggestion}' if the observed shares were the plan, so the "
+                  "sample ratio check tests what was intended", "planned_split_required")
+
     def check_name_free(self, session: Session) -> None:
         campaign = _table(Campaign)
         taken = session.execute(select(campaign.c.id).where(
@@ -567,7 +598,25 @@ def _check(session: Session, frame: pd.DataFrame, spec: ExperimentSpec,
     checker.raise_if_any()
     units = checked.arm_labels.value_counts()
     checked.counts = {arm: int(units[arm]) for arm in checked.arms}
+    if spec.weights is None:
+        checker.check_split_stated(checked.counts)
+        checker.raise_if_any()
     return checked
+
+
+def _observed_percentages(counts: Sequence[int]) -> list[int]:
+    """Observed shares as whole percentages adding to 100 (largest remainder), for a hint.
+
+    Plain largest-remainder rounding (200 and 800 units: 20 and 80); :func:`rounded_shares`
+    when that would give an arm 0%, which --weights refuses.
+    """
+    total = sum(counts)
+    exact = [WEIGHT_TOTAL * count / total for count in counts]
+    shares = [math.floor(share) for share in exact]
+    by_remainder = sorted(range(len(counts)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for index in by_remainder[:WEIGHT_TOTAL - sum(shares)]:
+        shares[index] += 1
+    return shares if min(shares) > 0 else rounded_shares(counts)
 
 
 def _report(progress: ProgressCallback | None, phase: str, done: int, total: int) -> None:

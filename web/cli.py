@@ -315,7 +315,8 @@ def import_experiment_command(
     ] = None,
     weights: Annotated[str | None, typer.Option(
         help="Planned split as LABEL=PCT,LABEL=PCT,... (whole percentages adding to 100); "
-        "the sample ratio check tests against it instead of an equal split.")] = None,
+        "the sample ratio check tests against it. Required when the arms are clearly "
+        "unequal; without it an equal split is assumed (and the report says so).")] = None,
 ) -> None:
     """Import a finished experiment run elsewhere as an ended campaign, all or nothing.
 
@@ -325,7 +326,8 @@ def import_experiment_command(
     ids, the name) and every problem is listed with its column and rows ("row N" is the
     N-th data row, header and blank lines not counted); nothing is written then.
     Arm weights: --weights if given, else the observed shares rounded to whole
-    percentages (for information; the sample ratio check then assumes an equal split).
+    percentages (for information; the sample ratio check then assumes an equal split,
+    and arms too unequal for that are refused until --weights states the plan).
     Prints the new campaign's id on standard output.
     """
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -489,8 +491,12 @@ def report(
         help="Customer attribute to break uplift down by; default value_tier (imported: "
         "the first segment column); 'none' for no breakdown.")] = None,
     qini_score: Annotated[str | None, typer.Option(
-        help="Numeric customer attribute with a targeting score: adds uplift by decile "
-        "and the Qini curve.")] = None,
+        help="Numeric customer attribute with a targeting score (an imported experiment: "
+        "the column imported with --score): adds uplift by decile and the Qini curve.")
+    ] = None,
+    qini_metric: Annotated[str | None, typer.Option(
+        help="The 0/1 metric the Qini curve counts; default adoption (an imported "
+        "experiment: its first binary metric).")] = None,
     correction: Annotated[str, typer.Option(
         help="Multiplicity correction of the primary metrics: holm (family-wise error) "
         "or bh (Benjamini-Hochberg, false discovery rate).")] = "holm",
@@ -510,6 +516,7 @@ def report(
     from analytics.queries import report_view
     from analytics.report import arm_names, build_report, choose_segment, resolve_campaign
     from analytics.reports import choose_baseline
+    from analytics.uplift import QiniOptionError
 
     export_format = ExportFormat(_report_format(report_format, out))
     if not 0 < alpha <= 0.5:
@@ -529,8 +536,10 @@ def report(
                 raise fail(f"--baseline: {error}") from None
             built = build_report(connection, campaign_id, alpha=alpha,
                                  segment=choose_segment(connection, campaign_id, segment),
-                                 qini_score=qini_score, correction=correction,
-                                 baseline=baseline)
+                                 qini_score=qini_score, qini_metric=qini_metric,
+                                 correction=correction, baseline=baseline)
+    except QiniOptionError as error:
+        raise fail(f"--{error.option.replace('_', '-')}: {error}") from None
     except (ChannelShiftError, ValueError) as error:
         raise fail(str(error)) from None
     target = out or Path(export_filename(built, export_format))

@@ -130,9 +130,9 @@ class TestDemoExports:
         data = to_json(ended)
         assert json.loads(json.dumps(data, allow_nan=False)) == data
         assert list(data) == ["format", "campaign", "generated_at", "alpha", "date_range",
-                              "methods", "warnings", "arms", "srm", "results", "segments",
-                              "economics", "guardrails", "qini", "timeline", "spend",
-                              "correction", "baseline", "heterogeneity"]
+                              "methods", "warnings", "arms", "srm", "planned_split",
+                              "results", "segments", "economics", "guardrails", "qini",
+                              "timeline", "spend", "correction", "baseline", "heterogeneity"]
         assert data["format"] == JSON_FORMAT
         assert data["campaign"]["name"] == ENDED_CAMPAIGN
         assert data["generated_at"] == "2026-11-22T00:00:00Z"

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats as sps
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 from statsmodels.stats import proportion as sm_proportion
@@ -29,10 +29,11 @@ from analytics.imported import (
     imported_statistics,
     is_imported,
 )
-from analytics.reports import CampaignResults, MetricResult, campaign_results
+from analytics.reports import CampaignResults, MetricResult, campaign_results, planned_split
 from analytics.stats import Comparison
 from campaigns.errors import CampaignNotFound
-from seeds.experiments import build_spec, import_experiment
+from campaigns.models import Campaign
+from seeds.experiments import ExperimentImportRejected, build_spec, import_experiment
 from tests.builders import make_campaign
 from tests.datafiles import shared_data
 
@@ -281,12 +282,43 @@ class TestSmallExperiments:
         options = {"arm_column": "arm", "control": "a", "metrics": ["spend:continuous"]}
         planned = import_experiment(scratch, frame, build_spec(
             name="planned", weights="a=20,b=80", **options))
-        unknown = import_experiment(scratch, frame, build_spec(name="unknown", **options))
         connection = scratch.connection()
-        assert campaign_results(connection, planned.campaign_id).srm.flagged is False
-        srm = campaign_results(connection, unknown.campaign_id).srm
-        assert srm.flagged is True
-        assert close(srm.chi2, float(sps.chisquare([200, 800]).statistic))
+        srm = campaign_results(connection, planned.campaign_id).srm
+        assert srm.flagged is False
+        assert close(srm.chi2, float(sps.chisquare([200, 800], [200, 800]).statistic))
+        # 190 / 810 against the planned 20 / 80, not against an equal split
+        skewed = frame.assign(arm=["a"] * 190 + ["b"] * 810)
+        off = import_experiment(scratch, skewed, build_spec(
+            name="off plan", weights="a=20,b=80", **options))
+        srm = campaign_results(connection, off.campaign_id).srm
+        expected = sps.chisquare([190, 810], [200, 800])
+        assert close(srm.chi2, float(expected.statistic))
+        assert close(srm.p_value, float(expected.pvalue))
+
+    def test_unequal_arms_without_weights_are_refused(self, scratch: Session) -> None:
+        frame = pd.DataFrame({"arm": ["a"] * 200 + ["b"] * 800,
+                              "spend": [str(n % 7) for n in range(1000)]})
+        with pytest.raises(ExperimentImportRejected) as refused:
+            import_experiment(scratch, frame, build_spec(
+                name="unknown", arm_column="arm", control="a", metrics=["spend:continuous"]))
+        [error] = refused.value.errors
+        assert error.loc == ("--weights",)
+        assert "clearly unequal ('a' 200, 'b' 800 units" in error.msg
+        assert "--weights 'a=20,b=80'" in error.msg
+        assert scratch.execute(select(Campaign.id).where(Campaign.name == "unknown")
+                               ).first() is None
+
+    def test_near_equal_arms_without_weights_assume_an_equal_split(self, scratch: Session
+                                                                   ) -> None:
+        frame = pd.DataFrame({"arm": ["a"] * 480 + ["b"] * 520,
+                              "spend": [str(n % 7) for n in range(1000)]})
+        result = import_experiment(scratch, frame, build_spec(
+            name="equal", arm_column="arm", control="a", metrics=["spend:continuous"]))
+        assert result.planned_weights is None
+        split = planned_split(scratch.connection(), result.campaign_id)
+        assert split.assumed is True and "ASSUMED" in split.source
+        srm = campaign_results(scratch.connection(), result.campaign_id).srm
+        assert close(srm.chi2, float(sps.chisquare([480, 520]).statistic))
 
     def test_an_arm_missing_from_a_segment(self, scratch: Session) -> None:
         frame = pd.DataFrame({"arm": ["a", "a", "b", "b", "b", "b"],

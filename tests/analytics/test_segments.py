@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats as sps
+from sklift import metrics as sklift_metrics
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
@@ -36,6 +37,7 @@ from analytics.segments import (
     qini,
     segment_results,
 )
+from analytics.uplift import QiniOptionError
 from campaigns.errors import CampaignNotFound
 from campaigns.models import (
     Arm,
@@ -51,6 +53,7 @@ from campaigns.models import (
     ExperimentValue,
     Stage,
 )
+from campaigns.services.audit import record_audit
 from tests.builders import control_arm, make_campaign, make_goal, percent_arm
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -383,32 +386,42 @@ def ntile(count: int, buckets: int) -> np.ndarray:
     return np.repeat(np.arange(1, len(sizes) + 1), sizes)
 
 
+def tie_aware_deciles(score: pd.Series, buckets: int) -> pd.Series:
+    """Each score value in the NTILE bucket of the middle of its rank range (pandas ranks),
+    empty buckets skipped: the definition analytics.uplift documents."""
+    first = score.rank(method="min", ascending=False).astype(int)
+    last = score.rank(method="max", ascending=False).astype(int)
+    bucket = pd.Series(ntile(len(score), buckets)[(first + last) // 2 - 1], index=score.index)
+    return bucket.rank(method="dense").astype(int)
+
+
 def reference_qini(rows: pd.DataFrame, *, score: str, outcome: str, control: str,
                    arm: str, buckets: int = 10) -> dict[str, Any]:
-    """Deciles, uplift with Wald CIs, Qini curve and coefficients with pandas/numpy."""
-    scored = rows[rows[score].notna()].sort_values([score, "unit_id"],
-                                                   ascending=[False, True])
-    scored = scored.assign(decile=ntile(len(scored), buckets))
+    """Deciles with Wald CIs (pandas), Qini curve and coefficients (scikit-uplift 0.5.1)."""
+    scored = rows[rows[score].notna()]
+    scored = scored.assign(decile=tie_aware_deciles(scored[score].astype(float), buckets))
     pair = scored[scored.arm.isin([control, arm])]
     table = pair.groupby(["decile", "arm"])[outcome].agg(["size", "sum"]).unstack(fill_value=0)
     n_t, r_t = table[("size", arm)].to_numpy(float), table[("sum", arm)].to_numpy(float)
     n_c, r_c = table[("size", control)].to_numpy(float), table[("sum", control)].to_numpy(float)
     rate_t, rate_c = r_t / n_t, r_c / n_c
     half = Z_975 * np.sqrt(rate_t * (1 - rate_t) / n_t + rate_c * (1 - rate_c) / n_c)
-    cum = [np.concatenate([[0.0], np.cumsum(v)]) for v in (n_t, r_t, n_c, r_c)]
-    ratio = np.divide(cum[0], cum[2], out=np.zeros_like(cum[0]), where=cum[2] > 0)
-    gain = cum[1] - cum[3] * ratio
-    x = (cum[0] + cum[2]) / (cum[0][-1] + cum[2][-1])
-    above = (gain - x * gain[-1]) / cum[0][-1]
+    y = pair[outcome].to_numpy(int)
+    treated = (pair.arm == arm).to_numpy(int)
+    uplift = pair[score].to_numpy(float)
+    targeted, gain = sklift_metrics.qini_curve(y, uplift, treated)
+    x = targeted / len(pair)
+    above = (gain - x * gain[-1]) / treated.sum()
     q = float(np.trapezoid(above, x))
-    g = gain[-1] / cum[0][-1]
+    g = gain[-1] / treated.sum()
     return {"uplift": rate_t - rate_c, "low": rate_t - rate_c - half,
             "high": rate_t - rate_c + half, "n_t": n_t, "n_c": n_c, "x": x, "gain": gain,
             "random": x * gain[-1], "q": q,
             # q0 is defined only when targeting everyone gains something
             "q0": q / (g * (1 - g) / 2) if 0 < g < 1 else None,
-            "score_min": scored.groupby("decile")[score].min().to_numpy(),
-            "score_max": scored.groupby("decile")[score].max().to_numpy()}
+            "auc_score": float(sklift_metrics.qini_auc_score(y, uplift, treated)),
+            "score_min": scored.groupby("decile")[score].min().to_numpy(float),
+            "score_max": scored.groupby("decile")[score].max().to_numpy(float)}
 
 
 def check_against_reference(result: QiniResult, reference: dict[str, Any], arm: str) -> None:
@@ -428,6 +441,8 @@ def check_against_reference(result: QiniResult, reference: dict[str, Any], arm: 
     assert [p.incremental_gain for p in curve] == pytest.approx(list(reference["gain"]))
     assert [p.random_gain for p in curve] == pytest.approx(list(reference["random"]))
     assert result.qini_coefficient[arm] == pytest.approx(reference["q"], abs=TOLERANCE)
+    assert result.qini_auc_score is not None
+    assert result.qini_auc_score[arm] == pytest.approx(reference["auc_score"], abs=TOLERANCE)
     assert result.qini_q0 is not None
     if reference["q0"] is None:
         assert result.qini_q0[arm] is None
@@ -485,7 +500,8 @@ class TestQiniLive:
                 qini(world.connection, world.campaign_id, "score")
 
     def test_metric_must_be_binary(self, world: World) -> None:
-        with pytest.raises(ValueError, match=r"'revenue' is not binary.*adoption"):
+        with pytest.raises(QiniOptionError, match=r"unknown Qini metric 'revenue'.*use one "
+                                                  r"of: adoption, churn, conversion"):
             qini(world.connection, world.campaign_id, "score", metric="revenue")
 
     def test_bad_arguments(self, world: World) -> None:
@@ -512,6 +528,10 @@ def build_imported(session: Session, *, units: int = 4_000, seed: int = 5
                for i, (name, kind) in enumerate((("converted", "binary"),
                                                  ("spend", "continuous")))]
     session.add_all([*arms, *metrics])
+    # What the importer records: the name of the --score column (units keep the values).
+    record_audit(session, actor="test", action="campaign.import", entity_type="campaign",
+                 entity_id=campaign.id, config_change=False,
+                 details={"score_column": "model_score"})
     session.flush()
     campaign_id, arm_ids, metric_ids = campaign.id, [a.id for a in arms], [m.id for m in metrics]
     assert campaign_id is not None
@@ -585,8 +605,16 @@ class TestQiniImported:
 
     def test_metric_must_be_a_binary_metric_of_the_experiment(self, experiment: World
                                                               ) -> None:
-        with pytest.raises(ValueError, match=r"'spend' is not a binary metric.*converted"):
+        with pytest.raises(QiniOptionError, match=r"unknown Qini metric 'spend'.*use one of: "
+                                                  r"converted$"):
             qini(experiment.connection, experiment.campaign_id, "model_score", metric="spend")
+
+    def test_a_score_that_was_not_imported_is_refused(self, experiment: World) -> None:
+        with pytest.raises(QiniOptionError, match=r"unknown score 'propensity'.*imported "
+                                                  r"scores are: model_score") as refused:
+            qini(experiment.connection, experiment.campaign_id, "propensity",
+                 metric="converted")
+        assert refused.value.option == "qini_score"
 
     def test_no_unit_has_a_score(self, experiment: World) -> None:
         with rolled_back(experiment.connection):

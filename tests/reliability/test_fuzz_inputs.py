@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from scipy.stats import chisquare
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner, Result
@@ -53,6 +54,7 @@ from campaigns.models import (
 from campaigns.rules import CUSTOMER_ATTRIBUTES, MAX_RULE_LENGTH, Rule, parse_rule
 from campaigns.services.audience import rule_condition
 from campaigns.services.customers import customer_attributes
+from seeds.experiments import UNEQUAL_SPLIT_P
 from tests.builders import make_import_world
 from tests.campaigns.test_events import assign, lottery_arm, loyalty_arm, running_campaign
 from tests.scratch import cli_database
@@ -442,6 +444,11 @@ def experiments(draw: st.DrawFn) -> Experiment:
         column = draw(st.sampled_from(["arm", "unit", "region"]))
         table[column][cell] += "\x00"
         must_name = f"column '{column}'"
+    if not must_name and "--weights" not in options:
+        # Arms too unequal for the equal split assumed without --weights are refused.
+        sizes = [table["arm"].count(label) for label in dict.fromkeys(table["arm"])]
+        if chisquare(sizes).pvalue < UNEQUAL_SPLIT_P:
+            must_name = "--weights"
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
     if breakage == "repeated_header":

@@ -10,6 +10,7 @@ from analytics.exports import ExportFormat, export_bytes, export_filename
 from analytics.report import arm_names, build_report, choose_segment
 from analytics.reports import choose_baseline
 from analytics.stats import CORRECTIONS
+from analytics.uplift import QiniOptionError
 from campaigns.errors import FieldError, ValidationFailed
 from web.api.schemas import MAX_ID, ErrorPublic, error_responses
 from web.deps import AnalyticsCaller, SessionDep, read_view
@@ -135,8 +136,12 @@ def campaign_report(
         "column); `none` for no breakdown.", examples=["preferred_channel"])] = None,
     qini_score: Annotated[str | None, Query(
         max_length=100, description="Numeric customer attribute holding a targeting score: "
-        "adds the uplift-by-decile table and Qini curve (imported experiments: any value "
-        "uses their --score column).", examples=["propensity"])] = None,
+        "adds the uplift-by-decile table and Qini curve (an imported experiment: the name "
+        "of the column imported with --score).", examples=["propensity"])] = None,
+    qini_metric: Annotated[str | None, Query(
+        max_length=100, description="The 0/1 metric the Qini curve and deciles count; "
+        "default adoption (an imported experiment: its first binary metric). Needs "
+        "`qini_score`.", examples=["conversion"])] = None,
     correction: Annotated[str, Query(
         max_length=10, description="Multiplicity correction of the primary metrics: "
         "`holm` (family-wise error rate) or `bh` (Benjamini-Hochberg, false discovery "
@@ -161,8 +166,10 @@ def campaign_report(
             raise _invalid_query("baseline", error) from None
         try:
             report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
-                                  qini_score=qini_score, correction=correction,
-                                  baseline=baseline)
+                                  qini_score=qini_score, qini_metric=qini_metric,
+                                  correction=correction, baseline=baseline)
+        except QiniOptionError as error:
+            raise _invalid_query(error.option, error) from None
         except ValueError as error:  # alpha and segment are checked: only the score is left
             raise _invalid_query("qini_score", error) from None
     disposition = "inline" if export_format is ExportFormat.JSON else "attachment"

@@ -75,7 +75,9 @@ class TestAccess:
     @pytest.mark.parametrize(("query", "field"), [
         ({"alpha": "0"}, "alpha"), ({"alpha": "0.9"}, "alpha"), ({"alpha": "x"}, "alpha"),
         ({"format": "pdf"}, "format"), ({"segment": "shoe_size"}, "segment"),
-        ({"qini_score": "propensity"}, "qini_score")])
+        ({"qini_score": "propensity"}, "qini_score"),
+        ({"qini_score": "propensity", "qini_metric": "revenue"}, "qini_metric"),
+        ({"qini_metric": "conversion"}, "qini_metric")])
     def test_invalid_query(self, client, analytics_key, session, query, field) -> None:
         campaign = make_skewed_campaign(session, control=3, treatment=3)
         response = client.get(url(campaign.id, **query), headers=analytics_key)
@@ -146,7 +148,7 @@ class TestOpenApi:
         assert operation["summary"]
         parameters = {p["name"]: p for p in operation["parameters"]}
         assert set(parameters) == {"campaign_id", "format", "alpha", "segment", "qini_score",
-                                   "correction", "baseline"}
+                                   "correction", "baseline", "qini_metric"}
         content = operation["responses"]["200"]["content"]
         assert {"application/json", "text/csv", XLSX, "text/html"} <= set(content)
         assert json.dumps(content["application/json"]["example"])

@@ -446,6 +446,7 @@ def report_context(report: Report, *, goal_metric: str | None,
         "confidence": f"{1 - report.alpha:.0%}", "total_exposed": total,
         "arms": [{"name": arm.name, "control": arm.is_control, "n": arm.n,
                   "share": arm.n / total if total else None, "weight": arm.planned_weight,
+                  "planned_share": arm.planned_share,
                   "incentive": arm.incentive_name, "type": arm.incentive_type}
                  for arm in report.arms],
         "srm_text": srm_sentence(report.srm),
