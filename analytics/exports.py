@@ -471,6 +471,7 @@ def _diagnostics_tables(report: Report) -> list[_XlsxTable]:
                      "reason": srm.reason}], title="Sample ratio check"),
         _XlsxTable((("name", "text"), ("is_control", "flag"), ("n", "count"),
                     ("share", "percent"), ("planned_weight", "count"),
+                    ("planned_share", "percent"), ("observed_share", "percent"),
                     ("incentive_type", "text"), ("incentive_name", "text")),
                    [{**dataclasses.asdict(arm), "share": arm.n / total if total else None}
                     for arm in report.arms], title="Sample sizes"),
