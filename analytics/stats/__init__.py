@@ -43,7 +43,15 @@ from analytics.stats.comparisons import (
     cuped,
 )
 from analytics.stats.multiplicity import holm
-from analytics.stats.power import minimum_detectable_effect, required_sample_size
+from analytics.stats.power import (
+    REPORT_POWER,
+    DetectableEffect,
+    detectable_effect,
+    mde_from_se,
+    minimum_detectable_effect,
+    required_sample_size,
+    underpowered,
+)
 from analytics.stats.sequential import SequentialResult, sequential_rho, sequential_test
 from analytics.stats.srm import SRM_THRESHOLD, SrmResult, srm_check
 from analytics.stats.sufficient import CovariateStats, MeanStats, RatioStats
@@ -53,11 +61,13 @@ __all__ = [
     "MEANS_METHOD",
     "PROPORTIONS_METHOD",
     "RATIOS_METHOD",
+    "REPORT_POWER",
     "SMALLEST_P_VALUE",
     "SRM_THRESHOLD",
     "Comparison",
     "CovariateStats",
     "CupedResult",
+    "DetectableEffect",
     "MeanStats",
     "RatioStats",
     "SequentialResult",
@@ -66,10 +76,13 @@ __all__ = [
     "compare_proportions",
     "compare_ratios",
     "cuped",
+    "detectable_effect",
     "holm",
+    "mde_from_se",
     "minimum_detectable_effect",
     "required_sample_size",
     "sequential_rho",
     "sequential_test",
     "srm_check",
+    "underpowered",
 ]
