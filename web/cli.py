@@ -491,6 +491,17 @@ def report(
     qini_score: Annotated[str | None, typer.Option(
         help="Numeric customer attribute with a targeting score: adds uplift by decile "
         "and the Qini curve.")] = None,
+    cap_revenue: Annotated[str | None, typer.Option(
+        help="Cap each customer's revenue in the comparisons: 99p (a percentile of the "
+        "positive values) or 500.00 (an amount in the campaign's currency).")] = None,
+    cap_cost_to_serve: Annotated[str | None, typer.Option(
+        help="Cap each customer's cost to serve (and its CUPED pre-period value) alike.")
+    ] = None,
+    cap_incentive_cost: Annotated[str | None, typer.Option(
+        help="Cap each customer's incentive cost alike.")] = None,
+    cuped_days: Annotated[int | None, typer.Option(
+        help="CUPED pre-period in days before first exposure; default: the goal's window.")
+    ] = None,
 ) -> None:
     """Write a campaign's report: results with intervals, methods, SRM check, charts.
 
@@ -501,19 +512,34 @@ def report(
     html  one self-contained file with charts, to read or send
     """
     from analytics.exports import ExportFormat, export_bytes, export_filename
-    from analytics.queries import report_view
-    from analytics.report import build_report, choose_segment, resolve_campaign
+    from analytics.queries import CapRule, parse_cap, report_view
+    from analytics.report import (
+        ReportOptionError,
+        build_report,
+        choose_segment,
+        resolve_campaign,
+    )
 
     export_format = ExportFormat(_report_format(report_format, out))
     if not 0 < alpha <= 0.5:
         raise fail(f"--alpha must be above 0 and at most 0.5 (got {alpha})")
+    caps: dict[str, CapRule] = {}
+    for metric, text in (("revenue", cap_revenue), ("cost_to_serve", cap_cost_to_serve),
+                         ("incentive_cost", cap_incentive_cost)):
+        if text is not None:
+            try:
+                caps[metric] = parse_cap(text)
+            except ValueError as error:
+                raise fail(f"--cap-{metric.replace('_', '-')}: {error}") from None
     _ensure_schema()
     try:
         with report_view(get_engine()) as connection:
             campaign_id = resolve_campaign(connection, campaign)
             built = build_report(connection, campaign_id, alpha=alpha,
                                  segment=choose_segment(connection, campaign_id, segment),
-                                 qini_score=qini_score)
+                                 qini_score=qini_score, caps=caps, cuped_days=cuped_days)
+    except ReportOptionError as error:
+        raise fail(f"--{error.option.replace('_', '-')}: {error.detail}") from None
     except (ChannelShiftError, ValueError) as error:
         raise fail(str(error)) from None
     target = out or Path(export_filename(built, export_format))

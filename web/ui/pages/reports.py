@@ -17,7 +17,7 @@ Refresh link fetches it on demand. Charts are drawn by chart.js from JSON blocks
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -43,8 +43,14 @@ from analytics.exports import (
     interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
-from analytics.queries import BINARY_METRICS
-from analytics.report import Report, build_report, srm_sentence
+from analytics.queries import (
+    BINARY_METRICS,
+    CAPPABLE_METRICS,
+    MAX_PRE_PERIOD_DAYS,
+    CapRule,
+    parse_cap,
+)
+from analytics.report import Report, ReportOptionError, build_report, srm_sentence
 from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.segments import segment_names
 from analytics.stats import PROPORTIONS_METHOD
@@ -102,12 +108,73 @@ def _guardrail_metrics(connection: Connection, campaign_id: int) -> list[str]:
 
 
 def campaign_report(connection: Connection, campaign_id: int, *,
-                    alpha: float = DEFAULT_ALPHA, segment: str | None = None) -> Report:
+                    alpha: float = DEFAULT_ALPHA, segment: str | None = None,
+                    options: ReportOptions | None = None) -> Report:
     """The full report (economics, guardrails and the ``segment`` breakdown included).
 
-    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none).
+    ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
+    ``options`` are the reader's outlier caps and CUPED pre-period (their valid part).
     """
-    return build_report(connection, campaign_id, alpha=alpha, segment=segment)
+    options = options or ReportOptions()
+    return build_report(connection, campaign_id, alpha=alpha, segment=segment,
+                        caps=options.caps, cuped_days=options.cuped_days)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The report form's analysis options: outlier caps and the CUPED pre-period.
+
+    ``given`` is what the reader typed (kept in the form and the download links);
+    ``errors`` names each field that could not be used, and that option is left out.
+    """
+
+    caps: dict[str, CapRule] = field(default_factory=dict)
+    cuped_days: int | None = None
+    given: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def without(self, option: str, message: str) -> ReportOptions:
+        """These options less ``option`` (``cap_<metric>`` or ``cuped_days``), with why."""
+        caps = {m: c for m, c in self.caps.items() if f"cap_{m}" != option}
+        return ReportOptions(caps=caps,
+                             cuped_days=None if option == "cuped_days" else self.cuped_days,
+                             given=self.given, errors={**self.errors, option: message})
+
+
+def report_options(given: dict[str, str | None]) -> ReportOptions:
+    """Parse the form's options (``cap_<metric>``, ``cuped_days``); blank means unset."""
+    caps: dict[str, CapRule] = {}
+    errors: dict[str, str] = {}
+    kept = {name: value.strip() for name, value in given.items() if value and value.strip()}
+    for metric in CAPPABLE_METRICS:
+        text = kept.get(f"cap_{metric}")
+        if text is not None:
+            try:
+                caps[metric] = parse_cap(text)
+            except ValueError as error:
+                errors[f"cap_{metric}"] = str(error)
+    cuped_days: int | None = None
+    if "cuped_days" in kept:
+        text = kept["cuped_days"]
+        if text.isdigit() and 1 <= int(text) <= MAX_PRE_PERIOD_DAYS:
+            cuped_days = int(text)
+        else:
+            errors["cuped_days"] = (f"the CUPED pre-period must be a whole number of days "
+                                    f"from 1 to {MAX_PRE_PERIOD_DAYS} (got {text!r})")
+    return ReportOptions(caps=caps, cuped_days=cuped_days, given=kept, errors=errors)
+
+
+def _built_report(connection: Connection, campaign_id: int, segment: str | None,
+                  options: ReportOptions) -> tuple[Report, ReportOptions]:
+    """The report with every usable option; one the report refuses is dropped, with why."""
+    while True:
+        try:
+            return campaign_report(connection, campaign_id, segment=segment,
+                                   options=options), options
+        except ReportOptionError as error:
+            if error.option in options.errors:
+                raise
+            options = options.without(error.option, error.detail)
 
 
 def segment_choice(connection: Connection, campaign_id: int, requested: str | None
@@ -173,6 +240,12 @@ class ArmVerdict:
     kind: str  # credible_lift, harm, not_significant, no_effect, too_early
     headline: str
     sentence: str
+
+
+def interim_verdict(verdict: ArmVerdict) -> ArmVerdict:
+    """``verdict`` labelled interim: the results can still change."""
+    return ArmVerdict(verdict.arm, verdict.kind, f"interim: {verdict.headline}",
+                      f"Interim, so far: {verdict.sentence}")
 
 
 def arm_verdict(result: MetricResult, *, alpha: float, units: Units) -> ArmVerdict:
@@ -354,6 +427,8 @@ def report_context(report: Report, *, goal_metric: str | None) -> dict[str, Any]
     primary = primary_metric(report, goal_metric)
     verdicts = [arm_verdict(r, alpha=report.alpha, units=units(r.metric))
                 for r in report.results if r.metric == primary and r.segment == "all"]
+    if report.interim is not None:
+        verdicts = [interim_verdict(verdict) for verdict in verdicts]
     total = sum(arm.n for arm in report.arms)
     segments = [s for s in report.segments if s.metric == primary]
     charts = {"lift": lift_chart(report), "adoption": adoption_chart(report),
@@ -373,7 +448,24 @@ def report_context(report: Report, *, goal_metric: str | None) -> dict[str, Any]
         "charts": {name: spec for name, spec in charts.items() if spec is not None},
         "budget_share": (report.campaign.spent_minor / report.campaign.budget_minor
                          if report.campaign.budget_minor else None),
+        "power": power_rows(report),
     }
+
+
+def power_rows(report: Report) -> list[dict[str, Any]]:
+    """Each treatment arm's minimum detectable effect on each primary metric."""
+    units = metric_units(report)
+    return [{"arm": row.arm, "metric": metric_label(row.metric),
+             "n": f"{format_count(row.effect.n_treatment)} vs "
+                  f"{format_count(row.effect.n_control)}",
+             "mde": (units(row.metric).diff(row.effect.mde).lstrip("+")
+                     if row.effect.mde is not None else ""),
+             "mde_relative": (format_percent(row.effect.mde_relative)
+                              if row.effect.mde_relative is not None else ""),
+             "target": (units(row.metric).diff(row.target).lstrip("+")
+                        if row.target is not None else ""),
+             "underpowered": row.underpowered, "note": row.effect.reason or ""}
+            for row in report.power]
 
 
 # --- routes -------------------------------------------------------------------------------
@@ -384,46 +476,69 @@ def _goal_metric(session: Session, campaign: Campaign) -> str | None:
     return goal.metric if goal else None
 
 
-def _context(session: Session, campaign: Campaign, requested: str | None) -> dict[str, Any]:
+def _context(session: Session, campaign: Campaign, requested: str | None,
+             options: ReportOptions) -> dict[str, Any]:
     assert campaign.id is not None
     goal_metric = _goal_metric(session, campaign)
     with read_view(session) as connection:
         segment, choices = segment_choice(connection, campaign.id, requested)
-        report = campaign_report(connection, campaign.id, segment=segment)
+        report, options = _built_report(connection, campaign.id, segment, options)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
     return {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
             "segment_choices": choices, "no_segment": NO_SEGMENT,
             "refresh_seconds": REFRESH_SECONDS if polls else None,
-            "query": {"segment": segment or NO_SEGMENT},
+            "query": {"segment": segment or NO_SEGMENT,
+                      **{name: value for name, value in options.given.items()
+                         if name not in options.errors}},
+            "options": options, "max_pre_period_days": MAX_PRE_PERIOD_DAYS,
             **report_context(report, goal_metric=goal_metric)}
 
 
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
+OptionQuery = Annotated[str | None, Query(max_length=40)]
+
+
+def _options(cap_revenue: str | None, cap_cost_to_serve: str | None,
+             cap_incentive_cost: str | None, cuped_days: str | None) -> ReportOptions:
+    return report_options({"cap_revenue": cap_revenue, "cap_cost_to_serve": cap_cost_to_serve,
+                           "cap_incentive_cost": cap_incentive_cost,
+                           "cuped_days": cuped_days})
 
 
 @router.get(f"{CAMPAIGN}/report", name="ui.campaigns.report")
 def report_page(request: Request, session: SessionDep, user: SignedIn,
-                campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                campaign_id: CampaignId, segment: SegmentQuery = None,
+                cap_revenue: OptionQuery = None, cap_cost_to_serve: OptionQuery = None,
+                cap_incentive_cost: OptionQuery = None,
+                cuped_days: OptionQuery = None) -> Response:
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/show.html", _context(session, campaign, segment))
+    context = _context(session, campaign, segment, _options(
+        cap_revenue, cap_cost_to_serve, cap_incentive_cost, cuped_days))
+    return render(request, "reports/show.html", context,
+                  status_code=422 if context["options"].errors else 200)
 
 
 @router.get(f"{CAMPAIGN}/report/live", name="ui.campaigns.report.live")
 def report_fragment(request: Request, session: SessionDep, user: SignedIn,
-                    campaign_id: CampaignId, segment: SegmentQuery = None) -> Response:
+                    campaign_id: CampaignId, segment: SegmentQuery = None,
+                    cap_revenue: OptionQuery = None, cap_cost_to_serve: OptionQuery = None,
+                    cap_incentive_cost: OptionQuery = None,
+                    cuped_days: OptionQuery = None) -> Response:
     """The report's numbers and charts alone, for the htmx refresh."""
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/live.html", _context(session, campaign, segment))
+    return render(request, "reports/live.html", _context(
+        session, campaign, segment,
+        _options(cap_revenue, cap_cost_to_serve, cap_incentive_cost, cuped_days)))
 
 
 def _download(session: Session, campaign_id: int, segment: str | None,
-              download: Download) -> Response:
+              download: Download, options: ReportOptions) -> Response:
     campaign = load_campaign(session, campaign_id)
     assert campaign.id is not None
     with read_view(session) as connection:
         chosen, _ = segment_choice(connection, campaign.id, segment)
-        report = campaign_report(connection, campaign.id, segment=chosen)
+        report, _ = _built_report(connection, campaign.id, chosen, options)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
@@ -433,20 +548,32 @@ def _download(session: Session, campaign_id: int, segment: str | None,
 
 @router.get(f"{CAMPAIGN}/report.csv", name="ui.campaigns.report.csv")
 def report_csv(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-               segment: SegmentQuery = None) -> Response:
+               segment: SegmentQuery = None, cap_revenue: OptionQuery = None,
+               cap_cost_to_serve: OptionQuery = None,
+               cap_incentive_cost: OptionQuery = None,
+               cuped_days: OptionQuery = None) -> Response:
     """The tidy long format: one number per row (campaign, arm, segment, metric, ...)."""
-    return _download(session, campaign_id, segment, Download.CSV)
+    return _download(session, campaign_id, segment, Download.CSV, _options(
+        cap_revenue, cap_cost_to_serve, cap_incentive_cost, cuped_days))
 
 
 @router.get(f"{CAMPAIGN}/report.xlsx", name="ui.campaigns.report.xlsx")
 def report_xlsx(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, cap_revenue: OptionQuery = None,
+                cap_cost_to_serve: OptionQuery = None,
+                cap_incentive_cost: OptionQuery = None,
+                cuped_days: OptionQuery = None) -> Response:
     """A workbook: summary, metrics, segments, economics and diagnostics sheets."""
-    return _download(session, campaign_id, segment, Download.XLSX)
+    return _download(session, campaign_id, segment, Download.XLSX, _options(
+        cap_revenue, cap_cost_to_serve, cap_incentive_cost, cuped_days))
 
 
 @router.get(f"{CAMPAIGN}/report.html", name="ui.campaigns.report.html")
 def report_html(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None) -> Response:
+                segment: SegmentQuery = None, cap_revenue: OptionQuery = None,
+                cap_cost_to_serve: OptionQuery = None,
+                cap_incentive_cost: OptionQuery = None,
+                cuped_days: OptionQuery = None) -> Response:
     """One self-contained HTML file with SVG charts, to read offline or send."""
-    return _download(session, campaign_id, segment, Download.HTML)
+    return _download(session, campaign_id, segment, Download.HTML, _options(
+        cap_revenue, cap_cost_to_serve, cap_incentive_cost, cuped_days))
