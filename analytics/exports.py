@@ -157,6 +157,10 @@ def to_json(report: Report) -> dict[str, Any]:
         "timeline": [{**_json_value(point), "rate": _json_value(point.rate)}
                      for point in report.timeline],
         "spend": _json_value(report.spend),
+        "interim": _json_value(report.interim),
+        "power": _json_value(report.power),
+        "caps": _json_value(report.caps),
+        "pre_period_days": report.pre_period_days,
     }
 
 
@@ -825,7 +829,7 @@ def _headline(report: Report) -> list[str]:
             text += f" ({level} CI {interval_text(c.diff_ci_low, c.diff_ci_high, unit.diff)})"
         if result.p_value_holm is not None:
             text += f", Holm-adjusted p {format_p(result.p_value_holm)}"
-        out.append(text + ".")
+        out.append(("Interim: " if report.interim is not None else "") + text + ".")
     return out
 
 

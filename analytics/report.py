@@ -583,8 +583,9 @@ def interim_sentence(interim: InterimStatus) -> str:
 def _interim_method(interim: InterimStatus, *, level: str, alpha: float) -> str:
     return (f"Intention to treat, interim: every exposed customer counts in the arm they "
             f"were assigned, observed from their first exposure for {interim.window_days} "
-            "days or until the report was generated, whichever comes first; {interim.complete:,} of {interim.exposed:,} have a "
-            f"complete {interim.window_days}-day window ("
+            "days or until the report was generated, whichever comes first; "
+            f"{interim.complete:,} of {interim.exposed:,} have a complete "
+            f"{interim.window_days}-day window ("
             + ", ".join(f"{arm} {interim.complete_by_arm.get(arm, 0):,} of {n:,}"
                         for arm, n in interim.exposed_by_arm.items())
             + "). Exposure time does not depend on the arm, so the comparisons stay "
