@@ -49,10 +49,15 @@ class Exposed:
                 for arm, times in self.exposed_at.items()}
 
 
+def used_web(index: int) -> bool:
+    """Every third control customer (even indexes), every second treated one (odd)."""
+    return (index // 2) % (3 if index % 2 == 0 else 2) == 0
+
+
 @pytest.fixture
 def exposed(session: Session) -> Exposed:
-    """Launched at T0, exposing 80 customers evenly over days 0-10, every third control
-    customer and every second treated one using the web an hour after exposure."""
+    """Launched at T0, exposing 80 customers evenly over days 0-10, alternating arms;
+    :func:`used_web` ones use the web an hour after exposure."""
     with time_machine.travel(T0 - timedelta(hours=1), tick=False):
         campaign = make_running_campaign(
             session, name="Interim story", starts_at=T0, ends_at=T0 + timedelta(days=10),
@@ -70,8 +75,7 @@ def exposed(session: Session) -> Exposed:
         session.add(Assignment(campaign_id=campaign.id, customer_id=customer.id,
                                arm_id=arms[arm].id, first_exposed_at=moment))
         exposed_at[arm].append(moment)
-        if index % (2 if arm == "control" else 3) == 0 or (arm == "ten percent"
-                                                           and index % 4 == 1):
+        if used_web(index):
             session.add(ChannelEvent(client_event_id=f"interim-web-{index}",
                                      customer_id=customer.id, channel_id=web.id,
                                      stage_id=after_sale.id, kind="interaction",
