@@ -853,8 +853,8 @@ def interim_status(connection: Connection, campaign_id: int, *, campaign: Campai
         return None
     complete = complete_windows(connection, campaign_id, window_days=campaign.window_days,
                                 as_of=now)
-    ids = dict(connection.execute(select(_ARM.c.name, _ARM.c.id)
-                                  .where(_ARM.c.campaign_id == campaign_id)).all())
+    ids: dict[str, int] = {name: arm_id for name, arm_id in connection.execute(
+        select(_ARM.c.name, _ARM.c.id).where(_ARM.c.campaign_id == campaign_id))}
     observed = min(now - date_range.last_exposure, window).total_seconds() / 86_400
     return InterimStatus(
         as_of=now, window_days=campaign.window_days, exposed=sum(arm.n for arm in arms),

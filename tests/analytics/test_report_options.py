@@ -253,10 +253,11 @@ class TestCaps:
                                       np.r_[x[0], x[1]]])
             ols = sm.OLS(np.r_[y[0], y[1]], design).fit()
             assert c.diff == pytest.approx(ols.params[1], rel=1e-9)
-            theta = (sum(((xa - xa.mean()) * (ya - ya.mean())).sum() for xa, ya in zip(x, y))
+            pairs = list(zip(x, y, strict=True))
+            theta = (sum(((xa - xa.mean()) * (ya - ya.mean())).sum() for xa, ya in pairs)
                      / sum(((xa - xa.mean()) ** 2).sum() for xa in x))
             mean_x = np.r_[x[0], x[1]].mean()
-            adjusted = [ya - theta * (xa - mean_x) for xa, ya in zip(x, y)]
+            adjusted = [ya - theta * (xa - mean_x) for xa, ya in zip(x, y, strict=True)]
             welch = sps.ttest_ind(adjusted[1], adjusted[0], equal_var=False)
             assert c.p_value == pytest.approx(welch.pvalue, rel=1e-9)
         # Capping changed the revenue comparison, left economics and guardrails alone.

@@ -3,26 +3,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import time_machine
+from sqlalchemy import Engine
+from sqlmodel import Session
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from tests.web.api.test_report_interim import (  # noqa: F401 (fixtures)
+from tests.web.api.test_report_interim import (
     PER_ARM,
     T0,
     URL,
     Exposed,
-    exposed,
-    report_cli,
+    make_exposed,
+    make_report_cli,
     used_web,
 )
 
 #: After every window: the figures are final.
 LATER = T0 + timedelta(days=45)
+
+
+@pytest.fixture
+def exposed(session: Session) -> Exposed:
+    return make_exposed(session)
+
+
+@pytest.fixture
+def report_cli(engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch,
+               tmp_path: Path) -> Callable[..., Any]:
+    return make_report_cli(engine, session, monkeypatch, tmp_path)
 
 
 def expected_cost(exposed: Exposed, arm: str, cap: float) -> np.ndarray:

@@ -9,7 +9,7 @@ windows complete) and day 41 after it ended (final).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +56,10 @@ def used_web(index: int) -> bool:
 
 @pytest.fixture
 def exposed(session: Session) -> Exposed:
+    return make_exposed(session)
+
+
+def make_exposed(session: Session) -> Exposed:
     """Launched at T0, exposing 80 customers evenly over days 0-10, alternating arms;
     :func:`used_web` ones use the web an hour after exposure."""
     with time_machine.travel(T0 - timedelta(hours=1), tick=False):
@@ -86,7 +90,12 @@ def exposed(session: Session) -> Exposed:
 
 @pytest.fixture
 def report_cli(engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch,
-               tmp_path: Path) -> Iterator[Callable[..., Any]]:
+               tmp_path: Path) -> Callable[..., Any]:
+    return make_report_cli(engine, session, monkeypatch, tmp_path)
+
+
+def make_report_cli(engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch,
+                    tmp_path: Path) -> Callable[..., Any]:
     """``channelshift report`` in this process (so time-machine moves its clock), reading
     the test's own transaction."""
     monkeypatch.setattr(cli, "get_engine", lambda: SessionEngine(engine, session))
@@ -100,7 +109,7 @@ def report_cli(engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch
                                env={"COLUMNS": "300"})
         return result, (json.loads(out.read_text()) if result.exit_code == 0 else None)
 
-    yield run
+    return run
 
 
 def interim_methods(body: dict[str, Any]) -> str:
