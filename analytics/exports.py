@@ -174,6 +174,10 @@ def to_json(report: Report) -> dict[str, Any]:
         "correction": report.correction,
         "baseline": report.baseline_arm,
         "heterogeneity": _heterogeneity_json(report),
+        "interim": _json_value(report.interim),
+        "power": _json_value(report.power),
+        "caps": _json_value(report.caps),
+        "pre_period_days": report.pre_period_days,
     }
 
 
@@ -1060,7 +1064,7 @@ def _headline(report: Report) -> list[str]:
         if adjusted is not None:
             text += (f", {_CORRECTION_LABELS[report.correction]}-adjusted p "
                      f"{format_p(adjusted)}")
-        out.append(text + ".")
+        out.append(("Interim: " if report.interim is not None else "") + text + ".")
     return out
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -104,6 +104,50 @@ PRE_PERIOD_METRICS = ("adoption", "source_interactions", "cost_to_serve")
 #: Customer attributes a breakdown may use.
 SEGMENT_COLUMNS = ("segment", "value_tier", "loyalty_tier", "preferred_channel", "region",
                    "age_band", "is_new")
+#: Money metrics (minor units) a report may cap per customer. The pre-period value CUPED
+#: adjusts ``cost_to_serve`` by is capped at the same value.
+CAPPABLE_METRICS = ("revenue", "cost_to_serve", "incentive_cost")
+_PERCENTILE_CAP = re.compile(r"(\d+(?:\.\d+)?)p")
+_AMOUNT_CAP = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class CapRule:
+    """How one money metric is capped per customer: at a fixed ``amount`` (major units of
+    the campaign's currency) or at the ``percentile`` of the metric's positive values.
+
+    The percentile is taken among customers with a positive value because money metrics
+    are sparse: most customers buy nothing, so a plain 99th percentile of revenue is often
+    0 and would cap everyone's revenue to nothing.
+    """
+
+    percentile: float | None = None
+    amount: Decimal | None = None
+
+    def __str__(self) -> str:
+        return f"{self.percentile:g}p" if self.percentile is not None else f"{self.amount}"
+
+
+def parse_cap(text: str) -> CapRule:
+    """``"99p"`` (a percentile of the positive values, above 0 and below 100) or
+    ``"500.00"`` (an amount in major units, above 0); ValueError saying which are valid."""
+    cleaned = text.strip().lower()
+    expected = ("a percentile of the positive values such as 99p or 99.5p, or an amount "
+                "in the campaign's currency such as 500.00")
+    percentile = _PERCENTILE_CAP.fullmatch(cleaned)
+    if percentile is not None:
+        value = float(percentile.group(1))
+        if not 0.0 < value < 100.0:
+            raise ValueError(f"a percentile cap must lie above 0p and below 100p (got {text!r})")
+        return CapRule(percentile=value)
+    if _AMOUNT_CAP.fullmatch(cleaned):
+        amount = Decimal(cleaned)
+        if amount <= 0:
+            raise ValueError(f"a cap must be above 0 (got {text!r})")
+        return CapRule(amount=amount)
+    raise ValueError(f"cannot read {text!r} as a cap: give {expected}")
+
+
 
 
 @dataclass(frozen=True)
@@ -113,9 +157,31 @@ class GoalWindow:
     target_channel_id: int
     source_channel_ids: tuple[int, ...]
     window_days: int
+    #: length of the CUPED pre-period before first exposure (None: the window's length)
+    pre_period_days: int | None = None
+
+    @property
+    def pre_days(self) -> int:
+        return self.window_days if self.pre_period_days is None else self.pre_period_days
 
 
-def goal_window(connection: Connection, campaign_id: int) -> GoalWindow:
+#: Longest CUPED pre-period a report may ask for, in days.
+MAX_PRE_PERIOD_DAYS = 730
+
+
+def check_pre_period_days(days: int | None) -> int | None:
+    """``days`` if it is a valid CUPED pre-period length (None: the default); else
+    ValueError saying what is allowed."""
+    if days is not None and not 1 <= days <= MAX_PRE_PERIOD_DAYS:
+        raise ValueError(f"the CUPED pre-period must be 1 to {MAX_PRE_PERIOD_DAYS} days "
+                         f"(got {days})")
+    return days
+
+
+def goal_window(connection: Connection, campaign_id: int, *,
+                pre_period_days: int | None = None) -> GoalWindow:
+    """The campaign's goal: stage, channels and window; ``pre_period_days`` sets the CUPED
+    pre-period (default: as long as the window)."""
     goal = connection.execute(
         select(MigrationGoal.__table__.c.id, MigrationGoal.__table__.c.stage_id,  # type: ignore[attr-defined]
                MigrationGoal.__table__.c.target_channel_id,  # type: ignore[attr-defined]
@@ -130,7 +196,8 @@ def goal_window(connection: Connection, campaign_id: int) -> GoalWindow:
     ).scalars().all()
     return GoalWindow(campaign_id=campaign_id, stage_id=goal.stage_id,
                       target_channel_id=goal.target_channel_id,
-                      source_channel_ids=tuple(sources), window_days=goal.window_days)
+                      source_channel_ids=tuple(sources), window_days=goal.window_days,
+                      pre_period_days=check_pre_period_days(pre_period_days))
 
 
 def shift_days(connection: Connection, column: Any, days: int) -> ColumnElement[Any]:
@@ -200,6 +267,18 @@ def _product(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnEleme
     return _PostgresCast(left, Float) * _PostgresCast(right, Float)
 
 
+def _at_most(connection: Connection, value: ColumnElement[Any],
+             cap: float) -> ColumnElement[Any]:
+    """``value`` capped at ``cap`` (``least`` on PostgreSQL, two-argument ``min`` on SQLite);
+    a whole cap keeps integer arithmetic, a fractional one (an interpolated percentile) is
+    a double."""
+    bound = (literal(int(cap), BigInteger) if float(cap).is_integer()
+             else literal(float(cap), Float))
+    if connection.dialect.name == "postgresql":
+        return func.least(value, bound)
+    return func.min(value, bound)
+
+
 #: A half-open range of customer ids, ``[low, high)``: one share of a partitioned report.
 CustomerRange = tuple[int, int]
 
@@ -209,7 +288,8 @@ def exposures(connection: Connection, window: GoalWindow,
     """The campaign's exposures, each with its window bounds computed once.
 
     Columns: ``assignment_id``, ``arm_id``, ``customer_id``, ``start`` (first exposure),
-    ``end`` (start + window) and ``pre_start`` (start - window). The event join bounds
+    ``end`` (start + window) and ``pre_start`` (start - the pre-period, by default as long
+    as the window). The event join bounds
     each customer's events to ``[pre_start, end)`` with these columns, so the aggregates
     above the join tell the window from the pre-period with one comparison to ``start``.
     ``customers`` keeps only the exposures of customers in that id range.
@@ -219,7 +299,7 @@ def exposures(connection: Connection, window: GoalWindow,
         select(A.c.id.label("assignment_id"), A.c.arm_id, A.c.customer_id,
                start.label("start"),
                shift_days(connection, start, window.window_days).label("end"),
-               shift_days(connection, start, -window.window_days).label("pre_start"))
+               shift_days(connection, start, -window.pre_days).label("pre_start"))
         .where(A.c.campaign_id == window.campaign_id)
     )
     if customers is not None:
@@ -312,8 +392,13 @@ def _conversion_metrics(exposure: Subquery,
 
 
 def _per_customer(connection: Connection, window: GoalWindow, segments: Sequence[str],
-                  customers: CustomerRange | None = None) -> Subquery:
+                  customers: CustomerRange | None = None,
+                  caps: Mapping[str, float] | None = None) -> Subquery:
     """One row per exposure with every metric and, of the customer's attributes, ``segments``.
+
+    ``caps`` (metric -> cap in minor units, metrics of :data:`CAPPABLE_METRICS`) cap those
+    metrics (and ``cost_to_serve_pre``) per customer; each capped metric ``m`` keeps its
+    recorded value as ``m_uncapped``, and ``margin`` and ``net_value`` stay uncapped.
 
     Driven from the exposures (PostgreSQL, with the per-exposure event aggregate joined
     laterally) or from the per-exposure event rows (SQLite): the other per-customer
@@ -361,6 +446,13 @@ def _per_customer(connection: Connection, window: GoalWindow, segments: Sequence
               .outerjoin(prizes, prizes.c.customer_id == customer_id))
     if segments:
         joined = joined.join(CU, CU.c.id == customer_id)
+    revenue = zero_if_none(conversions.c.revenue)
+    recorded = {"revenue": revenue, "cost_to_serve": cost, "incentive_cost": incentive_cost}
+    caps = caps or {}
+
+    def capped(metric: str, value: ColumnElement[Any]) -> ColumnElement[Any]:
+        return value if metric not in caps else _at_most(connection, value, caps[metric])
+
     return (
         select(
             arm_id, customer_id, start.label("first_exposed_at"),
@@ -368,10 +460,12 @@ def _per_customer(connection: Connection, window: GoalWindow, segments: Sequence
             _flag(counts["target_n"] > 0).label("adoption"),
             counts["target_n"].label("target_n"), counts["stage_n"].label("stage_n"),
             counts["source_n"].label("source_interactions"),
-            cost.label("cost_to_serve"),
+            capped("cost_to_serve", cost).label("cost_to_serve"),
             _flag(conversions.c.conversions > 0).label("conversion"),
-            zero_if_none(conversions.c.revenue).label("revenue"),
-            incentive_cost.label("incentive_cost"),
+            capped("revenue", revenue).label("revenue"),
+            capped("incentive_cost", incentive_cost).label("incentive_cost"),
+            *(recorded[metric].label(f"{metric}_uncapped") for metric in CAPPABLE_METRICS
+              if metric in caps),
             margin.label("margin"),
             zero_if_none(conversions.c.margin_imputed).label("margin_imputed"),
             (margin - cost - incentive_cost).label("net_value"),
@@ -379,7 +473,7 @@ def _per_customer(connection: Connection, window: GoalWindow, segments: Sequence
             _flag(events.c.churn_n > 0).label("churn"),
             _flag(counts["target_pre_n"] > 0).label("adoption_pre"),
             counts["source_pre_n"].label("source_interactions_pre"),
-            counts["cost_pre"].label("cost_to_serve_pre"),
+            capped("cost_to_serve", counts["cost_pre"]).label("cost_to_serve_pre"),
             events.c.adopted_at,
         )
         .select_from(joined)
@@ -445,7 +539,9 @@ def arm_statistics(connection: Connection, campaign_id: int, *,
 
 
 def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
-                                segment: str | None = None
+                                segment: str | None = None,
+                                pre_period_days: int | None = None,
+                                caps: Mapping[str, float] | None = None
                                 ) -> tuple[list[dict[str, Any]], DailyAdoption]:
     """:func:`arm_statistics` and the daily exposures and adoptions of each arm, from one
     pass over the campaign's exposures and events.
@@ -458,15 +554,25 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
     :func:`arm_statistics`. A large campaign's customers are split into
     ranges summed on several connections at once (:func:`_partitioned`); every figure
     is a sum, so the ranges' rows add up to exactly the single statement's.
+
+    ``pre_period_days`` sets the CUPED pre-period (default: the goal's window);
+    ``caps`` caps money metrics per customer (see :func:`_per_customer`), adding for each
+    capped metric ``m`` the keys ``m_uncapped_sum``, ``m_uncapped_sum_sq`` and
+    ``m_capped_n`` (customers whose value was capped).
     """
     if segment is not None and segment not in SEGMENT_COLUMNS:
         raise ValueError(f"unknown segment column '{segment}'; use one of "
                          f"{', '.join(SEGMENT_COLUMNS)}")
-    window = goal_window(connection, campaign_id)
-    names = ["n", *(column.name for column in _sums(_per_customer(connection, window, ())))]
+    window = goal_window(connection, campaign_id, pre_period_days=pre_period_days)
+    unknown = sorted(set(caps or {}) - set(CAPPABLE_METRICS))
+    if unknown:
+        raise ValueError(f"cannot cap {', '.join(unknown)}; use one of "
+                         f"{', '.join(CAPPABLE_METRICS)}")
+    names = ["n", *(column.name for column in
+                    _sums(_per_customer(connection, window, (), caps=caps)))]
 
     def statement(on: Connection, customers: CustomerRange | None) -> Any:
-        return _statistics_and_adoption(on, window, segment, names, customers)
+        return _statistics_and_adoption(on, window, segment, names, customers, caps)
 
     rows: list[dict[str, Any]] = []
     daily = DailyAdoption(exposed={}, adopted={})
@@ -484,7 +590,8 @@ def arm_statistics_and_adoption(connection: Connection, campaign_id: int, *,
 
 def _statistics_and_adoption(connection: Connection, window: GoalWindow,
                              segment: str | None, names: Sequence[str],
-                             customers: CustomerRange | None) -> Any:
+                             customers: CustomerRange | None,
+                             caps: Mapping[str, float] | None = None) -> Any:
     """The statement behind :func:`arm_statistics_and_adoption`, for every customer of the
     campaign or those in the id range ``customers``.
 
@@ -492,7 +599,7 @@ def _statistics_and_adoption(connection: Connection, window: GoalWindow,
     day; 2: adoptions per arm and day), ``arm_id``, ``position``, ``segment_value``,
     ``day``, then ``names`` (``n`` and the sums), then ``arm`` and ``is_control``.
     """
-    per = _per_customer(connection, window, (segment,) if segment else (), customers)
+    per = _per_customer(connection, window, (segment,) if segment else (), customers, caps)
     segment_value = (cast(per.c[segment], Integer) if segment == "is_new"
                      else per.c[segment]) if segment else literal("all")
     days = select(per, segment_value.label("segment_value"),
@@ -782,12 +889,81 @@ def _sums(per: Any) -> list[Any]:
         value = per.c[metric]
         columns += [func.sum(value).label(f"{metric}_sum"),
                     func.sum(_product(value, value)).label(f"{metric}_sum_sq")]
+    # The economics' cross-products use the incentive cost as recorded (never capped).
+    incentive_cost = (per.c.incentive_cost_uncapped if "incentive_cost_uncapped" in per.c
+                      else per.c.incentive_cost)
     columns += [func.sum(per.c.margin_imputed).label("margin_imputed_sum"),
-                func.sum(_product(per.c.incentive_cost, per.c.adoption))
+                func.sum(_product(incentive_cost, per.c.adoption))
                 .label("incentive_adoption_cross"),
-                func.sum(_product(per.c.net_value, per.c.incentive_cost))
+                func.sum(_product(per.c.net_value, incentive_cost))
                 .label("net_value_incentive_cross")]
+    for metric in CAPPABLE_METRICS:
+        if f"{metric}_uncapped" in per.c:
+            value, recorded = per.c[metric], per.c[f"{metric}_uncapped"]
+            columns += [func.sum(recorded).label(f"{metric}_uncapped_sum"),
+                        func.sum(_product(recorded, recorded))
+                        .label(f"{metric}_uncapped_sum_sq"),
+                        func.sum(_flag(recorded > value)).label(f"{metric}_capped_n")]
     return columns
+
+
+def uncapped_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each capped metric's sums replaced by the sums of the values as
+    recorded: what the economics and the guardrails read."""
+    out = []
+    for row in rows:
+        restored = dict(row)
+        for metric in CAPPABLE_METRICS:
+            if f"{metric}_uncapped_sum" in row:
+                restored[f"{metric}_sum"] = row[f"{metric}_uncapped_sum"]
+                restored[f"{metric}_sum_sq"] = row[f"{metric}_uncapped_sum_sq"]
+        out.append(restored)
+    return out
+
+
+def positive_percentile(connection: Connection, window: GoalWindow, metric: str,
+                        percentile: float) -> tuple[float | None, int]:
+    """The ``percentile`` of ``metric``'s positive per-customer values over the campaign's
+    exposed customers (every arm together), and how many values are positive.
+
+    Linear interpolation between order statistics (numpy's default, PostgreSQL's
+    ``percentile_cont``): the database ranks the positive values and returns the few
+    around the percentile's position, so the figure is the same on both databases
+    (SQLite has no percentile function). None when no value is positive.
+    """
+    if metric not in CAPPABLE_METRICS:
+        raise ValueError(f"cannot cap '{metric}'; use one of {', '.join(CAPPABLE_METRICS)}")
+    per = _per_customer(connection, window, ())
+    value = per.c[metric]
+    ranked = (select(value.label("value"), func.row_number().over(order_by=value).label("rank"),
+                     func.count().over().label("total"))
+              .where(value > 0)).subquery("ranked")
+    # rank of the order statistic below the percentile (1-based), give or take the
+    # database's rounding of the cast: the rows around it come back, Python picks.
+    position = cast((ranked.c.total - 1) * literal(percentile / 100.0, Float), Integer) + 1
+    rows = connection.execute(
+        select(ranked.c.value, ranked.c.rank, ranked.c.total)
+        .where(ranked.c.rank >= position - 1, ranked.c.rank <= position + 2)).all()
+    if not rows:
+        return None, 0
+    total = int(rows[0].total)
+    by_rank = {int(row.rank): float(row.value) for row in rows}
+    index = (total - 1) * (percentile / 100.0)
+    low = int(index)
+    below = by_rank[low + 1]
+    above = by_rank.get(low + 2, below)
+    return below + (index - low) * (above - below), total
+
+
+def complete_windows(connection: Connection, campaign_id: int, *, window_days: int,
+                     as_of: datetime) -> dict[int, int]:
+    """Per arm id: exposed customers whose whole window had passed at ``as_of`` (first
+    exposure at least ``window_days`` days earlier)."""
+    cutoff = as_of - timedelta(days=window_days)
+    return {int(arm_id): int(n) for arm_id, n in connection.execute(
+        select(A.c.arm_id, func.count())
+        .where(A.c.campaign_id == campaign_id, A.c.first_exposed_at <= cutoff)
+        .group_by(A.c.arm_id))}
 
 
 def _plain(mapping: Mapping[Any, Any]) -> dict[str, Any]:

@@ -26,7 +26,16 @@ from sqlalchemy.sql import ColumnElement
 
 from analytics.economics import EconomicsResult, economics_from_rows
 from analytics.guardrails import GUARDRAILS, GuardrailResult, assess_guardrails
-from analytics.queries import DailyAdoption, arm_statistics_and_adoption
+from analytics.queries import (
+    CapRule,
+    DailyAdoption,
+    arm_statistics_and_adoption,
+    check_pre_period_days,
+    complete_windows,
+    goal_window,
+    positive_percentile,
+    uncapped_rows,
+)
 from analytics.reports import (
     PRIMARY_METRICS,
     REPORT_TUNING_N,
@@ -52,8 +61,11 @@ from analytics.stats import (
     RATIOS_METHOD,
     SRM_THRESHOLD,
     Comparison,
+    DetectableEffect,
     SrmResult,
     check_correction,
+    detectable_effect,
+    underpowered,
 )
 from analytics.stats.intervals import (
     FINNEY_G_LIMIT,
@@ -69,6 +81,7 @@ from campaigns.models import (
     Assignment,
     Campaign,
     CampaignOrigin,
+    CampaignStatus,
     Channel,
     ExperimentMetric,
     Incentive,
@@ -81,10 +94,14 @@ from campaigns.types import utcnow
 
 __all__ = [
     "MAX_SERIES_POINTS",
+    "AppliedCap",
     "ArmInfo",
     "CampaignInfo",
     "DateRange",
+    "InterimStatus",
+    "MetricPower",
     "Report",
+    "ReportOptionError",
     "SpendPoint",
     "TimelinePoint",
     "adoption_timeline",
@@ -146,6 +163,10 @@ class CampaignInfo:
     covariates: Mapping[str, str] = field(default_factory=dict)
     #: the guardrail metrics the sequential monitor watches (Campaign.guardrails)
     guardrails: tuple[str, ...] = ()
+    #: the goal's target: an absolute uplift of its metric (0.05 = +5 points)
+    target_uplift: float | None = None
+    #: the goal's metric ("adoption" or "share")
+    goal_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,77 @@ class SpendPoint:
     spent_minor: int
 
 
+class ReportOptionError(ValueError):
+    """A report option with a value the report cannot use; ``option`` names it as the API's
+    query parameter does (``cap_revenue``, ``cuped_days``)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.detail = message
+
+
+@dataclass(frozen=True)
+class InterimStatus:
+    """A live campaign whose results can still change: some exposed customers have not had
+    their whole observation window yet, or it can still expose more.
+
+    Window metrics then count every exposed customer over the part of the window that has
+    passed: the arms stay comparable (exposure time does not depend on the arm), so tests
+    and intervals stay valid, but a cumulative metric (adoption, revenue, cost) and its
+    effect can still grow until every window is complete.
+    """
+
+    as_of: datetime
+    window_days: int
+    exposed: int
+    #: exposed customers whose whole window had passed at ``as_of``
+    complete: int
+    exposed_by_arm: Mapping[str, int]
+    complete_by_arm: Mapping[str, int]
+    #: the campaign is running or paused: more customers may still be exposed
+    still_running: bool
+    #: when the last exposed customer's window ends
+    windows_complete_at: datetime
+    #: days the most recently exposed customer has been observed
+    least_observed_days: float
+
+    @property
+    def incomplete(self) -> int:
+        return self.exposed - self.complete
+
+
+@dataclass(frozen=True)
+class AppliedCap:
+    """One money metric capped per customer, as the report applied it."""
+
+    metric: str
+    #: the option as given: "99p" (a percentile of the positive values) or "500.00"
+    rule: str
+    percentile: float | None
+    #: the cap in minor units (None: no customer had a positive value, nothing to cap)
+    cap_minor: float | None
+    #: percentile caps: how many customers' values were positive
+    positive_n: int | None
+    #: customers whose value was above the cap, per arm
+    capped_by_arm: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricPower:
+    """What one treatment arm's comparison on a primary metric could detect."""
+
+    arm: str
+    metric: str
+    effect: DetectableEffect
+    #: the goal's target uplift, when this is the goal's metric
+    target: float | None = None
+
+    @property
+    def underpowered(self) -> bool:
+        return self.target is not None and underpowered(self.effect, self.target)
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything a campaign report shows; exports render it, they compute nothing."""
@@ -228,6 +320,14 @@ class Report:
         return control.name if control is not None else None
     #: the split the sample ratio check tested (planned shares are on ``arms``)
     planned_split: PlannedSplit | None = None
+    #: set when the results are interim (see :class:`InterimStatus`)
+    interim: InterimStatus | None = None
+    #: minimum detectable effect per treatment arm and primary metric
+    power: list[MetricPower] = field(default_factory=list)
+    #: money metrics capped per customer (report options)
+    caps: list[AppliedCap] = field(default_factory=list)
+    #: the CUPED pre-period asked for (None: as long as the goal's window)
+    pre_period_days: int | None = None
 
     @property
     def control(self) -> ArmInfo | None:
@@ -244,7 +344,8 @@ class Report:
 
     @property
     def warnings(self) -> list[str]:
-        """What a reader must see before any number: SRM, detected harm, a spent budget."""
+        """What a reader must see before any number: SRM, detected harm, a spent budget,
+        then the :attr:`cautions` (interim, underpowered)."""
         out: list[str] = []
         if self.srm.flagged:
             out.append(srm_sentence(self.srm) + " The arm sizes do not match the planned "
@@ -258,7 +359,16 @@ class Report:
         budget = self.campaign.budget_minor
         if budget is not None and budget > 0 and self.campaign.spent_minor >= budget:
             out.append("The budget is spent: no more incentives are being paid.")
-        return out
+        return out + self.cautions
+
+    @property
+    def cautions(self) -> list[str]:
+        """The warnings that qualify the results rather than invalidate them: interim
+        results, and comparisons underpowered for the goal's target (last in
+        :attr:`warnings`)."""
+        out = [] if self.interim is None else [interim_sentence(self.interim)]
+        return out + [power_sentence(row, alpha=self.alpha) for row in self.power
+                      if row.underpowered]
 
     def records(self) -> list[dict[str, Any]]:
         """The report in tidy long format: one dict per number.
@@ -319,6 +429,37 @@ class Report:
                 yield guardrail.arm, "all", guardrail.metric, statistic, value
         if self.qini is not None:
             yield from _qini_rows(self.qini)
+        yield from _interim_power_cap_rows(self)
+
+
+def _interim_power_cap_rows(report: Report
+                            ) -> Iterator[tuple[str, str, str, str, float | int | None]]:
+    """Tidy rows of the interim status, the detectable effects and the caps."""
+    interim = report.interim
+    if interim is not None:
+        yield "all", "all", "interim", "interim", 1
+        yield "all", "all", "interim", "window_days", interim.window_days
+        yield "all", "all", "interim", f"as_of={_iso(interim.as_of)}", None
+        for arm, exposed in interim.exposed_by_arm.items():
+            yield arm, "all", "interim", "n_exposed", exposed
+            yield arm, "all", "interim", "n_complete_window", interim.complete_by_arm.get(arm, 0)
+    elif report.campaign.origin == CampaignOrigin.LIVE.value and report.date_range:
+        yield "all", "all", "interim", "interim", 0
+    for row in report.power:
+        effect = row.effect
+        for statistic, value in (("mde", effect.mde), ("mde_relative", effect.mde_relative),
+                                 ("mde_power", effect.power),
+                                 ("target_uplift", row.target),
+                                 ("underpowered", int(row.underpowered)
+                                  if row.target is not None else None)):
+            yield row.arm, "all", row.metric, statistic, value
+    for cap in report.caps:
+        yield "all", "all", cap.metric, "cap_minor", cap.cap_minor
+        if cap.percentile is not None:
+            yield "all", "all", cap.metric, "cap_percentile", cap.percentile
+            yield "all", "all", cap.metric, "cap_positive_n", cap.positive_n
+        for arm, capped in cap.capped_by_arm.items():
+            yield arm, "all", cap.metric, "capped_n", capped
 
 
 def _split_rows(report: Report) -> Iterator[tuple[str, str, str, str, float | int | None]]:
@@ -478,7 +619,9 @@ def _method_statements(report: Report) -> Iterator[str]:
     results = [*report.results, *report.segments]
     level = f"{1 - report.alpha:.0%}".replace(".0%", "%")
     campaign = report.campaign
-    if campaign.origin == CampaignOrigin.LIVE.value and campaign.window_days is not None:
+    if report.interim is not None:
+        yield _interim_method(report.interim, level=level, alpha=report.alpha)
+    elif campaign.origin == CampaignOrigin.LIVE.value and campaign.window_days is not None:
         yield (f"Intention to treat: every exposed customer counts in the arm they were "
                f"assigned, whatever they did, observed for {campaign.window_days} days from "
                f"their first exposure. Intervals are two-sided {level} (alpha "
@@ -495,7 +638,8 @@ def _method_statements(report: Report) -> Iterator[str]:
     yield from _lift_statements(results)
     if CUPED_METHOD in methods:
         metrics = ", ".join(_metric_names(results, CUPED_METHOD))
-        yield f"{metrics}: CUPED, {_cuped_covariate(campaign)}, then Welch's t test."
+        yield (f"{metrics}: CUPED, {_cuped_covariate(campaign, report.pre_period_days)}, "
+               "then Welch's t test.")
     corrected = [r for r in report.results if r.p_value_holm is not None]
     if corrected and report.correction == "holm":
         names = ", ".join(dict.fromkeys(r.metric for r in corrected))
@@ -506,6 +650,8 @@ def _method_statements(report: Report) -> Iterator[str]:
     planned = f" ({split.source})" if split is not None else ""
     yield (f"Sample ratio mismatch check: chi-square goodness of fit of the arm sizes to "
            f"the planned weights{planned}, flagged when p < {SRM_THRESHOLD:g}.")
+    yield from _cap_methods(report)
+    yield from _power_methods(report)
     if report.guardrails:
         metrics = ", ".join(dict.fromkeys(g.metric for g in report.guardrails))
         levels = sorted({g.level for g in report.guardrails if g.level is not None})
@@ -609,14 +755,99 @@ def _lift_statements(results: Sequence[MetricResult]) -> Iterator[str]:
                f"doubtful at their size ({metrics}), each marked in its row.")
 
 
-def _cuped_covariate(campaign: CampaignInfo) -> str:
+def _cuped_covariate(campaign: CampaignInfo, pre_period_days: int | None = None) -> str:
     if campaign.covariates:
         pairs = ", ".join(f"{metric} by {column}" for metric, column in
                           campaign.covariates.items())
         return f"adjusting each metric by its imported covariate ({pairs})"
-    days = campaign.window_days
+    days = pre_period_days or campaign.window_days
     return ("adjusting each metric by its own value in the pre-period "
             f"({days} days before each customer's first exposure), pooled within-arm slope")
+
+
+def _days(value: float) -> str:
+    whole = math.floor(value)
+    return f"{whole} day{'s' * (whole != 1)}"
+
+
+def interim_sentence(interim: InterimStatus) -> str:
+    """The banner of an interim report."""
+    running = ("The campaign is still running, so more customers may join. "
+               if interim.still_running else "")
+    ends = (f"every window is complete on {_iso(interim.windows_complete_at)}"
+            if interim.incomplete else "every exposed customer's window is complete")
+    return (f"INTERIM RESULTS: {interim.complete:,} of {interim.exposed:,} exposed customers "
+            f"have had their full {interim.window_days}-day observation window ({ends}). "
+            f"{running}Customers still inside their window are counted over the days "
+            f"observed so far (the latest for {_days(interim.least_observed_days)}), so "
+            "adoption, revenue and cost, and their differences, can still grow; every "
+            "verdict is interim.")
+
+
+def _interim_method(interim: InterimStatus, *, level: str, alpha: float) -> str:
+    return (f"Intention to treat, interim: every exposed customer counts in the arm they "
+            f"were assigned, observed from their first exposure for {interim.window_days} "
+            "days or until the report was generated, whichever comes first; "
+            f"{interim.complete:,} of {interim.exposed:,} have a complete "
+            f"{interim.window_days}-day window ("
+            + ", ".join(f"{arm} {interim.complete_by_arm.get(arm, 0):,} of {n:,}"
+                        for arm, n in interim.exposed_by_arm.items())
+            + "). Exposure time does not depend on the arm, so the comparisons stay "
+            "valid tests, but they measure a shorter follow-up than the goal's window. "
+            f"Intervals are two-sided {level} (alpha {alpha:g}).")
+
+
+def power_sentence(row: MetricPower, *, alpha: float) -> str:
+    """The banner of a comparison underpowered for the goal's target uplift."""
+    effect = row.effect
+    target = f"{row.target * 100:.2g} points" if row.target is not None else "its target"
+    power = f"{effect.power:.0%} power, alpha {alpha:g}"
+    sizes = f"n = {effect.n_treatment:,} against {effect.n_control:,} in control"
+    if effect.mde is None:
+        detect = f"cannot detect any effect yet ({effect.reason})"
+    else:
+        detect = (f"can only detect a difference in {row.metric} of {effect.mde * 100:.2g} "
+                  f"points or more")
+    return (f"UNDERPOWERED: arm '{row.arm}' {detect} ({power}, {sizes}), but the goal "
+            f"targets {target}. A result that is not significant here is not evidence that "
+            "the incentive has no effect.")
+
+
+def _power_methods(report: Report) -> Iterator[str]:
+    if not report.power:
+        return
+    methods = dict.fromkeys(row.effect.method for row in report.power)
+    metrics = ", ".join(dict.fromkeys(row.metric for row in report.power))
+    power = report.power[0].effect.power
+    yield (f"Power after the fact ({metrics}): the minimum detectable effect of each "
+           f"treatment arm at the sample it achieved, {power:.0%} power, two-sided alpha "
+           f"{report.alpha:g}; " + "; ".join(methods) + "."
+           + (" Flagged as underpowered when it exceeds the goal's target uplift."
+              if any(row.target is not None for row in report.power) else ""))
+
+
+def _cap_methods(report: Report) -> Iterator[str]:
+    if not report.caps:
+        return
+    from analytics.exports import format_money
+
+    currency = report.campaign.currency
+    parts = []
+    for cap in report.caps:
+        if cap.cap_minor is None:
+            parts.append(f"{cap.metric}: no customer had a positive value, nothing capped")
+            continue
+        how = (f"the {cap.percentile:g}th percentile of the {cap.positive_n:,} positive "
+               "values, all arms together (linear interpolation)"
+               if cap.percentile is not None else "a fixed amount")
+        capped = sum(cap.capped_by_arm.values())
+        parts.append(f"{cap.metric} at {format_money(cap.cap_minor, currency)} ({how}; "
+                     f"{capped:,} customer{'s' * (capped != 1)} capped)")
+    pre = (" The CUPED pre-period value of a capped metric is capped at the same value."
+           if any(cap.metric == "cost_to_serve" for cap in report.caps) else "")
+    yield ("Outliers: per-customer values above a cap are replaced by the cap (winsorised) "
+           "in the comparisons: " + "; ".join(parts) + "." + pre + " Economics and "
+           "guardrails use the amounts as recorded.")
 
 
 # --------------------------------------------------------------------------- building
@@ -663,7 +894,9 @@ def choose_segment(connection: Connection, campaign_id: int,
 def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.05,
                  now: datetime | None = None, segment: str | None = None,
                  qini_score: str | None = None, qini_metric: str | None = None,
-                 correction: str = "holm", baseline: str | None = None) -> Report:
+                 correction: str = "holm", baseline: str | None = None,
+                 caps: Mapping[str, CapRule] | None = None,
+                 cuped_days: int | None = None) -> Report:
     """The campaign's full report at ``now`` (default: the current time).
 
     Every section comes from one aggregation of the campaign's exposures and events
@@ -677,6 +910,16 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
 
     ``correction`` ('holm' or 'bh') is the multiplicity correction the tables use;
     ``baseline`` names the arm every other arm is compared with (None: the control arm).
+
+    ``caps`` (metric of :data:`analytics.queries.CAPPABLE_METRICS` -> rule) caps those
+    money metrics per customer in the comparisons (:class:`AppliedCap`); ``cuped_days``
+    sets the CUPED pre-period (default: as long as the goal's window). Both are for live
+    campaigns; :class:`ReportOptionError` (a ValueError) names a bad one.
+
+    A live campaign whose exposed customers have not all had their whole window at
+    ``now``, or that is still running, gets :attr:`Report.interim`; every report gets the
+    minimum detectable effect of each treatment arm on each primary metric
+    (:attr:`Report.power`).
 
     Raises :class:`campaigns.errors.CampaignNotFound` for an unknown id, ValueError
     for alpha outside (0, 1), an unknown segment, correction or baseline arm, and
@@ -693,6 +936,20 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     if baseline is not None:
         choose_baseline(arm_names(connection, campaign_id), baseline)
     live = campaign.origin == CampaignOrigin.LIVE.value
+    try:
+        check_pre_period_days(cuped_days)
+    except ValueError as error:
+        raise ReportOptionError("cuped_days", str(error)) from None
+    if not live:
+        if cuped_days is not None:
+            raise ReportOptionError("cuped_days", "an imported experiment's CUPED uses its "
+                                    "imported covariate columns; there is no pre-period to "
+                                    "set")
+        if caps:
+            name = next(iter(caps))
+            raise ReportOptionError(f"cap_{name}", "capping applies to a live campaign's "
+                                    "money metrics; an imported experiment has none")
+    applied_caps: list[AppliedCap] = []
     if segment is not None:
         segment = choose_segment(connection, campaign_id, segment)
     sections: dict[str, Any] = {}
@@ -704,9 +961,12 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     else:
         live_rows: list[dict[str, Any]] | None = None
         if live:
+            applied_caps = _resolve_caps(connection, campaign_id, campaign, caps or {})
             # One pass over the exposures and events: every statistic and the timeline.
-            live_rows, daily = arm_statistics_and_adoption(connection, campaign_id,
-                                                           segment=segment)
+            live_rows, daily = arm_statistics_and_adoption(
+                connection, campaign_id, segment=segment, pre_period_days=cuped_days,
+                caps={cap.metric: cap.cap_minor for cap in applied_caps
+                      if cap.cap_minor is not None})
         if segment is not None:
             outcome, sections["segments"] = campaign_and_segment_results(
                 connection, campaign_id, segment, alpha=alpha, rows=live_rows,
@@ -722,12 +982,15 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
                                        baseline=baseline)
         arm_rows, results, srm = outcome.arms, outcome.results, outcome.srm
         if live:
-            sections["economics"] = economics_from_rows(arm_rows, alpha=alpha)
+            # Accounting and harm are judged on the amounts as recorded, never capped.
+            recorded = uncapped_rows(arm_rows)
+            sections["economics"] = economics_from_rows(recorded, alpha=alpha)
             guarded = campaign.guardrails
             if guarded:
                 # The same judgement the guardrail check makes before it pauses a campaign.
-                sections["guardrails"] = assess_guardrails(arm_rows, metrics=guarded,
+                sections["guardrails"] = assess_guardrails(recorded, metrics=guarded,
                                                            alpha=alpha)
+            applied_caps = [_with_capped_counts(cap, arm_rows) for cap in applied_caps]
         if qini_score is not None:
             sections["qini"] = _qini_section(connection, campaign_id, score=qini_score,
                                              metric=qini_metric)
@@ -735,12 +998,14 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
         raise QiniOptionError("qini_metric", "qini_metric chooses what the Qini curve "
                               "counts: give qini_score (the score to target by) too")
     split = planned_split(connection, campaign_id)
+    date_range = exposure_range(connection, campaign_id) if live else None
+    arms = _arms(connection, campaign_id, arm_rows, split=split)
     return Report(
         campaign=campaign,
         generated_at=generated_at,
         alpha=alpha,
-        date_range=exposure_range(connection, campaign_id) if live else None,
-        arms=_arms(connection, campaign_id, arm_rows, split=split),
+        date_range=date_range,
+        arms=arms,
         srm=srm,
         results=results,
         timeline=(_timeline_points(connection, campaign_id, daily)
@@ -749,6 +1014,11 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
         correction=correction,
         baseline=baseline,
         planned_split=split,
+        interim=interim_status(connection, campaign_id, campaign=campaign, arms=arms,
+                               date_range=date_range, now=generated_at),
+        power=power_after_the_fact(results, campaign=campaign, alpha=alpha),
+        caps=applied_caps,
+        pre_period_days=cuped_days,
         **sections,
     )
 
@@ -776,10 +1046,93 @@ def _qini_section(connection: Connection, campaign_id: int, *, score: str,
     return result
 
 
+def _resolve_caps(connection: Connection, campaign_id: int, campaign: CampaignInfo,
+                  caps: Mapping[str, CapRule]) -> list[AppliedCap]:
+    """Each cap in minor units: a fixed amount converted from major units, a percentile
+    computed by the database among the positive values."""
+    from analytics.exports import currency_exponent
+    from analytics.queries import CAPPABLE_METRICS
+
+    applied: list[AppliedCap] = []
+    for metric, rule in caps.items():
+        if metric not in CAPPABLE_METRICS:
+            raise ReportOptionError(f"cap_{metric}", "only the money metrics "
+                                    f"{', '.join(CAPPABLE_METRICS)} can be capped")
+        if rule.amount is not None:
+            minor = rule.amount.scaleb(currency_exponent(campaign.currency))
+            value = int(minor) if minor == minor.to_integral_value() else float(minor)
+            applied.append(AppliedCap(metric=metric, rule=str(rule), percentile=None,
+                                      cap_minor=value, positive_n=None))
+            continue
+        assert rule.percentile is not None
+        cap, positive = positive_percentile(connection, goal_window(connection, campaign_id),
+                                            metric, rule.percentile)
+        applied.append(AppliedCap(metric=metric, rule=str(rule), percentile=rule.percentile,
+                                  cap_minor=cap, positive_n=positive))
+    return applied
+
+
+def _with_capped_counts(cap: AppliedCap, rows: Sequence[Mapping[str, Any]]) -> AppliedCap:
+    key = f"{cap.metric}_capped_n"
+    counts = {row["arm"]: int(row[key]) for row in rows if key in row}
+    return replace(cap, capped_by_arm=counts)
+
+
+def interim_status(connection: Connection, campaign_id: int, *, campaign: CampaignInfo,
+                   arms: Sequence[ArmInfo], date_range: DateRange | None,
+                   now: datetime) -> InterimStatus | None:
+    """The interim status of a live campaign at ``now`` (None: its results are final).
+
+    Interim while some exposed customer's window has not ended, or while the campaign is
+    running or paused and so may expose more customers.
+    """
+    if (campaign.origin != CampaignOrigin.LIVE.value or date_range is None
+            or campaign.window_days is None):
+        return None
+    window = timedelta(days=campaign.window_days)
+    windows_complete_at = date_range.last_exposure + window
+    still_running = campaign.status in (CampaignStatus.RUNNING.value,
+                                        CampaignStatus.PAUSED.value)
+    if now >= windows_complete_at and not still_running:
+        return None
+    complete = complete_windows(connection, campaign_id, window_days=campaign.window_days,
+                                as_of=now)
+    ids: dict[str, int] = {name: arm_id for name, arm_id in connection.execute(
+        select(_ARM.c.name, _ARM.c.id).where(_ARM.c.campaign_id == campaign_id))}
+    observed = min(now - date_range.last_exposure, window).total_seconds() / 86_400
+    return InterimStatus(
+        as_of=now, window_days=campaign.window_days, exposed=sum(arm.n for arm in arms),
+        complete=sum(complete.values()),
+        exposed_by_arm={arm.name: arm.n for arm in arms},
+        complete_by_arm={arm.name: complete.get(ids[arm.name], 0) for arm in arms},
+        still_running=still_running, windows_complete_at=windows_complete_at,
+        least_observed_days=max(observed, 0.0))
+
+
+def power_after_the_fact(results: Sequence[MetricResult], *, campaign: CampaignInfo,
+                         alpha: float) -> list[MetricPower]:
+    """The minimum detectable effect of every treatment arm on every primary metric (the
+    Holm-corrected ones), each against the goal's target uplift when it is the goal's
+    metric."""
+    goal_metric = {"adoption": "adoption", "share": "target_share"}.get(
+        campaign.goal_metric or "")
+    out = []
+    for result in results:
+        if result.segment != "all" or not (result.metric in PRIMARY_METRICS
+                                           or result.p_value_holm is not None):
+            continue
+        target = campaign.target_uplift if result.metric == goal_metric else None
+        out.append(MetricPower(arm=result.arm, metric=result.metric,
+                               effect=detectable_effect(result.comparison, alpha=alpha),
+                               target=target))
+    return out
+
+
 def campaign_info(connection: Connection, campaign_id: int) -> CampaignInfo:
     target = _CHANNEL.alias("target")
     row = connection.execute(
         select(_CAMPAIGN, _GOAL.c.name.label("goal_name"), _GOAL.c.window_days,
+               _GOAL.c.target_uplift, _GOAL.c.metric.label("goal_metric"),
                _STAGE.c.name.label("stage_name"), target.c.name.label("target_name"))
         .select_from(_CAMPAIGN.outerjoin(_GOAL, _GOAL.c.id == _CAMPAIGN.c.goal_id)
                      .outerjoin(_STAGE, _STAGE.c.id == _GOAL.c.stage_id)
@@ -802,7 +1155,10 @@ def campaign_info(connection: Connection, campaign_id: int) -> CampaignInfo:
         spent_minor=row["spent_minor"], starts_at=row["starts_at"], ends_at=row["ends_at"],
         pause_reason=row["pause_reason"], window_days=row["window_days"],
         covariates=covariates,
-        guardrails=tuple(metric for metric in GUARDRAILS if metric in (row["guardrails"] or [])))
+        guardrails=tuple(metric for metric in GUARDRAILS if metric in (row["guardrails"] or [])),
+        target_uplift=(float(row["target_uplift"]) if row["target_uplift"] is not None
+                       else None),
+        goal_metric=row["goal_metric"])
 
 
 def _has_exposures(connection: Connection, campaign_id: int) -> bool:

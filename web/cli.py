@@ -503,6 +503,17 @@ def report(
     baseline: Annotated[str | None, typer.Option(
         help="The arm every other arm is compared with (default: the control arm).")
     ] = None,
+    cap_revenue: Annotated[str | None, typer.Option(
+        help="Cap each customer's revenue in the comparisons: 99p (a percentile of the "
+        "positive values) or 500.00 (an amount in the campaign's currency).")] = None,
+    cap_cost_to_serve: Annotated[str | None, typer.Option(
+        help="Cap each customer's cost to serve (and its CUPED pre-period value) alike.")
+    ] = None,
+    cap_incentive_cost: Annotated[str | None, typer.Option(
+        help="Cap each customer's incentive cost alike.")] = None,
+    cuped_days: Annotated[int | None, typer.Option(
+        help="CUPED pre-period in days before first exposure; default: the goal's window.")
+    ] = None,
 ) -> None:
     """Write a campaign's report: results with intervals, methods, SRM check, charts.
 
@@ -513,8 +524,14 @@ def report(
     html  one self-contained file with charts, to read or send
     """
     from analytics.exports import ExportFormat, export_bytes, export_filename
-    from analytics.queries import report_view
-    from analytics.report import arm_names, build_report, choose_segment, resolve_campaign
+    from analytics.queries import CapRule, parse_cap, report_view
+    from analytics.report import (
+        ReportOptionError,
+        arm_names,
+        build_report,
+        choose_segment,
+        resolve_campaign,
+    )
     from analytics.reports import choose_baseline
     from analytics.uplift import QiniOptionError
 
@@ -526,6 +543,14 @@ def report(
         check_correction(correction)
     except ValueError as error:
         raise fail(f"--correction: {error}") from None
+    caps: dict[str, CapRule] = {}
+    for metric, text in (("revenue", cap_revenue), ("cost_to_serve", cap_cost_to_serve),
+                         ("incentive_cost", cap_incentive_cost)):
+        if text is not None:
+            try:
+                caps[metric] = parse_cap(text)
+            except ValueError as error:
+                raise fail(f"--cap-{metric.replace('_', '-')}: {error}") from None
     _ensure_schema()
     try:
         with report_view(get_engine()) as connection:
@@ -537,9 +562,12 @@ def report(
             built = build_report(connection, campaign_id, alpha=alpha,
                                  segment=choose_segment(connection, campaign_id, segment),
                                  qini_score=qini_score, qini_metric=qini_metric,
-                                 correction=correction, baseline=baseline)
+                                 correction=correction, baseline=baseline, caps=caps,
+                                 cuped_days=cuped_days)
     except QiniOptionError as error:
         raise fail(f"--{error.option.replace('_', '-')}: {error}") from None
+    except ReportOptionError as error:
+        raise fail(f"--{error.option.replace('_', '-')}: {error.detail}") from None
     except (ChannelShiftError, ValueError) as error:
         raise fail(str(error)) from None
     target = out or Path(export_filename(built, export_format))

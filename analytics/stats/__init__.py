@@ -72,7 +72,15 @@ from analytics.stats.multiplicity import (
     check_correction,
     holm,
 )
-from analytics.stats.power import minimum_detectable_effect, required_sample_size
+from analytics.stats.power import (
+    REPORT_POWER,
+    DetectableEffect,
+    detectable_effect,
+    mde_from_se,
+    minimum_detectable_effect,
+    required_sample_size,
+    underpowered,
+)
 from analytics.stats.sequential import (
     ConfidenceSequence,
     SequentialResult,
@@ -92,6 +100,7 @@ __all__ = [
     "MEANS_METHOD",
     "PROPORTIONS_METHOD",
     "RATIOS_METHOD",
+    "REPORT_POWER",
     "SMALLEST_P_VALUE",
     "SRM_THRESHOLD",
     "ArmEstimate",
@@ -100,6 +109,7 @@ __all__ = [
     "ConfidenceSequence",
     "CovariateStats",
     "CupedResult",
+    "DetectableEffect",
     "Effect",
     "EffectType",
     "HeterogeneityResult",
@@ -118,9 +128,11 @@ __all__ = [
     "confidence_sequence",
     "cuped",
     "cuped_estimates",
+    "detectable_effect",
     "effect",
     "fieller",
     "holm",
+    "mde_from_se",
     "mean_estimate",
     "minimum_detectable_effect",
     "proportion_estimate",
@@ -133,4 +145,5 @@ __all__ = [
     "sequential_rho",
     "sequential_test",
     "srm_check",
+    "underpowered",
 ]

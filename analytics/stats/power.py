@@ -1,13 +1,26 @@
-"""Power: the minimum detectable effect of a sample, the sample an effect needs."""
+"""Power: the minimum detectable effect of a sample, the sample an effect needs, and what a
+finished (or running) comparison could detect with the sample it achieved."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from analytics.stats.common import check_alpha
+from analytics.stats.comparisons import PROPORTIONS_METHOD, Comparison
+
+#: The power a report's minimum detectable effects are computed at (the wizard's too).
+REPORT_POWER = 0.8
+#: How a proportion's detectable effect is computed, in a report's words.
+MDE_PROPORTION_METHOD = ("two-sided two-sample z test on Cohen's arcsine effect size h at "
+                         "the control rate (statsmodels NormalIndPower), as the launch "
+                         "wizard plans")
+#: How any other metric's detectable effect is computed.
+MDE_SE_METHOD = ("(z[1 - alpha/2] + z[power]) x the standard error of the difference "
+                 "(delta method for ratios, Welch for means)")
 
 
 def _check_rate(rate: float, name: str) -> None:
@@ -112,3 +125,78 @@ def required_sample_size(
     n_control = _solve_increasing(shortfall, low=1.0, high=high)
     # The tolerance absorbs the root finder's noise so MDE(n) -> n round-trips.
     return max(math.ceil(n_control - 1e-6), 2)
+
+
+def mde_from_se(diff_se: float, *, alpha: float = 0.05, power: float = REPORT_POWER) -> float:
+    """The absolute difference a two-sided z test at ``alpha`` detects with ``power`` when
+    the difference's standard error is ``diff_se``: (z[1 - alpha/2] + z[power]) x se."""
+    from scipy.stats import norm
+    check_alpha(alpha)
+    check_alpha(power, "power")
+    if not diff_se >= 0:
+        raise ValueError(f"diff_se must be non-negative (got {diff_se})")
+    return float((norm.isf(alpha / 2) + norm.ppf(power)) * diff_se)
+
+
+@dataclass(frozen=True)
+class DetectableEffect:
+    """What one comparison could detect with the sample it achieved (power after the fact).
+
+    ``mde`` is the smallest absolute difference (in the metric's units: a rate's fraction,
+    a ratio, a mean) a two-sided test at ``alpha`` would find with probability ``power``;
+    ``mde_relative`` is that over the control's level. None, with ``reason``, when the
+    sample cannot tell (an arm too small, no variance yet).
+    """
+
+    n_control: int
+    n_treatment: int
+    baseline: float | None
+    mde: float | None
+    mde_relative: float | None
+    alpha: float
+    power: float
+    method: str
+    reason: str | None = None
+
+
+def detectable_effect(comparison: Comparison, *, alpha: float | None = None,
+                      power: float = REPORT_POWER) -> DetectableEffect:
+    """The minimum detectable effect of ``comparison`` at the sample it achieved.
+
+    Proportions as the launch wizard plans them (:func:`minimum_detectable_effect` at the
+    control's rate and the achieved arm sizes); every other comparison (ratios by the delta
+    method, means, CUPED-adjusted means) from its own standard error (:func:`mde_from_se`).
+    ``alpha`` defaults to the comparison's.
+    """
+    alpha = comparison.alpha if alpha is None else alpha
+    baseline = comparison.control_mean
+    n_control, n_treatment = comparison.control_n, comparison.treatment_n
+    proportion = comparison.method == PROPORTIONS_METHOD
+    method = MDE_PROPORTION_METHOD if proportion else MDE_SE_METHOD
+
+    def result(mde: float | None, reason: str | None = None) -> DetectableEffect:
+        relative = (mde / abs(baseline) if mde is not None and baseline not in (None, 0.0)
+                    else None)
+        return DetectableEffect(n_control=n_control, n_treatment=n_treatment,
+                                baseline=baseline, mde=mde, mde_relative=relative,
+                                alpha=alpha, power=power, method=method, reason=reason)
+
+    if proportion:
+        if baseline is None:
+            return result(None, comparison.reason or "the control arm has no units")
+        try:
+            return result(minimum_detectable_effect(
+                baseline_rate=baseline, n_control=n_control, n_treatment=n_treatment,
+                alpha=alpha, power=power))
+        except ValueError as error:
+            return result(None, str(error))
+    if comparison.diff_se is None or comparison.diff_se == 0.0:
+        return result(None, comparison.reason or "no standard error: the arms have no "
+                      "variance yet")
+    return result(mde_from_se(comparison.diff_se, alpha=alpha, power=power))
+
+
+def underpowered(effect: DetectableEffect, target: float) -> bool:
+    """Whether the comparison could not reliably detect an absolute effect of ``target``
+    (its minimum detectable effect is larger, or nothing is detectable)."""
+    return effect.mde is None or effect.mde > target

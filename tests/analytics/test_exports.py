@@ -132,7 +132,8 @@ class TestDemoExports:
         assert list(data) == ["format", "campaign", "generated_at", "alpha", "date_range",
                               "methods", "warnings", "arms", "srm", "planned_split",
                               "results", "segments", "economics", "guardrails", "qini",
-                              "timeline", "spend", "correction", "baseline", "heterogeneity"]
+                              "timeline", "spend", "correction", "baseline", "heterogeneity",
+                              "interim", "power", "caps", "pre_period_days"]
         assert data["format"] == JSON_FORMAT
         assert data["campaign"]["name"] == ENDED_CAMPAIGN
         assert data["generated_at"] == "2026-11-22T00:00:00Z"

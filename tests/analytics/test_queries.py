@@ -37,10 +37,13 @@ def frame(session: Session, model, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def independent(session: Session, campaign_id: int) -> pd.DataFrame:
-    """Per-customer metrics computed in pandas from every raw row (the slow, obvious way)."""
+def independent(session: Session, campaign_id: int, *,
+                pre_days: int | None = None) -> pd.DataFrame:
+    """Per-customer metrics computed in pandas from every raw row (the slow, obvious way);
+    the pre-period is ``pre_days`` long (default: the goal's window)."""
     window = goal_window(session.connection(), campaign_id)
     days = timedelta(days=window.window_days)
+    pre_period = timedelta(days=pre_days) if pre_days is not None else days
     assignments = frame(session, Assignment, ["id", "campaign_id", "customer_id", "arm_id",
                                               "first_exposed_at"])
     assignments = assignments[assignments.campaign_id == campaign_id]
@@ -63,7 +66,7 @@ def independent(session: Session, campaign_id: int) -> pd.DataFrame:
     out = []
     for a in assignments.itertuples():
         start, end, pre = a.first_exposed_at, a.first_exposed_at + days, \
-            a.first_exposed_at - days
+            a.first_exposed_at - pre_period
         ev = events[events.customer_id == a.customer_id]
         win = ev[(ev.occurred_at >= start) & (ev.occurred_at < end)]
         before = ev[(ev.occurred_at >= pre) & (ev.occurred_at < start)]
@@ -86,6 +89,8 @@ def independent(session: Session, campaign_id: int) -> pd.DataFrame:
             "complaints": int((win.kind == "complaint").sum()),
             "churn": int((win.kind == "churn").any()),
             "adoption_pre": int((stage_pre.channel_id == window.target_channel_id).any()),
+            "cost_to_serve_pre": int(before[before.kind == "interaction"].cost_minor
+                                     .fillna(0).sum()),
         })
     return pd.DataFrame(out)
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from analytics.exports import ExportFormat, export_bytes, export_filename
-from analytics.report import arm_names, build_report, choose_segment
+from analytics.queries import MAX_PRE_PERIOD_DAYS, CapRule, parse_cap
+from analytics.report import ReportOptionError, arm_names, build_report, choose_segment
 from analytics.reports import choose_baseline
 from analytics.stats import CORRECTIONS
 from analytics.uplift import QiniOptionError
@@ -66,6 +67,25 @@ _CSV_EXAMPLE = (
     "After-sale self-service on the web,control,all,assignment,n,496\n"
     "After-sale self-service on the web,web coupon,all,adoption,diff,0.0696\n"
     "After-sale self-service on the web,web coupon,all,adoption,diff_ci_low,0.0186\n")
+
+
+_CAP_HELP = ("Cap each customer's {metric} in the comparisons (live campaigns): `99p` at "
+             "the 99th percentile of the positive values (any percentile above 0 and below "
+             "100), or `500.00` at that amount in the campaign's currency. CUPED's "
+             "pre-period value is capped alike; economics and guardrails stay uncapped.")
+
+
+def _caps(given: dict[str, str | None]) -> dict[str, CapRule]:
+    """The cap options that were given, parsed; 422 naming the first unreadable one."""
+    caps: dict[str, CapRule] = {}
+    for metric, text in given.items():
+        if text is None:
+            continue
+        try:
+            caps[metric] = parse_cap(text)
+        except ValueError as error:
+            raise _invalid_query(f"cap_{metric}", error) from None
+    return caps
 
 
 def _invalid_query(name: str, error: ValueError) -> ValidationFailed:
@@ -149,12 +169,27 @@ def campaign_report(
     baseline: Annotated[str | None, Query(
         max_length=200, description="The arm every other arm is compared with, by name "
         "(default: the control arm).", examples=["control"])] = None,
+    cap_revenue: Annotated[str | None, Query(
+        max_length=40, description=_CAP_HELP.format(metric="revenue"),
+        examples=["99p", "500.00"])] = None,
+    cap_cost_to_serve: Annotated[str | None, Query(
+        max_length=40, description=_CAP_HELP.format(metric="cost to serve"),
+        examples=["99p"])] = None,
+    cap_incentive_cost: Annotated[str | None, Query(
+        max_length=40, description=_CAP_HELP.format(metric="incentive cost"),
+        examples=["99p"])] = None,
+    cuped_days: Annotated[int | None, Query(
+        ge=1, le=MAX_PRE_PERIOD_DAYS, description="Length of the CUPED pre-period in days "
+        "before each customer's first exposure (live campaigns); default: the goal's "
+        "window.", examples=[14])] = None,
 ) -> Response:
     # A plain `def`: FastAPI runs it in the thread pool, so the report's SQL and the
     # rendering never block the event loop.
     if correction not in CORRECTIONS:
         raise _invalid_query("correction", ValueError(
             f"unknown correction '{correction}'; use one of {', '.join(CORRECTIONS)}"))
+    caps = _caps({"revenue": cap_revenue, "cost_to_serve": cap_cost_to_serve,
+                  "incentive_cost": cap_incentive_cost})
     with read_view(session) as connection:
         try:
             chosen = choose_segment(connection, campaign_id, segment)
@@ -167,10 +202,13 @@ def campaign_report(
         try:
             report = build_report(connection, campaign_id, alpha=alpha, segment=chosen,
                                   qini_score=qini_score, qini_metric=qini_metric,
-                                  correction=correction, baseline=baseline)
+                                  correction=correction, baseline=baseline, caps=caps,
+                                  cuped_days=cuped_days)
         except QiniOptionError as error:
             raise _invalid_query(error.option, error) from None
-        except ValueError as error:  # alpha and segment are checked: only the score is left
+        except ReportOptionError as error:
+            raise _invalid_query(error.option, ValueError(error.detail)) from None
+        except ValueError as error:  # the options are checked: only the score is left
             raise _invalid_query("qini_score", error) from None
     disposition = "inline" if export_format is ExportFormat.JSON else "attachment"
     return Response(

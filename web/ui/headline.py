@@ -37,7 +37,7 @@ from analytics.guardrails import GUARDRAILS, assess_guardrails, describe_harm
 from analytics.report import Report, srm_sentence
 from analytics.reports import PRIMARY_METRICS, MetricResult, campaign_results
 from analytics.stats import Comparison
-from campaigns.models import Campaign, CampaignOrigin, GoalMetric
+from campaigns.models import Campaign, GoalMetric
 
 HEADLINE_METRIC = "adoption"
 
@@ -346,13 +346,28 @@ def _economics_cell(metric: str, *, good_when_positive: bool) -> Callable[[ArmFa
 
 
 def _power_cell(facts: ArmFacts) -> Cell | None:
-    """Minimum detectable effect at the achieved sample (issue 27 item 8).
+    """The smallest difference the arm could detect with the customers it has (80% power),
+    flagged when that is more than the goal's target uplift."""
+    power = next((p for p in facts.report.power
+                  if p.arm == facts.arm and p.metric == facts.result.metric), None)
+    if power is None or power.effect.mde is None:
+        return None
+    text = facts.units.diff(power.effect.mde).lstrip("+")
+    if power.underpowered:
+        return Cell(text, "underpowered for the goal's target "
+                    + facts.units.diff(power.target).lstrip("+"), tone="warn")
+    return Cell(text, "enough for the goal's target" if power.target is not None else "")
 
-    Placeholder for the power helper: return ``Cell(mde text, "underpowered for the
-    goal's target" or "", tone="warn" when underpowered)`` from the report's power
-    results. None leaves the column out.
-    """
-    return None
+
+def _chance_cell(facts: ArmFacts) -> Cell | None:
+    """The Bayesian chance that the arm beats the baseline (flat prior)."""
+    view = facts.result.bayesian
+    if view is None or view.chance_to_beat_baseline is None:
+        return None
+    chance = view.chance_to_beat_baseline
+    return Cell(format_percent(chance), f"expected loss {facts.units.diff(view.expected_loss)}"
+                if view.expected_loss is not None else "",
+                tone="good" if chance >= 0.95 else "bad" if chance <= 0.05 else "")
 
 
 DECISION_COLUMNS: tuple[DecisionColumn, ...] = (
@@ -364,9 +379,8 @@ DECISION_COLUMNS: tuple[DecisionColumn, ...] = (
                                    good_when_positive=False)),
     DecisionColumn("net_benefit", "Net benefit", _economics_cell("net_benefit",
                                                                  good_when_positive=True)),
-    DecisionColumn("power", "Power (MDE)", _power_cell),
-    # issue 27 item 9 (Bayesian chance to beat control) and item 10 (sequential
-    # interval) add their columns here.
+    DecisionColumn("chance", "Chance to beat", _chance_cell),
+    DecisionColumn("power", "Detectable (80% power)", _power_cell),
 )
 
 
@@ -380,21 +394,39 @@ def srm_health(report: Report) -> HealthItem | None:
 
 
 def interim_health(report: Report) -> HealthItem | None:
-    """Whether the figures can still change (issue 27 item 6 adds complete windows here)."""
-    status = report.campaign.status
-    if report.campaign.origin != CampaignOrigin.LIVE.value or status == "ended":
+    """Whether the figures can still change, and how many customers were observed whole."""
+    interim = report.interim
+    if interim is None:
         return None
+    running = (f"The campaign is {report.campaign.status}: more customers may still be "
+               "exposed. " if interim.still_running else "")
     return HealthItem("interim", "Interim", "warn",
-                      f"The campaign is {status}: every figure can still change.")
+                      f"{running}{interim.complete:,} of {interim.exposed:,} exposed customers "
+                      f"have had their whole {interim.window_days}-day window; every figure "
+                      "can still change.")
 
 
 def small_sample_health(report: Report) -> HealthItem | None:
-    """Comparisons a normal approximation serves poorly (issue 27 item 5 fills this in).
+    """Comparisons a normal approximation serves poorly, and what was used instead."""
+    small = [r for r in report.results if r.comparison.small_sample]
+    if not small:
+        return None
+    metrics = ", ".join(dict.fromkeys(metric_label(r.metric).lower() for r in small))
+    return HealthItem("small_sample", "Small samples", "warn",
+                      f"{len(small)} comparison{'s' * (len(small) != 1)} ({metrics}) "
+                      "had too few customers for the normal approximation: score or "
+                      "Fieller intervals are used and marked in their rows.")
 
-    Placeholder: return a "warn" item naming the rows that use an exact or small-sample
-    interval once the report carries that flag.
-    """
-    return None
+
+def power_health(report: Report) -> HealthItem | None:
+    """Whether an arm cannot detect the goal's target uplift with the customers it has."""
+    short = [p for p in report.power if p.underpowered]
+    if not short:
+        return None
+    arms = ", ".join(dict.fromkeys(p.arm for p in short))
+    return HealthItem("power", "Underpowered", "warn",
+                      f"{arms} cannot detect the goal's target uplift yet: a null result "
+                      "here is not evidence of no effect.")
 
 
 def guardrail_health(report: Report) -> HealthItem | None:
@@ -409,10 +441,18 @@ def guardrail_health(report: Report) -> HealthItem | None:
 
 
 HEALTH_CHECKS: tuple[Callable[[Report], HealthItem | None], ...] = (
-    srm_health, interim_health, small_sample_health, guardrail_health,
-    # issue 27 item 4 (planned vs observed shares) and item 8 (underpowered banner) add
-    # their checks here.
+    srm_health, interim_health, power_health, small_sample_health, guardrail_health,
 )
+
+
+def interim_verdict(verdict: ArmVerdict) -> ArmVerdict:
+    """``verdict`` labelled interim: the results can still change."""
+    return ArmVerdict(verdict.arm, verdict.kind, f"interim: {verdict.headline}",
+                      f"Interim, so far: {verdict.sentence}")
+
+
+def _labelled(report: Report, verdict: ArmVerdict) -> ArmVerdict:
+    return interim_verdict(verdict) if report.interim is not None else verdict
 
 
 def decision_summary(report: Report, *, goal_metric: str | None) -> DecisionSummary:
@@ -424,7 +464,8 @@ def decision_summary(report: Report, *, goal_metric: str | None) -> DecisionSumm
     for result in report.economics:
         economics.setdefault(result.arm, {})[result.metric] = result
     facts = [ArmFacts(report=report, result=r, units=units(r.metric),
-                      verdict=arm_verdict(r, alpha=report.alpha, units=units(r.metric)),
+                      verdict=_labelled(report, arm_verdict(r, alpha=report.alpha,
+                                                             units=units(r.metric))),
                       economics=economics.get(r.arm, {})) for r in results]
     cells = {column.key: [column.cell(f) for f in facts] for column in DECISION_COLUMNS}
     columns = tuple(column for column in DECISION_COLUMNS

@@ -77,7 +77,13 @@ class TestAccess:
         ({"format": "pdf"}, "format"), ({"segment": "shoe_size"}, "segment"),
         ({"qini_score": "propensity"}, "qini_score"),
         ({"qini_score": "propensity", "qini_metric": "revenue"}, "qini_metric"),
-        ({"qini_metric": "conversion"}, "qini_metric")])
+        ({"qini_metric": "conversion"}, "qini_metric"),
+        ({"cap_revenue": "99x"}, "cap_revenue"),
+        ({"cap_revenue": "100p"}, "cap_revenue"), ({"cap_cost_to_serve": "-5"},
+                                                   "cap_cost_to_serve"),
+        ({"cap_incentive_cost": "lots"}, "cap_incentive_cost"), ({"cuped_days": "0"},
+                                                                  "cuped_days"),
+        ({"cuped_days": "x"}, "cuped_days")])
     def test_invalid_query(self, client, analytics_key, session, query, field) -> None:
         campaign = make_skewed_campaign(session, control=3, treatment=3)
         response = client.get(url(campaign.id, **query), headers=analytics_key)
@@ -148,7 +154,8 @@ class TestOpenApi:
         assert operation["summary"]
         parameters = {p["name"]: p for p in operation["parameters"]}
         assert set(parameters) == {"campaign_id", "format", "alpha", "segment", "qini_score",
-                                   "correction", "baseline", "qini_metric"}
+                                   "correction", "baseline", "qini_metric", "cap_revenue",
+                                   "cap_cost_to_serve", "cap_incentive_cost", "cuped_days"}
         content = operation["responses"]["200"]["content"]
         assert {"application/json", "text/csv", XLSX, "text/html"} <= set(content)
         assert json.dumps(content["application/json"]["example"])

@@ -114,7 +114,9 @@ class TestReportFigures:
             in cells
         assert format_p(p_value) in cells
         verdict = text(html[html.index('id="verdict-title"'):html.index('id="sizes-title"')])
-        assert "ten percent: credible lift" in verdict and "It moved customers" in verdict
+        # A running campaign: the verdict is interim.
+        assert "ten percent: interim: credible lift" in verdict
+        assert "Interim, so far: It moved customers" in verdict
         assert f"a difference of {format_pp(80 / 220 - 40 / 200)}" in verdict
 
     def test_sections_equal_the_analytics_functions(self, session, experiment) -> None:

@@ -20,11 +20,11 @@ open). Charts are drawn by chart.js from JSON in a ``data-report-chart`` attribu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import func, select, true
 from sqlalchemy.engine import Connection
@@ -46,7 +46,13 @@ from analytics.exports import (
     interval_text,
 )
 from analytics.guardrails import GUARDRAILS, describe_harm
-from analytics.report import Report, arm_names, build_report, srm_sentence
+from analytics.queries import (
+    CAPPABLE_METRICS,
+    MAX_PRE_PERIOD_DAYS,
+    CapRule,
+    parse_cap,
+)
+from analytics.report import Report, ReportOptionError, arm_names, build_report, srm_sentence
 from analytics.reports import MetricResult, choose_baseline
 from analytics.segments import segment_names
 from analytics.stats import CORRECTION_NAMES, CORRECTIONS
@@ -115,29 +121,111 @@ def _guardrail_metrics(connection: Connection, campaign_id: int) -> list[str]:
 
 def campaign_report(connection: Connection, campaign_id: int, *,
                     alpha: float = DEFAULT_ALPHA, segment: str | None = None,
-                    qini_score: str | None = None, correction: str = "holm",
-                    baseline: str | None = None) -> Report:
+                    qini_score: str | None = None, options: ReportOptions | None = None
+                    ) -> Report:
     """The full report (economics, guardrails and the ``segment`` breakdown included).
 
     ``segment`` must be one of :func:`analytics.segments.segment_names` (None: none);
-    ``qini_score`` one of :func:`qini_score_choices` (None: no Qini section);
-    ``correction`` and ``baseline`` as :func:`analytics.report.build_report` takes them,
-    checked here so a bad value is a 400 page naming the query parameter.
+    ``qini_score`` one of :func:`qini_score_choices` (None: no Qini section); ``options``
+    the reader's correction and baseline (checked here, so a bad value is a 400 page naming
+    the query parameter), outlier caps and CUPED pre-period (their valid part).
     """
-    if correction not in CORRECTIONS:
-        raise _bad_query("correction", f"unknown correction '{correction}'; use one of "
-                         f"{', '.join(CORRECTIONS)}")
+    options = options or ReportOptions()
+    if options.correction not in CORRECTIONS:
+        raise _bad_query("correction", f"unknown correction '{options.correction}'; use "
+                         f"one of {', '.join(CORRECTIONS)}")
     try:
-        choose_baseline(arm_names(connection, campaign_id), baseline)
+        choose_baseline(arm_names(connection, campaign_id), options.baseline)
     except ValueError as error:
         raise _bad_query("baseline", str(error)) from None
     return build_report(connection, campaign_id, alpha=alpha, segment=segment,
-                        qini_score=qini_score, correction=correction, baseline=baseline)
+                        qini_score=qini_score, correction=options.correction,
+                        baseline=options.baseline, caps=options.caps,
+                        cuped_days=options.cuped_days)
 
 
 def _bad_query(name: str, message: str) -> UiProblem:
     """A bad option in the address: a 400 page naming the query parameter."""
     return UiProblem(f"The report option '{name}' is not valid: {message}.")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a reader picked: the multiplicity correction, the baseline arm, the Qini score,
+    outlier caps and the CUPED pre-period.
+
+    ``given`` is what the reader typed for the caps and the pre-period (kept in the form
+    and the download links); ``errors`` names each of those that could not be used, and
+    that option is left out.
+    """
+
+    correction: str = "holm"
+    baseline: str | None = None
+    qini: str | None = None
+    caps: dict[str, CapRule] = field(default_factory=dict)
+    cuped_days: int | None = None
+    given: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def without(self, option: str, message: str) -> ReportOptions:
+        """These options less ``option`` (``cap_<metric>`` or ``cuped_days``), with why."""
+        caps = {m: c for m, c in self.caps.items() if f"cap_{m}" != option}
+        return replace(self, caps=caps,
+                       cuped_days=None if option == "cuped_days" else self.cuped_days,
+                       errors={**self.errors, option: message})
+
+    def query(self) -> dict[str, str]:
+        """The options as query parameters, so refreshes and downloads keep them."""
+        query = {"correction": self.correction} if self.correction != "holm" else {}
+        if self.baseline is not None:
+            query["baseline"] = self.baseline
+        if self.qini is not None:
+            query["qini"] = self.qini
+        query.update({name: value for name, value in self.given.items()
+                      if name not in self.errors})
+        return query
+
+
+def report_options(given: Mapping[str, str | None], *, correction: str = "holm",
+                   baseline: str | None = None, qini: str | None = None) -> ReportOptions:
+    """Parse the form's options; for caps (``cap_<metric>``) and ``cuped_days`` blank means
+    unset and a bad value is kept in ``errors`` and left out."""
+    caps: dict[str, CapRule] = {}
+    errors: dict[str, str] = {}
+    kept = {name: value.strip() for name, value in given.items() if value and value.strip()}
+    for metric in CAPPABLE_METRICS:
+        text = kept.get(f"cap_{metric}")
+        if text is not None:
+            try:
+                caps[metric] = parse_cap(text)
+            except ValueError as error:
+                errors[f"cap_{metric}"] = str(error)
+    cuped_days: int | None = None
+    if "cuped_days" in kept:
+        text = kept["cuped_days"]
+        if text.isdigit() and 1 <= int(text) <= MAX_PRE_PERIOD_DAYS:
+            cuped_days = int(text)
+        else:
+            errors["cuped_days"] = (f"the CUPED pre-period must be a whole number of days "
+                                    f"from 1 to {MAX_PRE_PERIOD_DAYS} (got {text!r})")
+    return ReportOptions(correction=correction, baseline=baseline or None, qini=qini or None,
+                         caps=caps, cuped_days=cuped_days, given=kept, errors=errors)
+
+
+def _built_report(connection: Connection, campaign_id: int, segment: str | None,
+                  options: ReportOptions) -> tuple[Report, ReportOptions]:
+    """The report with every usable option; one the report refuses is dropped, with why.
+
+    ``options.qini`` must already be one of :func:`qini_score_choices` (or None).
+    """
+    while True:
+        try:
+            return campaign_report(connection, campaign_id, segment=segment,
+                                   qini_score=options.qini, options=options), options
+        except ReportOptionError as error:
+            if error.option in options.errors:
+                raise
+            options = options.without(error.option, error.detail)
 
 
 def qini_score_choices(connection: Connection, campaign_id: int) -> tuple[str, ...]:
@@ -418,6 +506,8 @@ def report_sections(report: Report, context: Mapping[str, Any]) -> list[Section]
         Section("results", "Every metric"),
         Section("segments", f"By {(segment or '').replace('_', ' ')}"
                 ) if context["segments"] else None,
+        Section("power", "Power" + (" so far" if report.interim else ""))
+        if context["power"] else None,
         Section("economics", "Economics") if context["economics"] else None,
         Section("guardrails", "Guardrails") if context["guardrails"] else None,
         Section("qini", "Targeting by score", open=report.qini is not None)
@@ -465,9 +555,26 @@ def report_context(report: Report, *, goal_metric: str | None,
         "charts": {name: spec for name, spec in charts.items() if spec is not None},
         "budget_share": (report.campaign.spent_minor / report.campaign.budget_minor
                          if report.campaign.budget_minor else None),
+        "power": power_rows(report),
     }
     context.setdefault("segment", None)
     return context
+
+
+def power_rows(report: Report) -> list[dict[str, Any]]:
+    """Each treatment arm's minimum detectable effect on each primary metric."""
+    units = metric_units(report)
+    return [{"arm": row.arm, "metric": metric_label(row.metric),
+             "n": f"{format_count(row.effect.n_treatment)} vs "
+                  f"{format_count(row.effect.n_control)}",
+             "mde": (units(row.metric).diff(row.effect.mde).lstrip("+")
+                     if row.effect.mde is not None else ""),
+             "mde_relative": (format_percent(row.effect.mde_relative)
+                              if row.effect.mde_relative is not None else ""),
+             "target": (units(row.metric).diff(row.target).lstrip("+")
+                        if row.target is not None else ""),
+             "underpowered": row.underpowered, "note": row.effect.reason or ""}
+            for row in report.power]
 
 
 # --- routes -------------------------------------------------------------------------------
@@ -485,18 +592,18 @@ def _context(session: Session, campaign: Campaign, requested: str | None,
     with read_view(session) as connection:
         segment, choices = segment_choice(connection, campaign.id, requested)
         scores = qini_score_choices(connection, campaign.id)
-        score = qini_choice(scores, options.qini)
-        report = campaign_report(connection, campaign.id, segment=segment, qini_score=score,
-                                 correction=options.correction, baseline=options.baseline)
+        options = replace(options, qini=qini_choice(scores, options.qini))
+        report, options = _built_report(connection, campaign.id, segment, options)
         arms = arm_names(connection, campaign.id)
     polls = (campaign.origin == CampaignOrigin.LIVE.value
              and campaign.status != CampaignStatus.ENDED.value)
-    query = {"segment": segment or NO_SEGMENT,
-             **replace(options, qini=score).query()}
+    query = {"segment": segment or NO_SEGMENT, **options.query()}
     context = {"title": f"Report: {campaign.name}", "campaign": campaign, "segment": segment,
-               "segment_choices": choices, "no_segment": NO_SEGMENT, "qini_score": score,
+               "segment_choices": choices, "no_segment": NO_SEGMENT,
+               "qini_score": options.qini,
                "refresh_seconds": REFRESH_SECONDS if polls else None, "query": query,
-               "arm_choices": arms, "corrections": CORRECTION_NAMES,
+               "arm_choices": arms, "corrections": CORRECTION_NAMES, "options": options,
+               "max_pre_period_days": MAX_PRE_PERIOD_DAYS,
                **report_context(report, goal_metric=goal_metric, qini_choices=scores)}
     context["segment"] = segment
     context["sections"] = report_sections(report, context)
@@ -504,49 +611,45 @@ def _context(session: Session, campaign: Campaign, requested: str | None,
 
 
 SegmentQuery = Annotated[str | None, Query(max_length=100, description="Segment column.")]
-QiniQuery = Annotated[str | None, Query(max_length=100, description=(
-    "Score to rank customers by for the Qini curve and decile table."))]
-CorrectionQuery = Annotated[str, Query(max_length=10, description="holm or bh.")]
-BaselineQuery = Annotated[str | None, Query(max_length=200, description="Baseline arm.")]
+OptionQuery = Annotated[str | None, Query(max_length=40)]
 
 
-@dataclass(frozen=True)
-class ReportOptions:
-    """What a reader picked: the Qini score, the multiplicity correction, the baseline arm."""
+def _options(qini: Annotated[str | None, Query(max_length=100, description=(
+                 "Score to rank customers by for the Qini curve and decile table."))] = None,
+             correction: Annotated[str, Query(max_length=10,
+                                              description="holm or bh.")] = "holm",
+             baseline: Annotated[str | None, Query(max_length=200,
+                                                   description="Baseline arm.")] = None,
+             cap_revenue: OptionQuery = None, cap_cost_to_serve: OptionQuery = None,
+             cap_incentive_cost: OptionQuery = None,
+             cuped_days: OptionQuery = None) -> ReportOptions:
+    """The report options of the page's address, the same for the page and downloads."""
+    return report_options({"cap_revenue": cap_revenue, "cap_cost_to_serve": cap_cost_to_serve,
+                           "cap_incentive_cost": cap_incentive_cost,
+                           "cuped_days": cuped_days},
+                          correction=correction, baseline=baseline, qini=qini)
 
-    correction: str = "holm"
-    baseline: str | None = None
-    qini: str | None = None
 
-    def query(self) -> dict[str, str]:
-        """The options as query parameters, so refreshes and downloads keep them."""
-        query = {"correction": self.correction} if self.correction != "holm" else {}
-        if self.baseline is not None:
-            query["baseline"] = self.baseline
-        if self.qini is not None:
-            query["qini"] = self.qini
-        return query
+Options = Annotated[ReportOptions, Depends(_options)]
 
 
 @router.get(f"{CAMPAIGN}/report", name="ui.campaigns.report")
 def report_page(request: Request, session: SessionDep, user: SignedIn,
-                campaign_id: CampaignId, segment: SegmentQuery = None,
-                qini: QiniQuery = None, correction: CorrectionQuery = "holm",
-                baseline: BaselineQuery = None) -> Response:
+                campaign_id: CampaignId, segment: SegmentQuery = None, *,
+                options: Options) -> Response:
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/show.html", _context(
-        session, campaign, segment, ReportOptions(correction, baseline or None, qini)))
+    context = _context(session, campaign, segment, options)
+    return render(request, "reports/show.html", context,
+                  status_code=422 if context["options"].errors else 200)
 
 
 @router.get(f"{CAMPAIGN}/report/live", name="ui.campaigns.report.live")
 def report_fragment(request: Request, session: SessionDep, user: SignedIn,
-                    campaign_id: CampaignId, segment: SegmentQuery = None,
-                    qini: QiniQuery = None, correction: CorrectionQuery = "holm",
-                    baseline: BaselineQuery = None) -> Response:
+                    campaign_id: CampaignId, segment: SegmentQuery = None, *,
+                    options: Options) -> Response:
     """The report's numbers and charts alone, for the htmx refresh."""
     campaign = load_campaign(session, campaign_id)
-    return render(request, "reports/live.html", _context(
-        session, campaign, segment, ReportOptions(correction, baseline or None, qini)))
+    return render(request, "reports/live.html", _context(session, campaign, segment, options))
 
 
 def _download(session: Session, campaign_id: int, segment: str | None,
@@ -555,9 +658,9 @@ def _download(session: Session, campaign_id: int, segment: str | None,
     assert campaign.id is not None
     with read_view(session) as connection:
         chosen, _ = segment_choice(connection, campaign.id, segment)
-        score = qini_choice(qini_score_choices(connection, campaign.id), options.qini)
-        report = campaign_report(connection, campaign.id, segment=chosen, qini_score=score,
-                                 correction=options.correction, baseline=options.baseline)
+        options = replace(options, qini=qini_choice(qini_score_choices(connection, campaign.id),
+                                                    options.qini))
+        report, _ = _built_report(connection, campaign.id, chosen, options)
     export_format = ExportFormat(download.value)
     return Response(
         content=export_bytes(report, export_format), media_type=export_format.media_type,
@@ -567,29 +670,20 @@ def _download(session: Session, campaign_id: int, segment: str | None,
 
 @router.get(f"{CAMPAIGN}/report.csv", name="ui.campaigns.report.csv")
 def report_csv(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-               segment: SegmentQuery = None, qini: QiniQuery = None,
-               correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
-               ) -> Response:
+               segment: SegmentQuery = None, *, options: Options) -> Response:
     """The tidy long format: one number per row (campaign, arm, segment, metric, ...)."""
-    return _download(session, campaign_id, segment, Download.CSV,
-                     ReportOptions(correction, baseline or None, qini))
+    return _download(session, campaign_id, segment, Download.CSV, options)
 
 
 @router.get(f"{CAMPAIGN}/report.xlsx", name="ui.campaigns.report.xlsx")
 def report_xlsx(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None, qini: QiniQuery = None,
-                correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
-                ) -> Response:
+                segment: SegmentQuery = None, *, options: Options) -> Response:
     """A workbook: summary, metrics, segments, economics and diagnostics sheets."""
-    return _download(session, campaign_id, segment, Download.XLSX,
-                     ReportOptions(correction, baseline or None, qini))
+    return _download(session, campaign_id, segment, Download.XLSX, options)
 
 
 @router.get(f"{CAMPAIGN}/report.html", name="ui.campaigns.report.html")
 def report_html(session: SessionDep, user: SignedIn, campaign_id: CampaignId,
-                segment: SegmentQuery = None, qini: QiniQuery = None,
-                correction: CorrectionQuery = "holm", baseline: BaselineQuery = None
-                ) -> Response:
+                segment: SegmentQuery = None, *, options: Options) -> Response:
     """One self-contained HTML file with SVG charts, to read offline or send."""
-    return _download(session, campaign_id, segment, Download.HTML,
-                     ReportOptions(correction, baseline or None, qini))
+    return _download(session, campaign_id, segment, Download.HTML, options)
