@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from sqlmodel import Session, select
 from statsmodels.stats.proportion import confint_proportions_2indep
 
-from analytics.exports import format_money, format_pp, interval_text
+from analytics.exports import format_money, format_percent, format_pp, interval_text
 from analytics.report import SpendPoint, build_report
 from analytics.segments import qini
 from campaigns.models import Assignment, Campaign, Customer, Role
@@ -64,13 +64,15 @@ class TestDecisionFirst:
                                                           as_role) -> None:
         html = as_role(Role.VIEWER).get(f"/campaigns/{experiment.id}/report").text
         # The decision comes before every folded section and every table of detail.
-        assert html.index('<section class="decision"') < html.index("<details")
+        assert html.index('<section class="decision"') \
+            < html.index('<details class="report-section"')
         assert decision_columns(html) == ["verdict", "lift", "relative_lift",
-                                          "cost_per_migration", "net_benefit"]
+                                          "cost_per_migration", "net_benefit", "chance",
+                                          "power"]
         low, high = confint_proportions_2indep(80, 220, 40, 200, method="wald",
                                                compare="diff")
         cells = decision_row(html, "ten percent")
-        assert cells[0] == "credible lift"
+        assert cells[0] == "interim: credible lift"  # the campaign is still running
         assert cells[1] == f"{format_pp(80 / 220 - 40 / 200)} {format_pp(low)} to " \
                            f"{format_pp(high)}"
         report = build_report(session.connection(), experiment.id)
@@ -83,6 +85,12 @@ class TestDecisionFirst:
             else:
                 assert cell == (f"{format_money(result.estimate, 'EUR')} " + interval_text(
                     result.ci_low, result.ci_high, lambda v: format_money(v, "EUR")))
+        primary = next(r for r in report.results
+                       if r.arm == "ten percent" and r.metric == "adoption")
+        assert primary.bayesian is not None
+        assert cells[5].startswith(format_percent(primary.bayesian.chance_to_beat_baseline))
+        power = next(p for p in report.power if p.arm == "ten percent" and p.metric == "adoption")
+        assert cells[6].startswith(format_pp(power.effect.mde).lstrip("+"))
         health = dict(re.findall(r'data-health="(\w+)"><strong>[^<]*</strong> ([^<]*)</li>',
                                  decision_html(html)))
         assert health["srm"].startswith("Sample ratio check passed")
@@ -95,8 +103,8 @@ class TestDecisionFirst:
                               r'data-section="\w+"( open)?>\s*<summary><h2 id="(\w+)-title">',
                               html)
         keys = [key for key, _, _ in sections]
-        assert keys == ["results", "segments", "economics", "guardrails", "timeline",
-                        "sizes", "methods"]
+        assert keys == ["results", "segments", "power", "economics", "guardrails",
+                        "timeline", "sizes", "methods"]
         assert all(not opened for _, opened, _ in sections)  # folded until asked
         assert set(charts_on(html)) == {"lift", "adoption", "segments", "spend"}
 
@@ -139,7 +147,8 @@ class TestDecisionFirst:
             id_column="id", score_column="model"), actor="test")
         session.flush()
         page = as_role(Role.ANALYST).get(f"/campaigns/{result.campaign_id}/report").text
-        assert decision_columns(page) == ["verdict", "lift", "relative_lift"]
+        assert decision_columns(page) == ["verdict", "lift", "relative_lift", "chance",
+                                          "power"]
         assert re.search(r'<option value="model"', page)  # the imported score is offered
         shown = as_role(Role.ANALYST).get(
             f"/campaigns/{result.campaign_id}/report?qini=model").text

@@ -532,6 +532,9 @@ def report_context(report: Report, *, goal_metric: str | None,
               "qini": qini_chart(report)}
     context: dict[str, Any] = {
         "report": report, "decision": decision, "verdicts": list(decision.verdicts),
+        # What the decision's health checks do not already say (SRM has its own alert).
+        "alerts": [w for w in report.warnings[1 if report.srm.flagged else 0:]
+                   if w not in report.cautions],
         "primary": primary, "primary_label": decision.metric_label,
         "confidence": f"{1 - report.alpha:.0%}", "total_exposed": total,
         "arms": [{"name": arm.name, "control": arm.is_control, "n": arm.n,
