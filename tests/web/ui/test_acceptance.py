@@ -477,6 +477,9 @@ def fact(scope: Locator, term: str) -> Locator:
 
 def check_report(page: Page, traffic: Traffic) -> None:
     live = page.locator("#report-live")
+    sizes = live.locator("details#section-sizes")
+    if sizes.get_attribute("open") is None:  # details are folded under the decision
+        sizes.locator("summary").click()
     arms_table = live.locator("table.arms")
     expect(fact(live, "Customers exposed")).to_have_text(str(CUSTOMERS))
     for arm in ARMS:
@@ -492,11 +495,12 @@ def check_report(page: Page, traffic: Traffic) -> None:
     verdicts = live.locator("li.verdict-card")
     expect(verdicts).to_have_count(2)
     heavy = verdicts.filter(has_text=f"{HEAVY}:")
-    expect(heavy.locator(".verdict")).to_have_text("credible lift")
+    # The campaign is still running: every verdict is interim.
+    expect(heavy.locator(".verdict")).to_have_text("interim: credible lift")
     expect(heavy).to_contain_text(expected_verdict(traffic, HEAVY))
     light = verdicts.filter(has_text=f"{LIGHT}:")
     expect(light).to_contain_text(expected_verdict(traffic, LIGHT))
-    expect(light.locator(".verdict")).not_to_have_text("credible lift")
+    expect(light.locator(".verdict")).not_to_have_text("interim: credible lift")
 
     canvases = live.locator("canvas[data-report-chart]")
     expect(live.locator(".chart-lift canvas[data-rendered=true]")).to_have_count(1)
