@@ -31,7 +31,9 @@ from babel.numbers import get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from analytics.queries import BINARY_METRICS
+from analytics.metrics import keys as metric_keys
+from analytics.metrics import lookup as metric_lookup
+from analytics.metrics import metric_label
 from analytics.report import Report, srm_sentence, view_statistics
 from analytics.reports import PRIMARY_METRICS, MetricResult
 from analytics.stats import PROPORTIONS_METHOD
@@ -83,7 +85,7 @@ _MEDIA_TYPES = {
 MISSING = "\u2013"
 
 #: Metrics measured in the campaign's money (minor units) for live campaigns.
-MONEY_METRICS = frozenset({"cost_to_serve", "revenue", "incentive_cost"})
+MONEY_METRICS = frozenset(metric_keys(unit="money"))
 
 # Text a spreadsheet would run as a formula (an arm named "=HYPERLINK(...)").
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -493,7 +495,31 @@ def _diagnostics_tables(report: Report) -> list[_XlsxTable]:
                     ("level", "percent"), ("p_value_always_valid", "p"),
                     ("harm_detected", "flag"), ("reason", "text")),
                    _json_value(report.guardrails),
-                   title="Guardrails (always-valid sequential test)")]
+                   title="Guardrails (always-valid sequential test)"),
+        _XlsxTable((("metric", "text"), ("label", "text"), ("unit", "text"),
+                    ("kind", "text"), ("better", "text"), ("primary", "flag")),
+                   metric_definitions(report), title="Metrics")]
+
+
+def metric_definitions(report: Report) -> list[dict[str, Any]]:
+    """What each metric key of ``report`` means: the registry's facts for a live metric,
+    the key in words and the comparison's kind for an imported experiment's metric."""
+    kind_of = metric_kinds(report)
+    live = report.campaign.origin == CampaignOrigin.LIVE.value
+    rows = []
+    for key in dict.fromkeys(r.metric for r in report.results):
+        # an imported metric that shares a live metric's name keeps the direction only
+        known, printed = (metric_lookup(key) if live else None), kind_of(key)
+        direction = metric_lookup(key)
+        rows.append({
+            "metric": key, "label": metric_label(key),
+            "unit": (report.campaign.currency if printed == MONEY
+                     else known.unit if known is not None else printed),
+            "kind": (known.kind if known is not None
+                     else "proportion" if printed == RATE else "mean"),
+            "better": direction.better if direction is not None else "higher",
+            "primary": _is_primary(next(r for r in report.results if r.metric == key))})
+    return rows
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -600,19 +626,22 @@ class _Units:
 
 def metric_kinds(report: Report) -> Callable[[str], str]:
     """Each metric's kind in ``report``: RATE (a 0/1 rate or a share), MONEY (minor units of
-    the campaign's currency, live campaigns only) or NUMBER."""
-    rates = {r.metric for r in [*report.results, *report.segments]
-             if r.comparison.method == PROPORTIONS_METHOD} | set(BINARY_METRICS) | {
-        "target_share"}
+    the campaign's currency, live campaigns only) or NUMBER.
+
+    The registry (:data:`analytics.metrics.METRICS`) says first; a key it does not know (an
+    imported experiment's metric) is a rate when it was compared as a proportion.
+    """
+    proportions = {r.metric.removesuffix("_cuped") for r in [*report.results, *report.segments]
+                   if r.comparison.method == PROPORTIONS_METHOD}
     live = report.campaign.origin == CampaignOrigin.LIVE.value
 
     def kind(metric: str) -> str:
-        base = metric.removesuffix("_cuped")
-        if base in rates:
+        known = metric_lookup(metric)
+        if known is not None and known.is_rate:
             return RATE
-        if live and base in MONEY_METRICS:
+        if known is not None and known.is_money and live:
             return MONEY
-        return NUMBER
+        return RATE if metric.removesuffix("_cuped") in proportions else NUMBER
 
     return kind
 

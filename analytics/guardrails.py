@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from analytics.metrics import METRICS
 from analytics.queries import arm_statistics
 from analytics.stats import MeanStats, sequential_test
 from campaigns.errors import CampaignNotFound
@@ -71,13 +72,17 @@ class Guardrail:
     unit: Literal["count", "rate", "money"]
 
 
+def _guardrail_of(metric: GuardrailMetric) -> Guardrail:
+    """The guardrail on a live metric: harm is a move the bad way of its direction."""
+    known = METRICS[metric.value]
+    if known.unit not in ("count", "rate", "money"):
+        raise ValueError(f"a guardrail watches a per-customer mean, not {known.unit}")
+    return Guardrail(metric, 1 if known.lower_is_better else -1, known.noun,
+                     known.unit)
+
+
 GUARDRAILS: Mapping[str, Guardrail] = {
-    GuardrailMetric.COMPLAINTS.value: Guardrail(
-        GuardrailMetric.COMPLAINTS, 1, "complaints per customer", "count"),
-    GuardrailMetric.CHURN.value: Guardrail(GuardrailMetric.CHURN, 1, "churn rate", "rate"),
-    GuardrailMetric.REVENUE.value: Guardrail(
-        GuardrailMetric.REVENUE, -1, "revenue per customer", "money"),
-}
+    metric.value: _guardrail_of(metric) for metric in GuardrailMetric}
 
 
 @dataclass(frozen=True)

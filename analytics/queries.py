@@ -66,6 +66,8 @@ from sqlalchemy.sql import ColumnElement, Subquery
 from sqlalchemy.sql.elements import Cast
 from sqlalchemy.sql.selectable import LateralFromClause
 
+from analytics.metrics import METRICS
+from analytics.metrics import keys as metric_keys
 from campaigns.db import SQLITE_READ_ONLY, sqlite_unpooled
 from campaigns.models import (
     Arm,
@@ -94,19 +96,18 @@ LW = LotteryWinner.__table__  # type: ignore[attr-defined]
 _ARM = Arm.__table__  # type: ignore[attr-defined]
 
 #: Metrics with one value per customer (mean metrics and binary metrics).
-MEAN_METRICS = ("adoption", "source_interactions", "cost_to_serve", "conversion", "revenue",
-                "incentive_cost", "complaints", "churn")
-BINARY_METRICS = frozenset({"adoption", "conversion", "churn"})
+MEAN_METRICS = tuple(m.column for m in METRICS.values() if m.column is not None)
+BINARY_METRICS = frozenset(metric_keys(kind="proportion"))
 #: Per-customer money columns only the economics read (not compared in the report).
 VALUE_METRICS = ("margin", "net_value")
 #: Metrics with a pre-period value, so CUPED can adjust them.
-PRE_PERIOD_METRICS = ("adoption", "source_interactions", "cost_to_serve")
+PRE_PERIOD_METRICS = metric_keys(pre_period=True)
 #: Customer attributes a breakdown may use.
 SEGMENT_COLUMNS = ("segment", "value_tier", "loyalty_tier", "preferred_channel", "region",
                    "age_band", "is_new")
 #: Money metrics (minor units) a report may cap per customer. The pre-period value CUPED
 #: adjusts ``cost_to_serve`` by is capped at the same value.
-CAPPABLE_METRICS = ("revenue", "cost_to_serve", "incentive_cost")
+CAPPABLE_METRICS = metric_keys(cappable=True)
 _PERCENTILE_CAP = re.compile(r"(\d+(?:\.\d+)?)p")
 _AMOUNT_CAP = re.compile(r"\d+(?:\.\d+)?")
 

@@ -26,6 +26,8 @@ from sqlalchemy.sql import ColumnElement
 
 from analytics.economics import EconomicsResult, economics_from_rows
 from analytics.guardrails import GUARDRAILS, GuardrailResult, assess_guardrails
+from analytics.metrics import GOAL_METRICS, base_key
+from analytics.metrics import lookup as metric_lookup
 from analytics.queries import (
     CapRule,
     DailyAdoption,
@@ -719,9 +721,8 @@ def _view_method_statements(report: Report, corrected: Sequence[MetricResult]
                "probability that the effect goes the good way; expected loss is the "
                "average shortfall of choosing the arm if it is in fact worse (of keeping the "
                "baseline, if it is better); credible intervals are the posterior's central "
-               f"{1 - report.alpha:.0%}. Given for the absolute and the relative effect. "
-               "Lower is better for cost_to_serve, source_interactions, incentive_cost, "
-               "complaints and churn.")
+               f"{1 - report.alpha:.0%}. Given for the absolute and the relative effect."
+               + _lower_is_better_sentence(results))
     if any(r.sequential is not None for r in results):
         yield ("Always-valid results: a two-sided normal-mixture confidence sequence "
                "(Waudby-Smith et al. 2024; the one the guardrails use) on each absolute "
@@ -731,6 +732,16 @@ def _view_method_statements(report: Report, corrected: Sequence[MetricResult]
     if report.heterogeneity:
         yield (f"Heterogeneity across segment values: {HETEROGENEITY_METHOD}, per arm and "
                "metric. Read a difference between segments only when this test rejects.")
+
+
+def _lower_is_better_sentence(results: Sequence[MetricResult]) -> str:
+    """" Lower is better for ..." naming the report's metrics whose direction is down."""
+    lower = [key for key in dict.fromkeys(base_key(r.metric) for r in results)
+             if (metric := metric_lookup(key)) is not None and metric.lower_is_better]
+    if not lower:
+        return ""
+    names = lower[0] if len(lower) == 1 else f"{', '.join(lower[:-1])} and {lower[-1]}"
+    return f" Lower is better for {names}."
 
 
 def _lift_statements(results: Sequence[MetricResult]) -> Iterator[str]:
@@ -844,7 +855,8 @@ def _cap_methods(report: Report) -> Iterator[str]:
         parts.append(f"{cap.metric} at {format_money(cap.cap_minor, currency)} ({how}; "
                      f"{capped:,} customer{'s' * (capped != 1)} capped)")
     pre = (" The CUPED pre-period value of a capped metric is capped at the same value."
-           if any(cap.metric == "cost_to_serve" for cap in report.caps) else "")
+           if any(getattr(metric_lookup(cap.metric), "pre_period", False)
+                  for cap in report.caps) else "")
     yield ("Outliers: per-customer values above a cap are replaced by the cap (winsorised) "
            "in the comparisons: " + "; ".join(parts) + "." + pre + " Economics and "
            "guardrails use the amounts as recorded.")
@@ -1114,8 +1126,7 @@ def power_after_the_fact(results: Sequence[MetricResult], *, campaign: CampaignI
     """The minimum detectable effect of every treatment arm on every primary metric (the
     Holm-corrected ones), each against the goal's target uplift when it is the goal's
     metric."""
-    goal_metric = {"adoption": "adoption", "share": "target_share"}.get(
-        campaign.goal_metric or "")
+    goal_metric = GOAL_METRICS.get(campaign.goal_metric or "")
     out = []
     for result in results:
         if result.segment != "all" or not (result.metric in PRIMARY_METRICS

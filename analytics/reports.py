@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from analytics.metrics import keys as metric_keys
+from analytics.metrics import lookup as metric_lookup
 from analytics.queries import BINARY_METRICS, MEAN_METRICS, PRE_PERIOD_METRICS, arm_statistics
 from analytics.stats import (
     ArmEstimate,
@@ -52,11 +54,10 @@ from analytics.stats import (
 from campaigns.models import Arm, ArmAllocation, Assignment, Campaign, CampaignOrigin
 
 #: The metrics the goal is judged on; Holm corrects across arms x these.
-PRIMARY_METRICS = ("adoption", "target_share")
+PRIMARY_METRICS = metric_keys(primary=True)
 #: Live metrics where a decrease is the good direction (the Bayesian view's "beat" and
 #: "loss" follow it); every other metric, imported ones included, is better when higher.
-LOWER_IS_BETTER = frozenset({"source_interactions", "cost_to_serve", "incentive_cost",
-                             "complaints", "churn"})
+LOWER_IS_BETTER = frozenset(metric_keys(better="lower"))
 #: Units (both arms of a comparison) at which a report row's confidence sequence is
 #: tightest. Fixed before any data is seen, as the guardrails' DEFAULT_TUNING_N is:
 #: a value that followed the sample would void the always-valid guarantee.
@@ -105,7 +106,8 @@ class SegmentHeterogeneity:
 def with_views(result: MetricResult, baseline: ArmEstimate | None,
                treatment: ArmEstimate | None, *, alpha: float) -> MetricResult:
     """``result`` with its effect, Bayesian view and confidence sequence filled in."""
-    lower = result.metric.removesuffix("_cuped") in LOWER_IS_BETTER
+    metric = metric_lookup(result.metric)
+    lower = metric is not None and metric.lower_is_better
     absolute = effect(baseline, treatment)
     relative = effect(baseline, treatment, effect_type="relative")
     return replace(

@@ -34,10 +34,11 @@ from analytics.exports import (
     metric_kinds,
 )
 from analytics.guardrails import GUARDRAILS, assess_guardrails, describe_harm
+from analytics.metrics import GOAL_METRICS, metric_label
 from analytics.report import Report, srm_sentence
 from analytics.reports import PRIMARY_METRICS, MetricResult, campaign_results
 from analytics.stats import Comparison
-from campaigns.models import Campaign, GoalMetric
+from campaigns.models import Campaign
 
 HEADLINE_METRIC = "adoption"
 
@@ -134,22 +135,6 @@ def campaign_headline(connection: Connection, campaign_id: int, *, alpha: float 
 # (economics of an imported experiment, say) is left out.
 # =========================================================================================
 
-#: What each metric measures, in the words of the page.
-METRIC_LABELS = {
-    "adoption": "Adopted the target channel",
-    "target_share": "Share of the stage's interactions on the target channel",
-    "source_interactions": "Interactions on the source channels",
-    "cost_to_serve": "Cost to serve per customer",
-    "conversion": "Converted",
-    "revenue": "Revenue per customer",
-    "incentive_cost": "Incentive cost per customer",
-    "complaints": "Complaints per customer",
-    "churn": "Churned",
-}
-#: The goal's metric decides which result a verdict reads.
-GOAL_PRIMARY = {GoalMetric.ADOPTION.value: "adoption", GoalMetric.SHARE.value: "target_share"}
-
-
 @dataclass(frozen=True)
 class Units:
     """How one metric's levels and differences are printed and charted."""
@@ -173,12 +158,6 @@ def metric_units(report: Report) -> Callable[[str], Units]:
     number = Units("number", format_number, lambda v: format_number(v, signed=True), 1.0, "")
     by_kind = {RATE: rate, MONEY: money, NUMBER: number}
     return lambda metric: by_kind[kind_of(metric)]
-
-
-def metric_label(metric: str) -> str:
-    base = metric.removesuffix("_cuped")
-    label = METRIC_LABELS.get(base, base.replace("_", " "))
-    return f"{label} (CUPED)" if metric.endswith("_cuped") else label
 
 
 @dataclass(frozen=True)
@@ -232,7 +211,7 @@ def arm_verdict(result: MetricResult, *, alpha: float, units: Units) -> ArmVerdi
 def primary_metric(report: Report, goal_metric: str | None) -> str | None:
     """The metric the verdicts read: the goal's, else the first Holm-corrected one."""
     metrics = [result.metric for result in report.results]
-    wanted = GOAL_PRIMARY.get(goal_metric or "")
+    wanted = GOAL_METRICS.get(goal_metric or "")
     if wanted in metrics:
         return wanted
     corrected = [r.metric for r in report.results if r.p_value_holm is not None]
