@@ -1085,3 +1085,28 @@ class TestCsvFormulaGuard:
         assert csv_value("@SUM(A1)") == "'@SUM(A1)"
         assert csv_value("web coupon") == "web coupon"
         assert csv_value(-5) == -5  # numbers stay numbers
+
+
+class TestIntegersAreIntegers:
+    """A JSON true, 5.0 or "5" where the document says integer is refused naming the field,
+    and nothing changes (schemathesis found `{"priority": true}` accepted as priority 1)."""
+
+    @pytest.mark.parametrize("value", [True, 5.0, "5"])
+    def test_campaign_update(self, api: Api, value: Any) -> None:
+        campaign = api.campaign()
+        response = api.client.patch(f"/api/v1/campaigns/{campaign['id']}",
+                                    json={"priority": value}, headers=api.headers)
+        assert response.status_code == 422, response.text
+        assert ["body", "priority"] in locs(response)
+        assert api.get(f"/campaigns/{campaign['id']}").json()["priority"] \
+            == campaign["priority"]
+
+    @pytest.mark.parametrize("field", ["goal_id", "per_customer_limit", "priority"])
+    def test_campaign_create(self, api: Api, field: str) -> None:
+        body = campaign_body(api.goal())
+        body[field] = True
+        before = len(api.get("/campaigns").json()["items"])
+        response = api.post("/campaigns", body)
+        assert response.status_code == 422, response.text
+        assert ["body", field] in locs(response)
+        assert len(api.get("/campaigns").json()["items"]) == before
