@@ -81,7 +81,7 @@ class ChannelUpdate(InputModel):
 class StageCreate(InputModel):
     key: Key
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    position: int = 0
+    position: StrictInt = 0
 
 
 class ChannelCostSet(InputModel):
@@ -100,7 +100,7 @@ class GoalCreate(InputModel):
     source_channels: Annotated[list[Key], Field(min_length=1)]
     target_channel: Key
     metric: GoalMetric = GoalMetric.ADOPTION
-    window_days: Annotated[int, Field(ge=1, le=730)] = 30
+    window_days: Annotated[StrictInt, Field(ge=1, le=730)] = 30
     target_uplift: Annotated[Decimal, Field(gt=0, le=1, max_digits=6, decimal_places=4)]
     eligibility_rule: Annotated[str, Field(max_length=2000)] | None = None
 
@@ -137,10 +137,10 @@ class IncentiveCreate(InputModel):
 
 class ArmCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    weight: Annotated[int, Field(ge=0, le=100)]
+    weight: Annotated[StrictInt, Field(ge=0, le=100)]
     is_control: bool = False
     incentive: IncentiveCreate | None = None
-    incentive_id: int | None = None
+    incentive_id: StrictInt | None = None
 
     @model_validator(mode="after")
     def _control_has_no_incentive(self) -> ArmCreate:
@@ -167,13 +167,13 @@ Guardrails = Annotated[list[GuardrailMetric], AfterValidator(_distinct)]
 class CampaignCreate(InputModel):
     name: Name
     description: str = ""
-    goal_id: int
+    goal_id: StrictInt
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     budget_minor: MinorUnits | None = None
-    per_customer_limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+    per_customer_limit: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
     stacking: StackingPolicy = StackingPolicy.EXCLUSIVE
-    priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    priority: Annotated[StrictInt, Field(ge=0, le=1000)] = 0
     eligibility_rule: Annotated[str, Field(max_length=2000)] | None = None
     control_opt_out: bool = False
     control_opt_out_reason: str | None = None
@@ -196,9 +196,9 @@ class CampaignUpdate(InputModel):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     budget_minor: MinorUnits | None = None
-    per_customer_limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+    per_customer_limit: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
     stacking: StackingPolicy | None = None
-    priority: Annotated[int, Field(ge=0, le=1000)] | None = None
+    priority: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
     eligibility_rule: Annotated[str, Field(max_length=2000)] | None = None
     control_opt_out: bool | None = None
     control_opt_out_reason: str | None = None
@@ -208,7 +208,7 @@ class CampaignUpdate(InputModel):
 class ArmWeights(InputModel):
     """New weights by arm name; every arm of the campaign must be named."""
 
-    weights: dict[str, Annotated[int, Field(ge=0, le=100)]]
+    weights: dict[str, Annotated[StrictInt, Field(ge=0, le=100)]]
 
 
 # --- users ----------------------------------------------------------------------
