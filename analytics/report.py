@@ -35,6 +35,7 @@ from analytics.queries import (
     check_pre_period_days,
     complete_windows,
     goal_window,
+    parse_cap,
     positive_percentile,
     uncapped_rows,
 )
@@ -226,6 +227,20 @@ class ReportOptionError(ValueError):
         super().__init__(f"{option}: {message}")
         self.option = option
         self.detail = message
+
+
+def parse_caps(caps: Mapping[str, CapRule | str]) -> dict[str, CapRule]:
+    """Cap options by metric, each a :class:`~analytics.queries.CapRule` or the text a
+    reader gave ("99p", "500.00"); :class:`ReportOptionError` names an unreadable one."""
+    parsed: dict[str, CapRule] = {}
+    for metric, rule in caps.items():
+        if isinstance(rule, str):
+            try:
+                rule = parse_cap(rule)
+            except ValueError as error:
+                raise ReportOptionError(f"cap_{metric}", str(error)) from None
+        parsed[metric] = rule
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -907,7 +922,7 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
                  now: datetime | None = None, segment: str | None = None,
                  qini_score: str | None = None, qini_metric: str | None = None,
                  correction: str = "holm", baseline: str | None = None,
-                 caps: Mapping[str, CapRule] | None = None,
+                 caps: Mapping[str, CapRule | str] | None = None,
                  cuped_days: int | None = None) -> Report:
     """The campaign's full report at ``now`` (default: the current time).
 
@@ -923,7 +938,8 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     ``correction`` ('holm' or 'bh') is the multiplicity correction the tables use;
     ``baseline`` names the arm every other arm is compared with (None: the control arm).
 
-    ``caps`` (metric of :data:`analytics.queries.CAPPABLE_METRICS` -> rule) caps those
+    ``caps`` (metric of :data:`analytics.queries.CAPPABLE_METRICS` -> rule, or its text
+    as :func:`parse_caps` reads it) caps those
     money metrics per customer in the comparisons (:class:`AppliedCap`); ``cuped_days``
     sets the CUPED pre-period (default: as long as the goal's window). Both are for live
     campaigns; :class:`ReportOptionError` (a ValueError) names a bad one.
@@ -943,6 +959,7 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be strictly between 0 and 1 (got {alpha})")
     check_correction(correction)
+    caps = parse_caps(caps or {})
     generated_at = (now or utcnow()).astimezone(UTC)
     campaign = campaign_info(connection, campaign_id)
     if baseline is not None:
@@ -973,7 +990,7 @@ def build_report(connection: Connection, campaign_id: int, *, alpha: float = 0.0
     else:
         live_rows: list[dict[str, Any]] | None = None
         if live:
-            applied_caps = _resolve_caps(connection, campaign_id, campaign, caps or {})
+            applied_caps = _resolve_caps(connection, campaign_id, campaign, caps)
             # One pass over the exposures and events: every statistic and the timeline.
             live_rows, daily = arm_statistics_and_adoption(
                 connection, campaign_id, segment=segment, pre_period_days=cuped_days,

@@ -524,7 +524,7 @@ def report(
     html  one self-contained file with charts, to read or send
     """
     from analytics.exports import ExportFormat, export_bytes, export_filename
-    from analytics.queries import CapRule, parse_cap, report_view
+    from analytics.queries import report_view
     from analytics.report import (
         ReportOptionError,
         arm_names,
@@ -543,14 +543,9 @@ def report(
         check_correction(correction)
     except ValueError as error:
         raise fail(f"--correction: {error}") from None
-    caps: dict[str, CapRule] = {}
-    for metric, text in (("revenue", cap_revenue), ("cost_to_serve", cap_cost_to_serve),
-                         ("incentive_cost", cap_incentive_cost)):
-        if text is not None:
-            try:
-                caps[metric] = parse_cap(text)
-            except ValueError as error:
-                raise fail(f"--cap-{metric.replace('_', '-')}: {error}") from None
+    caps = {metric: text for metric, text in (
+        ("revenue", cap_revenue), ("cost_to_serve", cap_cost_to_serve),
+        ("incentive_cost", cap_incentive_cost)) if text is not None}
     _ensure_schema()
     try:
         with report_view(get_engine()) as connection:

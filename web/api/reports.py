@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from analytics.exports import ExportFormat, export_bytes, export_filename
-from analytics.queries import MAX_PRE_PERIOD_DAYS, CapRule, parse_cap
+from analytics.queries import MAX_PRE_PERIOD_DAYS
 from analytics.report import ReportOptionError, arm_names, build_report, choose_segment
 from analytics.reports import choose_baseline
 from analytics.stats import CORRECTIONS
@@ -73,19 +73,6 @@ _CAP_HELP = ("Cap each customer's {metric} in the comparisons (live campaigns): 
              "the 99th percentile of the positive values (any percentile above 0 and below "
              "100), or `500.00` at that amount in the campaign's currency. CUPED's "
              "pre-period value is capped alike; economics and guardrails stay uncapped.")
-
-
-def _caps(given: dict[str, str | None]) -> dict[str, CapRule]:
-    """The cap options that were given, parsed; 422 naming the first unreadable one."""
-    caps: dict[str, CapRule] = {}
-    for metric, text in given.items():
-        if text is None:
-            continue
-        try:
-            caps[metric] = parse_cap(text)
-        except ValueError as error:
-            raise _invalid_query(f"cap_{metric}", error) from None
-    return caps
 
 
 def _invalid_query(name: str, error: ValueError) -> ValidationFailed:
@@ -188,8 +175,9 @@ def campaign_report(
     if correction not in CORRECTIONS:
         raise _invalid_query("correction", ValueError(
             f"unknown correction '{correction}'; use one of {', '.join(CORRECTIONS)}"))
-    caps = _caps({"revenue": cap_revenue, "cost_to_serve": cap_cost_to_serve,
-                  "incentive_cost": cap_incentive_cost})
+    caps = {metric: text for metric, text in (
+        ("revenue", cap_revenue), ("cost_to_serve", cap_cost_to_serve),
+        ("incentive_cost", cap_incentive_cost)) if text is not None}
     with read_view(session) as connection:
         try:
             chosen = choose_segment(connection, campaign_id, segment)

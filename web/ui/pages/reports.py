@@ -50,7 +50,6 @@ from analytics.queries import (
     CAPPABLE_METRICS,
     MAX_PRE_PERIOD_DAYS,
     CapRule,
-    parse_cap,
 )
 from analytics.report import Report, ReportOptionError, arm_names, build_report, srm_sentence
 from analytics.reports import MetricResult, choose_baseline
@@ -162,7 +161,7 @@ class ReportOptions:
     correction: str = "holm"
     baseline: str | None = None
     qini: str | None = None
-    caps: dict[str, CapRule] = field(default_factory=dict)
+    caps: dict[str, CapRule | str] = field(default_factory=dict)
     cuped_days: int | None = None
     given: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -188,18 +187,14 @@ class ReportOptions:
 
 def report_options(given: Mapping[str, str | None], *, correction: str = "holm",
                    baseline: str | None = None, qini: str | None = None) -> ReportOptions:
-    """Parse the form's options; for caps (``cap_<metric>``) and ``cuped_days`` blank means
-    unset and a bad value is kept in ``errors`` and left out."""
-    caps: dict[str, CapRule] = {}
+    """The form's options; for caps (``cap_<metric>``) and ``cuped_days`` blank means
+    unset and a bad value ends in ``errors`` and is left out."""
     errors: dict[str, str] = {}
     kept = {name: value.strip() for name, value in given.items() if value and value.strip()}
-    for metric in CAPPABLE_METRICS:
-        text = kept.get(f"cap_{metric}")
-        if text is not None:
-            try:
-                caps[metric] = parse_cap(text)
-            except ValueError as error:
-                errors[f"cap_{metric}"] = str(error)
+    # Read by the report itself (analytics.report.parse_caps); one it cannot read is
+    # dropped by _built_report with its reason.
+    caps = {metric: kept[f"cap_{metric}"] for metric in CAPPABLE_METRICS
+            if f"cap_{metric}" in kept}
     cuped_days: int | None = None
     if "cuped_days" in kept:
         text = kept["cuped_days"]
